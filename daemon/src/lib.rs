@@ -1,0 +1,1 @@
+//! whale-daemon: the engine, scheduler and HTTP API behind `whaled`.

@@ -1,0 +1,1 @@
+//! Test support: fixture models and helpers shared by the end-to-end tests.
