@@ -1,0 +1,201 @@
+//! Pulls in separate processes: one killed with SIGKILL mid-download and resumed (the server
+//! counts bytes: only parts that were in flight are fetched twice), and two pulling the same
+//! model into one store at once.
+//!
+//! The child processes are this test binary run again with `WHALE_TEST_CHILD` set: the test
+//! `child_pull` then pulls as told by the environment and exits.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use futures::StreamExt;
+use support::{options, random_model, serve};
+use whale_registry::progress::NoProgress;
+use whale_registry::{ModelRef, PullOptions, Puller, Store, server};
+
+const PART: u64 = 4 * 1024 * 1024;
+const IN_FLIGHT: usize = 2;
+
+fn child_options() -> PullOptions {
+    PullOptions {
+        part_size: Some(PART),
+        parts_in_flight: IN_FLIGHT,
+        stall_timeout: Duration::from_secs(10),
+        ..options()
+    }
+}
+
+/// Entry point of the child processes; does nothing unless `WHALE_TEST_CHILD` is set.
+#[tokio::test]
+async fn child_pull() {
+    let Ok(root) = std::env::var("WHALE_TEST_CHILD") else {
+        return;
+    };
+    let name = ModelRef::parse(&std::env::var("WHALE_TEST_CHILD_NAME").unwrap()).unwrap();
+    let store = Store::open(root).unwrap();
+    Puller::new(child_options())
+        .pull(&store, &name, &NoProgress)
+        .await
+        .unwrap();
+}
+
+fn spawn_child(root: &Path, name: &ModelRef) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_pull", "--nocapture", "--test-threads=1"])
+        .env("WHALE_TEST_CHILD", root)
+        .env("WHALE_TEST_CHILD_NAME", name.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Counts body bytes sent, and slows them down while `throttle` is set.
+#[derive(Clone, Default)]
+struct Meter {
+    sent: Arc<AtomicU64>,
+    throttle: Arc<AtomicBool>,
+}
+
+async fn metered(State(meter): State<Meter>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let (parts, body) = response.into_parts();
+    let stream = body.into_data_stream().then(move |chunk| {
+        let meter = meter.clone();
+        async move {
+            if let Ok(chunk) = &chunk {
+                if meter.throttle.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(60)).await;
+                }
+                meter.sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            chunk
+        }
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+fn done_parts(state: &Path) -> Vec<bool> {
+    std::fs::read(state)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| serde_json::from_value(v["done"].clone()).ok())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pull_resumes_and_refetches_only_parts_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Store::open(dir.path().join("source")).unwrap();
+    let model = random_model(64 * 1024 * 1024);
+    let size = model.manifest.layers[0].size;
+    model.put(&source, &ModelRef::parse("big:1").unwrap()).await;
+    let meter = Meter::default();
+    meter.throttle.store(true, Ordering::Relaxed);
+    let router =
+        server::router(source).layer(middleware::from_fn_with_state(meter.clone(), metered));
+    let addr = serve(router).await;
+    let name = ModelRef::parse(&format!("{addr}/library/big:1")).unwrap();
+
+    let root: PathBuf = dir.path().join("target");
+    let target = Store::open(&root).unwrap();
+    let weights = &model.blobs[0].0;
+    let state_path = root
+        .join("blobs")
+        .join(format!("{}-partial.json", weights.file_name()));
+    let mut child = spawn_child(&root, &name);
+    let deadline = Instant::now() + Duration::from_mins(2);
+    loop {
+        let done = done_parts(&state_path).iter().filter(|d| **d).count();
+        if done >= 3 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child finished before it was killed"
+        );
+        assert!(Instant::now() < deadline, "the child made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let first_run = meter.sent.load(Ordering::Relaxed);
+    let done = done_parts(&state_path);
+    let done_bytes: u64 = done
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d)
+        .map(|(i, _)| PART.min(size - i as u64 * PART))
+        .sum();
+    assert!(done_bytes < size, "killed midway");
+    assert!(!target.has_blob(weights));
+
+    meter.throttle.store(false, Ordering::Relaxed);
+    meter.sent.store(0, Ordering::Relaxed);
+    Puller::new(child_options())
+        .pull(&target, &name, &NoProgress)
+        .await
+        .unwrap();
+    model.assert_in(&target, &name).await;
+    // Besides the missing parts, the second run fetches the manifest and the small blobs.
+    let small: u64 = model.blobs[1..]
+        .iter()
+        .map(|(_, b)| b.len() as u64)
+        .sum::<u64>()
+        + model.manifest_bytes.len() as u64;
+    let second_run = meter.sent.load(Ordering::Relaxed) - small;
+    assert!(
+        second_run <= size - done_bytes,
+        "second run fetched {second_run} bytes; {} were missing",
+        size - done_bytes
+    );
+    let wasted = (first_run + second_run).saturating_sub(size);
+    assert!(
+        wasted <= IN_FLIGHT as u64 * PART,
+        "{wasted} bytes fetched twice; at most {IN_FLIGHT} parts of {PART} were in flight"
+    );
+    assert!(!state_path.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_pull_the_same_model_into_one_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Store::open(dir.path().join("source")).unwrap();
+    let model = random_model(24 * 1024 * 1024);
+    model
+        .put(&source, &ModelRef::parse("shared:1").unwrap())
+        .await;
+    let addr = serve(server::router(source)).await;
+    let name = ModelRef::parse(&format!("{addr}/library/shared:1")).unwrap();
+    let root = dir.path().join("target");
+    Store::open(&root).unwrap();
+
+    let mut children = [spawn_child(&root, &name), spawn_child(&root, &name)];
+    // And a third puller in this process, concurrently.
+    let store = Store::open(&root).unwrap();
+    Puller::new(child_options())
+        .pull(&store, &name, &NoProgress)
+        .await
+        .unwrap();
+    for child in &mut children {
+        let status = tokio::task::block_in_place(|| child.wait().unwrap());
+        assert!(status.success(), "a concurrent pull failed: {status}");
+    }
+    model.assert_in(&store, &name).await;
+    let junk: Vec<String> = support::files_under(&root.join("blobs"))
+        .into_iter()
+        .filter(|f| {
+            Path::new(f).extension().is_none_or(|e| e != "lock")
+                && !model.blobs.iter().any(|(d, _)| *f == d.file_name())
+        })
+        .collect();
+    assert!(junk.is_empty(), "{junk:?}");
+}
