@@ -1,1 +1,19 @@
-//! Test support: fixture models and helpers shared by the end-to-end tests.
+//! Test support shared by the end-to-end tests: the GGUF writer ([`gguf`]) and the fixture
+//! models it makes or fetches ([`fixtures`]), and a real `whaled` to test against ([`whaled`]).
+
+// DeepSeek, MoE, YaRN, Q4_K_M are names in prose here, not code to put in backticks
+#![allow(clippy::doc_markdown)]
+
+use std::path::{Path, PathBuf};
+
+pub mod fixtures;
+pub mod gguf;
+pub mod whaled;
+
+/// The workspace root (this crate lives in `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}

@@ -1,0 +1,668 @@
+//! The test suite's models. Tiny GGUF files with the real architectures of the DeepSeek family
+//! (`deepseek2` as V3/R1 671B, `qwen2` and `llama` as the R1 distills) and random weights, made
+//! on demand with [`crate::gguf`] and cached; plus the real Gemma 3 270M, fetched once, for checks
+//! that generation is actually right. All tiny fixtures carry the real DeepSeek V3 tokenizer and
+//! chat template, so tokenizer and template tests see what a real V3/R1 GGUF holds.
+//!
+//! Files live under [`root`] (`$WHALE_FIXTURES`, default `<workspace>/.cache/fixtures`); the
+//! generated ones under `generated/`, named with [`GENERATOR_VERSION`] so that a change to the
+//! generator makes new files instead of reusing stale ones. Generation and fetching take a file
+//! lock and write to a temporary file then rename, so parallel tests (and test binaries) are safe.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value as Json;
+
+use crate::gguf::{Builder, Tensor, TensorType, Value};
+
+/// Bump when the generated files change, so caches of older generators are not reused.
+pub const GENERATOR_VERSION: u32 = 1;
+
+/// Environment variable naming the fixtures folder.
+pub const FIXTURES_ENV: &str = "WHALE_FIXTURES";
+
+/// DeepSeek V3's vocabulary size (`vocab_size` of its config; the tokenizer defines 128,815 ids,
+/// the rest are padding, written as `[PAD<id>]` with type unused as llama.cpp's converter does).
+pub const DEEPSEEK_VOCAB_SIZE: usize = 129_280;
+
+/// Everything that can go wrong making or fetching a fixture.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: not the tokenizer file expected: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
+    #[error("scripts/fetch-fixtures.sh failed ({status}); run it by hand to see why")]
+    Fetch { status: String },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A tiny model with a real DeepSeek-family architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fixture {
+    /// `deepseek2` as DeepSeek V3 / R1 671B: MLA, dense lead blocks then MoE blocks with
+    /// shared experts, sigmoid gating with the selection bias, expert groups, YaRN.
+    DeepSeek2,
+    /// `qwen2` as the R1 distills Qwen 1.5B/7B/14B/32B: GQA with q/k/v biases.
+    Qwen2,
+    /// `llama` as the R1 distills Llama 8B/70B: GQA, no biases.
+    Llama,
+}
+
+impl Fixture {
+    pub const ALL: [Fixture; 3] = [Fixture::DeepSeek2, Fixture::Qwen2, Fixture::Llama];
+
+    /// The GGUF architecture name (`general.architecture`).
+    pub fn architecture(self) -> &'static str {
+        match self {
+            Fixture::DeepSeek2 => "deepseek2",
+            Fixture::Qwen2 => "qwen2",
+            Fixture::Llama => "llama",
+        }
+    }
+
+    /// Path of the fixture's GGUF, generated first if absent.
+    pub fn path(self) -> PathBuf {
+        self.try_path()
+            .unwrap_or_else(|e| panic!("fixture {}: {e}", self.architecture()))
+    }
+
+    /// Like [`Fixture::path`] but returning the error.
+    pub fn try_path(self) -> Result<PathBuf, Error> {
+        let dir = root().join("generated");
+        let path = dir.join(format!(
+            "tiny-{}-v{GENERATOR_VERSION}.gguf",
+            self.architecture()
+        ));
+        if path.exists() {
+            return Ok(path);
+        }
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let _lock = FileLock::acquire(&dir.join(format!(".{}.lock", self.architecture())))?;
+        if path.exists() {
+            return Ok(path);
+        }
+        let builder = self.build()?;
+        let temp = dir.join(format!(
+            ".tiny-{}.{}.tmp",
+            self.architecture(),
+            std::process::id()
+        ));
+        builder.write(&temp).map_err(io_error(&temp))?;
+        fs::rename(&temp, &path).map_err(io_error(&path))?;
+        remove_stale(&dir, self.architecture());
+        Ok(path)
+    }
+
+    /// The file's contents, built in memory (deterministic: same bytes every time).
+    pub fn build(self) -> Result<Builder, Error> {
+        let tokenizer = DeepSeekTokenizer::load()?;
+        let mut builder = Builder::new();
+        self.write_general(&mut builder);
+        tokenizer.write(&mut builder);
+        let mut weights = Weights::new(self);
+        match self {
+            Fixture::DeepSeek2 => deepseek2_model(&mut builder, &mut weights),
+            Fixture::Qwen2 => dense_model(&mut builder, &mut weights, &QWEN2),
+            Fixture::Llama => dense_model(&mut builder, &mut weights, &LLAMA),
+        }
+        Ok(builder)
+    }
+
+    fn write_general(self, builder: &mut Builder) {
+        let arch = self.architecture();
+        let (name, size_label) = match self {
+            Fixture::DeepSeek2 => ("Tiny DeepSeek V3 (whale test fixture)", "tiny-671B-shape"),
+            Fixture::Qwen2 => ("Tiny DeepSeek R1 Distill Qwen (whale test fixture)", "tiny"),
+            Fixture::Llama => (
+                "Tiny DeepSeek R1 Distill Llama (whale test fixture)",
+                "tiny",
+            ),
+        };
+        builder.set("general.architecture", arch);
+        builder.set("general.type", "model");
+        builder.set("general.name", name);
+        builder.set("general.size_label", size_label);
+        builder.set("general.license", "mit");
+        builder.set("general.alignment", 32u32);
+        // 1 = mostly f16; the embedding and output are q8_0 to keep the files small
+        builder.set("general.file_type", 1u32);
+        builder.set("general.quantization_version", 2u32);
+    }
+}
+
+/// The tiny `deepseek2` fixture (DeepSeek V3 / R1 shapes).
+pub fn deepseek2() -> PathBuf {
+    Fixture::DeepSeek2.path()
+}
+
+/// The tiny `qwen2` fixture (R1-Distill-Qwen shapes).
+pub fn qwen2() -> PathBuf {
+    Fixture::Qwen2.path()
+}
+
+/// The tiny `llama` fixture (R1-Distill-Llama shapes).
+pub fn llama() -> PathBuf {
+    Fixture::Llama.path()
+}
+
+/// Gemma 3 270M Q4_K_M, a real model small enough for CPU tests: fetched once by
+/// `scripts/fetch-fixtures.sh` if absent.
+pub fn gemma() -> PathBuf {
+    let path = root().join("gemma-3-270m-q4_k_m.gguf");
+    ensure_fetched(&path).unwrap_or_else(|e| panic!("gemma fixture: {e}"));
+    path
+}
+
+/// The folder holding DeepSeek V3's `tokenizer.json` and `tokenizer_config.json`, fetched once
+/// if absent.
+pub fn deepseek_tokenizer_dir() -> PathBuf {
+    let dir = root().join("deepseek-v3-tokenizer");
+    ensure_fetched(&dir.join("tokenizer_config.json"))
+        .unwrap_or_else(|e| panic!("deepseek tokenizer fixture: {e}"));
+    dir
+}
+
+/// The fixtures folder: `$WHALE_FIXTURES`, else `<workspace>/.cache/fixtures`.
+pub fn root() -> PathBuf {
+    match std::env::var_os(FIXTURES_ENV) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => crate::workspace_root().join(".cache").join("fixtures"),
+    }
+}
+
+/// Runs the fetch script (once per machine, under a lock) when `wanted` is missing.
+fn ensure_fetched(wanted: &Path) -> Result<(), Error> {
+    static IN_PROCESS: Mutex<()> = Mutex::new(());
+    if wanted.exists() {
+        return Ok(());
+    }
+    let _guard = IN_PROCESS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = root();
+    fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    let _lock = FileLock::acquire(&dir.join(".fetch.lock"))?;
+    if wanted.exists() {
+        return Ok(());
+    }
+    let script = crate::workspace_root()
+        .join("scripts")
+        .join("fetch-fixtures.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .env(FIXTURES_ENV, &dir)
+        .status()
+        .map_err(io_error(&script))?;
+    if !status.success() || !wanted.exists() {
+        return Err(Error::Fetch {
+            status: status.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Removes generated files of other generator versions for this architecture.
+fn remove_stale(dir: &Path, architecture: &str) {
+    let current = format!("tiny-{architecture}-v{GENERATOR_VERSION}.gguf");
+    let prefix = format!("tiny-{architecture}-v");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".gguf") && name != current {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// An exclusive advisory lock on a file, released on drop (also across processes).
+struct FileLock(File);
+
+impl FileLock {
+    fn acquire(path: &Path) -> Result<FileLock, Error> {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_error(path))?;
+        file.lock().map_err(io_error(path))?;
+        Ok(FileLock(file))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizer
+
+/// llama.cpp's token types (`llama_token_type`).
+mod token_type {
+    pub const NORMAL: i32 = 1;
+    pub const CONTROL: i32 = 3;
+    pub const USER_DEFINED: i32 = 4;
+    pub const UNUSED: i32 = 5;
+}
+
+/// The DeepSeek V3 tokenizer, read from the fetched `tokenizer.json` / `tokenizer_config.json`
+/// and turned into llama.cpp's `tokenizer.*` keys the way its HF converter does.
+#[derive(Debug)]
+pub struct DeepSeekTokenizer {
+    pub tokens: Vec<String>,
+    pub token_types: Vec<i32>,
+    pub merges: Vec<String>,
+    pub chat_template: String,
+    /// Every token's id by its text (added tokens included).
+    pub ids: HashMap<String, u32>,
+    pub bos_id: u32,
+    pub eos_id: u32,
+    pub pad_id: u32,
+    pub add_bos: bool,
+    pub add_eos: bool,
+}
+
+impl DeepSeekTokenizer {
+    /// Reads the tokenizer files from [`deepseek_tokenizer_dir`].
+    pub fn load() -> Result<DeepSeekTokenizer, Error> {
+        let dir = deepseek_tokenizer_dir();
+        let tokenizer_path = dir.join("tokenizer.json");
+        let config_path = dir.join("tokenizer_config.json");
+        let tokenizer = read_json(&tokenizer_path)?;
+        let config = read_json(&config_path)?;
+        let bad = |path: &Path, reason: &str| Error::Tokenizer {
+            path: path.to_path_buf(),
+            reason: reason.to_owned(),
+        };
+
+        let vocab = tokenizer["model"]["vocab"]
+            .as_object()
+            .ok_or_else(|| bad(&tokenizer_path, "no model.vocab"))?;
+        let mut tokens: Vec<Option<String>> = vec![None; DEEPSEEK_VOCAB_SIZE];
+        let mut token_types = vec![token_type::UNUSED; DEEPSEEK_VOCAB_SIZE];
+        let mut ids = HashMap::new();
+        for (text, id) in vocab {
+            let id = id
+                .as_u64()
+                .ok_or_else(|| bad(&tokenizer_path, "vocab id"))? as usize;
+            let slot = tokens
+                .get_mut(id)
+                .ok_or_else(|| bad(&tokenizer_path, "id past vocab size"))?;
+            *slot = Some(text.clone());
+            token_types[id] = token_type::NORMAL;
+            ids.insert(text.clone(), id as u32);
+        }
+        let added = tokenizer["added_tokens"]
+            .as_array()
+            .ok_or_else(|| bad(&tokenizer_path, "no added_tokens"))?;
+        for token in added {
+            let id = token["id"]
+                .as_u64()
+                .ok_or_else(|| bad(&tokenizer_path, "added id"))? as usize;
+            let text = token["content"]
+                .as_str()
+                .ok_or_else(|| bad(&tokenizer_path, "added content"))?;
+            let special = token["special"].as_bool().unwrap_or(false);
+            // as llama.cpp's converter: special tokens and ones that look special are control,
+            // other added tokens user-defined (matched in text even without parse_special)
+            let kind = if special || looks_special(text) {
+                token_type::CONTROL
+            } else {
+                token_type::USER_DEFINED
+            };
+            let slot = tokens
+                .get_mut(id)
+                .ok_or_else(|| bad(&tokenizer_path, "id past vocab size"))?;
+            *slot = Some(text.to_owned());
+            token_types[id] = kind;
+            ids.insert(text.to_owned(), id as u32);
+        }
+        let tokens = tokens
+            .into_iter()
+            .enumerate()
+            .map(|(id, text)| text.unwrap_or_else(|| format!("[PAD{id}]")))
+            .collect();
+
+        let merges = tokenizer["model"]["merges"]
+            .as_array()
+            .ok_or_else(|| bad(&tokenizer_path, "no model.merges"))?
+            .iter()
+            .map(|merge| match merge {
+                Json::String(s) => Some(s.clone()),
+                Json::Array(pair) => Some(format!("{} {}", pair[0].as_str()?, pair[1].as_str()?)),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad(&tokenizer_path, "merge entry"))?;
+
+        let chat_template = config["chat_template"]
+            .as_str()
+            .ok_or_else(|| bad(&config_path, "no chat_template"))?
+            .to_owned();
+        let special_id = |key: &str| -> Result<u32, Error> {
+            let text = match &config[key] {
+                Json::String(s) => s.as_str(),
+                Json::Object(o) => o
+                    .get("content")
+                    .and_then(Json::as_str)
+                    .ok_or_else(|| bad(&config_path, key))?,
+                _ => return Err(bad(&config_path, key)),
+            };
+            ids.get(text).copied().ok_or_else(|| bad(&config_path, key))
+        };
+        Ok(DeepSeekTokenizer {
+            bos_id: special_id("bos_token")?,
+            eos_id: special_id("eos_token")?,
+            pad_id: special_id("pad_token")?,
+            add_bos: config["add_bos_token"].as_bool().unwrap_or(true),
+            add_eos: config["add_eos_token"].as_bool().unwrap_or(false),
+            tokens,
+            token_types,
+            merges,
+            chat_template,
+            ids,
+        })
+    }
+
+    /// Writes the `tokenizer.*` keys.
+    pub fn write(&self, builder: &mut Builder) {
+        builder.set("tokenizer.ggml.model", "gpt2");
+        builder.set("tokenizer.ggml.pre", "deepseek-v3");
+        builder.set(
+            "tokenizer.ggml.tokens",
+            Value::strings(self.tokens.iter().cloned()),
+        );
+        builder.set(
+            "tokenizer.ggml.token_type",
+            Value::i32s(self.token_types.iter().copied()),
+        );
+        builder.set(
+            "tokenizer.ggml.merges",
+            Value::strings(self.merges.iter().cloned()),
+        );
+        builder.set("tokenizer.ggml.bos_token_id", self.bos_id);
+        builder.set("tokenizer.ggml.eos_token_id", self.eos_id);
+        builder.set("tokenizer.ggml.padding_token_id", self.pad_id);
+        builder.set("tokenizer.ggml.add_bos_token", self.add_bos);
+        builder.set("tokenizer.ggml.add_eos_token", self.add_eos);
+        builder.set("tokenizer.chat_template", self.chat_template.as_str());
+    }
+}
+
+/// The converter's heuristic for added tokens that are special though not marked so.
+fn looks_special(text: &str) -> bool {
+    (text.starts_with("<|") && text.ends_with("|>"))
+        || (text.starts_with("<｜") && text.ends_with("｜>"))
+}
+
+fn read_json(path: &Path) -> Result<Json, Error> {
+    let text = fs::read_to_string(path).map_err(io_error(path))?;
+    serde_json::from_str(&text).map_err(|e| Error::Tokenizer {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights
+
+/// Seeded random weights: the same fixture always gets the same bytes.
+struct Weights(StdRng);
+
+impl Weights {
+    fn new(fixture: Fixture) -> Weights {
+        let seed = match fixture {
+            Fixture::DeepSeek2 => 0xdee9_5eec,
+            Fixture::Qwen2 => 0x0c0e_2002,
+            Fixture::Llama => 0x11a3_a008,
+        };
+        Weights(StdRng::seed_from_u64(seed))
+    }
+
+    /// A matrix/stack of the given ggml dims, uniform in ±1/sqrt(dims[0]).
+    fn random(&mut self, name: &str, dims: &[u64], kind: TensorType) -> Tensor {
+        let count: u64 = dims.iter().product();
+        let scale = 1.0 / (dims[0] as f32).sqrt();
+        let values: Vec<f32> = (0..count)
+            .map(|_| self.0.random_range(-scale..scale))
+            .collect();
+        Tensor::new(name, dims, kind, &values)
+    }
+
+    /// A norm weight of ones.
+    fn ones(name: &str, len: u64) -> Tensor {
+        Tensor::new(name, &[len], TensorType::F32, &vec![1.0; len as usize])
+    }
+}
+
+/// Embedding width of every tiny fixture: small, and a multiple of 32 for q8_0.
+const N_EMBD: u64 = 64;
+
+/// Embedding and output head (the bulk of the file with a 129k vocabulary), q8_0.
+fn embedding_and_head(builder: &mut Builder, weights: &mut Weights) {
+    let vocab = DEEPSEEK_VOCAB_SIZE as u64;
+    builder.push_tensor(weights.random("token_embd.weight", &[N_EMBD, vocab], TensorType::Q8_0));
+    builder.push_tensor(Weights::ones("output_norm.weight", N_EMBD));
+    builder.push_tensor(weights.random("output.weight", &[N_EMBD, vocab], TensorType::Q8_0));
+}
+
+/// The `deepseek2` hyperparameters: V3's structure at toy sizes.
+pub mod deepseek2_shape {
+    pub const BLOCK_COUNT: u64 = 3;
+    pub const LEADING_DENSE: u64 = 1;
+    pub const HEADS: u64 = 4;
+    pub const Q_LORA_RANK: u64 = 32;
+    pub const KV_LORA_RANK: u64 = 32;
+    pub const QK_NOPE: u64 = 16;
+    pub const QK_ROPE: u64 = 8;
+    pub const V_HEAD: u64 = 16;
+    pub const FFN: u64 = 96;
+    pub const EXPERT_FFN: u64 = 32;
+    pub const EXPERTS: u64 = 16;
+    pub const EXPERTS_USED: u32 = 4;
+    pub const SHARED_EXPERTS: u64 = 1;
+    pub const EXPERT_GROUPS: u32 = 4;
+    pub const EXPERT_GROUPS_USED: u32 = 2;
+}
+
+fn deepseek2_model(builder: &mut Builder, weights: &mut Weights) {
+    use deepseek2_shape::{
+        BLOCK_COUNT, EXPERT_FFN, EXPERT_GROUPS, EXPERT_GROUPS_USED, EXPERTS, EXPERTS_USED, FFN,
+        HEADS, KV_LORA_RANK, LEADING_DENSE, Q_LORA_RANK, QK_NOPE, QK_ROPE, SHARED_EXPERTS, V_HEAD,
+    };
+    let arch = "deepseek2";
+    let key = |k: &str| format!("{arch}.{k}");
+    let vocab = DEEPSEEK_VOCAB_SIZE as u32;
+    builder.set(key("block_count"), BLOCK_COUNT as u32);
+    builder.set(key("context_length"), 163_840u32);
+    builder.set(key("embedding_length"), N_EMBD as u32);
+    builder.set(key("feed_forward_length"), FFN as u32);
+    builder.set(key("attention.head_count"), HEADS as u32);
+    // the converter stores MLA as MQA with one latent KV head
+    builder.set(key("attention.head_count_kv"), 1u32);
+    builder.set(key("rope.freq_base"), 10_000f32);
+    builder.set(key("attention.layer_norm_rms_epsilon"), 1e-6f32);
+    builder.set(key("expert_used_count"), EXPERTS_USED);
+    builder.set(key("expert_group_count"), EXPERT_GROUPS);
+    builder.set(key("expert_group_used_count"), EXPERT_GROUPS_USED);
+    builder.set(key("leading_dense_block_count"), LEADING_DENSE as u32);
+    builder.set(key("vocab_size"), vocab);
+    builder.set(key("attention.q_lora_rank"), Q_LORA_RANK as u32);
+    builder.set(key("attention.kv_lora_rank"), KV_LORA_RANK as u32);
+    builder.set(key("attention.key_length"), (KV_LORA_RANK + QK_ROPE) as u32);
+    builder.set(key("attention.value_length"), KV_LORA_RANK as u32);
+    builder.set(key("attention.key_length_mla"), (QK_NOPE + QK_ROPE) as u32);
+    builder.set(key("attention.value_length_mla"), V_HEAD as u32);
+    builder.set(key("expert_feed_forward_length"), EXPERT_FFN as u32);
+    builder.set(key("expert_count"), EXPERTS as u32);
+    builder.set(key("expert_shared_count"), SHARED_EXPERTS as u32);
+    builder.set(key("expert_weights_scale"), 2.5f32);
+    builder.set(key("expert_weights_norm"), true);
+    builder.set(key("expert_gating_func"), 2u32);
+    builder.set(key("rope.dimension_count"), QK_ROPE as u32);
+    builder.set(key("rope.scaling.type"), "yarn");
+    builder.set(key("rope.scaling.factor"), 40f32);
+    builder.set(key("rope.scaling.original_context_length"), 4096u32);
+    // the converter writes 0.1 × mscale_all_dim (V3: mscale_all_dim = 1.0)
+    builder.set(key("rope.scaling.yarn_log_multiplier"), 0.1f32);
+
+    embedding_and_head(builder, weights);
+    let f16 = TensorType::F16;
+    for layer in 0..BLOCK_COUNT {
+        let name = |t: &str| format!("blk.{layer}.{t}.weight");
+        builder.push_tensor(Weights::ones(&name("attn_norm"), N_EMBD));
+        builder.push_tensor(weights.random(&name("attn_q_a"), &[N_EMBD, Q_LORA_RANK], f16));
+        builder.push_tensor(Weights::ones(&name("attn_q_a_norm"), Q_LORA_RANK));
+        builder.push_tensor(weights.random(
+            &name("attn_q_b"),
+            &[Q_LORA_RANK, HEADS * (QK_NOPE + QK_ROPE)],
+            f16,
+        ));
+        builder.push_tensor(weights.random(
+            &name("attn_kv_a_mqa"),
+            &[N_EMBD, KV_LORA_RANK + QK_ROPE],
+            f16,
+        ));
+        builder.push_tensor(Weights::ones(&name("attn_kv_a_norm"), KV_LORA_RANK));
+        // kv_b_proj split for absorbed MLA: k_b transposed per head, v_b as is
+        builder.push_tensor(weights.random(
+            &name("attn_k_b"),
+            &[QK_NOPE, KV_LORA_RANK, HEADS],
+            f16,
+        ));
+        builder.push_tensor(weights.random(&name("attn_v_b"), &[KV_LORA_RANK, V_HEAD, HEADS], f16));
+        builder.push_tensor(weights.random(&name("attn_output"), &[HEADS * V_HEAD, N_EMBD], f16));
+        builder.push_tensor(Weights::ones(&name("ffn_norm"), N_EMBD));
+        if layer < LEADING_DENSE {
+            builder.push_tensor(weights.random(&name("ffn_gate"), &[N_EMBD, FFN], f16));
+            builder.push_tensor(weights.random(&name("ffn_up"), &[N_EMBD, FFN], f16));
+            builder.push_tensor(weights.random(&name("ffn_down"), &[FFN, N_EMBD], f16));
+        } else {
+            let f32 = TensorType::F32;
+            builder.push_tensor(weights.random(&name("ffn_gate_inp"), &[N_EMBD, EXPERTS], f32));
+            builder.push_tensor(weights.random(
+                &format!("blk.{layer}.exp_probs_b.bias"),
+                &[EXPERTS],
+                f32,
+            ));
+            builder.push_tensor(weights.random(
+                &name("ffn_gate_exps"),
+                &[N_EMBD, EXPERT_FFN, EXPERTS],
+                f16,
+            ));
+            builder.push_tensor(weights.random(
+                &name("ffn_up_exps"),
+                &[N_EMBD, EXPERT_FFN, EXPERTS],
+                f16,
+            ));
+            builder.push_tensor(weights.random(
+                &name("ffn_down_exps"),
+                &[EXPERT_FFN, N_EMBD, EXPERTS],
+                f16,
+            ));
+            let shared = EXPERT_FFN * SHARED_EXPERTS;
+            builder.push_tensor(weights.random(&name("ffn_gate_shexp"), &[N_EMBD, shared], f16));
+            builder.push_tensor(weights.random(&name("ffn_up_shexp"), &[N_EMBD, shared], f16));
+            builder.push_tensor(weights.random(&name("ffn_down_shexp"), &[shared, N_EMBD], f16));
+        }
+    }
+}
+
+/// Shape of a dense (Qwen2 / Llama) fixture.
+struct DenseShape {
+    arch: &'static str,
+    blocks: u64,
+    heads: u64,
+    kv_heads: u64,
+    ffn: u64,
+    context: u32,
+    rope_base: f32,
+    rms_eps: f32,
+    /// Qwen2 has q/k/v biases; Llama none.
+    qkv_bias: bool,
+}
+
+/// R1-Distill-Qwen: 7:1 GQA (28 heads / 4 KV heads on 7B), rope base 10000, 128K context.
+const QWEN2: DenseShape = DenseShape {
+    arch: "qwen2",
+    blocks: 2,
+    heads: 4,
+    kv_heads: 2,
+    ffn: 128,
+    context: 131_072,
+    rope_base: 10_000.0,
+    rms_eps: 1e-6,
+    qkv_bias: true,
+};
+
+/// R1-Distill-Llama: 4:1 GQA (32 / 8 on 8B), rope base 500000, 128K context.
+const LLAMA: DenseShape = DenseShape {
+    arch: "llama",
+    blocks: 2,
+    heads: 4,
+    kv_heads: 1,
+    ffn: 128,
+    context: 131_072,
+    rope_base: 500_000.0,
+    rms_eps: 1e-5,
+    qkv_bias: false,
+};
+
+fn dense_model(builder: &mut Builder, weights: &mut Weights, shape: &DenseShape) {
+    let key = |k: &str| format!("{}.{k}", shape.arch);
+    let head_dim = N_EMBD / shape.heads;
+    builder.set(key("block_count"), shape.blocks as u32);
+    builder.set(key("context_length"), shape.context);
+    builder.set(key("embedding_length"), N_EMBD as u32);
+    builder.set(key("feed_forward_length"), shape.ffn as u32);
+    builder.set(key("attention.head_count"), shape.heads as u32);
+    builder.set(key("attention.head_count_kv"), shape.kv_heads as u32);
+    builder.set(key("rope.freq_base"), shape.rope_base);
+    builder.set(key("attention.layer_norm_rms_epsilon"), shape.rms_eps);
+    if shape.arch == "llama" {
+        builder.set(key("rope.dimension_count"), head_dim as u32);
+        builder.set(key("vocab_size"), DEEPSEEK_VOCAB_SIZE as u32);
+    }
+
+    embedding_and_head(builder, weights);
+    let f16 = TensorType::F16;
+    let kv = shape.kv_heads * head_dim;
+    for layer in 0..shape.blocks {
+        let name = |t: &str| format!("blk.{layer}.{t}.weight");
+        let bias = |t: &str| format!("blk.{layer}.{t}.bias");
+        builder.push_tensor(Weights::ones(&name("attn_norm"), N_EMBD));
+        builder.push_tensor(weights.random(&name("attn_q"), &[N_EMBD, N_EMBD], f16));
+        builder.push_tensor(weights.random(&name("attn_k"), &[N_EMBD, kv], f16));
+        builder.push_tensor(weights.random(&name("attn_v"), &[N_EMBD, kv], f16));
+        if shape.qkv_bias {
+            let f32 = TensorType::F32;
+            builder.push_tensor(weights.random(&bias("attn_q"), &[N_EMBD], f32));
+            builder.push_tensor(weights.random(&bias("attn_k"), &[kv], f32));
+            builder.push_tensor(weights.random(&bias("attn_v"), &[kv], f32));
+        }
+        builder.push_tensor(weights.random(&name("attn_output"), &[N_EMBD, N_EMBD], f16));
+        builder.push_tensor(Weights::ones(&name("ffn_norm"), N_EMBD));
+        builder.push_tensor(weights.random(&name("ffn_gate"), &[N_EMBD, shape.ffn], f16));
+        builder.push_tensor(weights.random(&name("ffn_up"), &[N_EMBD, shape.ffn], f16));
+        builder.push_tensor(weights.random(&name("ffn_down"), &[shape.ffn, N_EMBD], f16));
+    }
+}

@@ -1,0 +1,274 @@
+//! A real `whaled` for end-to-end tests: built once per test process, started on a free
+//! loopback port with its own temporary store, killed when dropped.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::workspace_root;
+
+/// Path of a binary of the workspace, built (or found up to date) once per test process with
+/// the same profile as the running test.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // <target>/<profile>/deps/<test>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir")
+            .to_path_buf();
+        let release = profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release");
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        // The same selection as `cargo test --workspace`, so features resolve alike and the
+        // build is a no-op there (another selection would rebuild llama.cpp for its own
+        // feature set).
+        cargo.current_dir(workspace_root()).args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bins",
+            "--tests",
+        ]);
+        if release {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("run cargo build");
+        assert!(status.success(), "cargo build of whaled/whale failed");
+        profile_dir
+    });
+    let path = dir.join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// A running whaled; killed on drop. Its log is printed if the test fails.
+pub struct Whaled {
+    child: Child,
+    pub address: SocketAddr,
+    /// The store root (a temp dir unless the builder was given one).
+    pub models: PathBuf,
+    _store: Option<tempfile::TempDir>,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// Options for starting a [`Whaled`].
+#[derive(Default)]
+pub struct WhaledBuilder {
+    env: Vec<(String, String)>,
+    models: Option<PathBuf>,
+}
+
+impl WhaledBuilder {
+    /// Sets an environment variable for the daemon (e.g. `WHALE_NUM_PARALLEL`).
+    #[must_use]
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// Uses this store root instead of a fresh temp dir.
+    #[must_use]
+    pub fn models(mut self, root: impl Into<PathBuf>) -> Self {
+        self.models = Some(root.into());
+        self
+    }
+
+    pub fn start(self) -> Whaled {
+        let (store, models) = match self.models {
+            Some(root) => (None, root),
+            None => {
+                let dir = tempfile::tempdir().expect("temp store");
+                let root = dir.path().to_path_buf();
+                (Some(dir), root)
+            }
+        };
+        let mut command = Command::new(binary("whaled"));
+        command
+            .env_remove("WHALE_HOST")
+            .env("WHALE_HOST", "127.0.0.1:0")
+            .env("WHALE_MODELS", &models)
+            .env("WHALE_LOG", "info")
+            .env("WHALE_NUM_THREADS", "2")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start whaled");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                sink.lock().expect("log").push_str(&line);
+                line.clear();
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if let Some(address) = line.trim().strip_prefix("whaled listening on ") {
+                    let _ = sender.send(address.parse::<SocketAddr>());
+                }
+                line.clear();
+            }
+            // Drain whatever follows so the daemon never blocks on a full pipe.
+            let _ = reader.read_to_end(&mut Vec::new());
+        });
+        let address = match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(address)) => address,
+            other => {
+                let _ = child.kill();
+                panic!(
+                    "whaled did not start ({other:?}); its log:\n{}",
+                    log.lock().expect("log")
+                );
+            }
+        };
+        Whaled {
+            child,
+            address,
+            models,
+            _store: store,
+            log,
+        }
+    }
+}
+
+impl Whaled {
+    pub fn builder() -> WhaledBuilder {
+        WhaledBuilder::default()
+    }
+
+    /// Starts a daemon with defaults and an empty temporary store.
+    pub fn start() -> Self {
+        Self::builder().start()
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Whaled {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- whaled log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Talking to a daemon over plain HTTP with JSON values, so tests see the wire exactly.
+impl Whaled {
+    /// A blocking HTTP client with no proxy and a generous timeout.
+    pub fn http() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(600))
+            .build()
+            .expect("http client")
+    }
+
+    /// `POST path` with a JSON body; returns the status and the body parsed as JSON (or as a
+    /// JSON string when it is not JSON).
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = Self::http()
+            .post(format!("{}{path}", self.url()))
+            .json(body)
+            .send()
+            .expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().expect("body");
+        (status, parse_body(&text))
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = Self::http()
+            .get(format!("{}{path}", self.url()))
+            .send()
+            .expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().expect("body");
+        (status, parse_body(&text))
+    }
+
+    /// `POST path` reading an NDJSON stream to the end: every line parsed.
+    pub fn stream(&self, path: &str, body: &serde_json::Value) -> Vec<serde_json::Value> {
+        let response = Self::http()
+            .post(format!("{}{path}", self.url()))
+            .json(body)
+            .send()
+            .expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().expect("body");
+        assert_eq!(status, 200, "{path} answered {status}: {text}");
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("bad NDJSON line {line:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Uploads a local file as a blob and creates model `name` from it.
+    pub fn create_from_gguf(&self, name: &str, gguf: &Path) {
+        let digest = sha256_file(gguf);
+        let file = std::fs::File::open(gguf).expect("open GGUF");
+        let response = Self::http()
+            .post(format!("{}/api/blobs/{digest}", self.url()))
+            .body(file)
+            .send()
+            .expect("upload blob");
+        assert!(
+            response.status().is_success(),
+            "blob upload answered {}",
+            response.status()
+        );
+        let (status, body) = self.post(
+            "/api/create",
+            &serde_json::json!({"model": name, "files": {"model.gguf": digest}, "stream": false}),
+        );
+        assert_eq!(status, 200, "create {name}: {body}");
+    }
+}
+
+fn parse_body(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}
+
+/// `sha256:<hex>` of a file.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest as _;
+    let mut file = std::fs::File::open(path).expect("open file to hash");
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).expect("hash file");
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
