@@ -1,0 +1,446 @@
+//! Chat templates: turn a conversation into the prompt text a model was trained on.
+//!
+//! A model's template comes from its GGUF (`tokenizer.chat_template`, Hugging Face Jinja) or from a
+//! Modelfile `TEMPLATE` (Ollama's Go `text/template` syntax). Jinja sources are rendered with
+//! minijinja plus the Python-compatibility layer of minijinja-contrib, configured the way
+//! `transformers` renders them (`trim_blocks`, `lstrip_blocks`, loop controls, `raise_exception`,
+//! `strftime_now`, a Python-style `tojson`), because DeepSeek's templates call Python string
+//! methods (`.split('</think>')`, `.startswith`) and `namespace()`. Go sources are detected and
+//! refused with [`ChatError::GoTemplateUnsupported`] rather than rendered as garbage.
+//!
+//! Earlier assistant turns lose their `<think>…</think>` text before rendering (Ollama and the R1
+//! templates do the same): history carries answers, not reasoning.
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::{Kwargs, Serde, Value, ValueKind};
+use minijinja::{Environment, Error as JinjaError, ErrorKind, State, UndefinedBehavior};
+use serde_json::{Map, Value as Json, json};
+
+use super::reasoning::strip_reasoning;
+use super::{ChatError, ChatMessage};
+
+/// Name under which the one template lives in its environment.
+const TEMPLATE_NAME: &str = "chat_template";
+
+/// The template whale uses when a model brings none: DeepSeek's own turn shape, because every
+/// model whale curates is a DeepSeek model or distill and they all know these tokens.
+pub const FALLBACK_TEMPLATE: &str = concat!(
+    "{{ bos_token }}",
+    "{%- for message in messages if message.role == 'system' %}",
+    "{% if not loop.first %}{{ '\\n\\n' }}{% endif %}{{ message.content }}",
+    "{%- endfor %}",
+    "{%- for message in messages %}",
+    "{%- if message.role == 'user' %}{{ '<｜User｜>' + message.content }}",
+    "{%- elif message.role == 'assistant' %}",
+    "{{ '<｜Assistant｜>' + (message.content or '') + '<｜end▁of▁sentence｜>' }}",
+    "{%- elif message.role == 'tool' %}",
+    "{{ '<｜tool▁output▁begin｜>' + message.content + '<｜tool▁output▁end｜>' }}",
+    "{%- endif %}",
+    "{%- endfor %}",
+    "{%- if add_generation_prompt %}{{ '<｜Assistant｜>' }}{% endif %}",
+);
+
+/// The special tokens a template may print (`bos_token`, `eos_token`), as text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpecialTokens {
+    pub bos: Option<String>,
+    pub eos: Option<String>,
+}
+
+/// What a template can express, detected from its source the way Ollama does: a model whose
+/// template cannot show tools or reasoning must not be sent them (the API answers 400).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TemplateCapabilities {
+    /// The template lists tool definitions (`tools` in Jinja, `.Tools` in Go).
+    pub tools: bool,
+    /// The template knows reasoning blocks (`<think>` and `</think>` in Jinja, `.Thinking` or
+    /// `.Think` in Go).
+    pub thinking: bool,
+}
+
+/// One tool call made by the assistant: a function name and its arguments (a JSON object).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    pub name: String,
+    pub arguments: Json,
+}
+
+/// Everything a template sees for one render.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderInput<'a> {
+    pub messages: &'a [ChatMessage],
+    /// Tool definitions in OpenAI shape (`{"type":"function","function":{…}}`); `None` or empty
+    /// means the template sees no `tools` at all (as `transformers` passes `None`).
+    pub tools: Option<&'a [Json]>,
+    /// End the prompt with the assistant's turn opener so the model answers.
+    pub add_generation_prompt: bool,
+    /// Exposed as both `thinking` and `enable_thinking` (the two names DeepSeek V3.1 and Qwen 3
+    /// templates read); `None` leaves them undefined so the template's own default applies.
+    pub think: Option<bool>,
+}
+
+/// The syntax a template source is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateSyntax {
+    /// Hugging Face Jinja (`{% … %}`), as in GGUF `tokenizer.chat_template`.
+    Jinja,
+    /// Go `text/template` (`{{ .System }}`), as in Ollama Modelfile `TEMPLATE`.
+    Go,
+}
+
+impl TemplateSyntax {
+    /// Tells the two apart: Jinja statements and Jinja-only expression forms win; Go's field
+    /// access on the dot (`{{ .Prompt }}`, `{{- range .Messages }}`) marks a Go template.
+    pub fn detect(source: &str) -> Self {
+        if source.contains("{%") || source.contains("{#") {
+            return Self::Jinja;
+        }
+        let mut rest = source;
+        while let Some(start) = rest.find("{{") {
+            let action = rest[start + 2..].trim_start_matches('-').trim_start();
+            let word = action.split_whitespace().next().unwrap_or("");
+            if action.starts_with('.')
+                || action.starts_with('$')
+                || matches!(
+                    word,
+                    "range" | "if" | "with" | "end" | "else" | "template" | "define"
+                )
+            {
+                return Self::Go;
+            }
+            rest = &rest[start + 2..];
+        }
+        Self::Jinja
+    }
+}
+
+/// A compiled chat template, ready to render many conversations.
+#[derive(Debug)]
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    special: SpecialTokens,
+    capabilities: TemplateCapabilities,
+    /// DeepSeek templates concatenate `tool['function']['arguments']` with strings, so they need
+    /// the arguments as a JSON string; Qwen-style templates pipe them through `tojson` and need
+    /// an object. Probed once at compile time, as llama.cpp does.
+    string_arguments: bool,
+}
+
+impl ChatTemplate {
+    /// Compiles a template source. Go templates are refused with a clear error (see module doc).
+    pub fn new(source: &str, special: SpecialTokens) -> Result<Self, ChatError> {
+        if TemplateSyntax::detect(source) == TemplateSyntax::Go {
+            return Err(ChatError::GoTemplateUnsupported);
+        }
+        let mut env = Environment::new();
+        configure(&mut env);
+        env.add_template_owned(TEMPLATE_NAME, source.to_owned())
+            .map_err(|error| ChatError::TemplateSyntax {
+                detail: describe(&error),
+            })?;
+        let mut template = Self {
+            env,
+            special,
+            capabilities: detect_capabilities(source),
+            string_arguments: false,
+        };
+        template.string_arguments = template.needs_string_arguments();
+        Ok(template)
+    }
+
+    /// The template whale uses for a model without one ([`FALLBACK_TEMPLATE`]).
+    pub fn fallback(special: SpecialTokens) -> Self {
+        Self::new(FALLBACK_TEMPLATE, special).expect("the fallback template compiles")
+    }
+
+    /// Renders a conversation to prompt text. The text may begin with the BOS token's text (most
+    /// templates print `bos_token`); check [`ChatTemplate::starts_with_bos`] and tokenise with
+    /// `add_special = false` then, so BOS is never doubled.
+    pub fn render(&self, input: &RenderInput) -> Result<String, ChatError> {
+        let context = self.context(input);
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .expect("the template was added in new");
+        template
+            .render(Value::from(Serde(&context)))
+            .map_err(|error| ChatError::TemplateRender {
+                detail: describe(&error),
+            })
+    }
+
+    pub fn capabilities(&self) -> TemplateCapabilities {
+        self.capabilities
+    }
+
+    /// Whether `prompt` already begins with this model's BOS text.
+    pub fn starts_with_bos(&self, prompt: &str) -> bool {
+        starts_with_bos(prompt, self.special.bos.as_deref())
+    }
+
+    /// Builds the `transformers`-shaped context: `messages`, `tools`, `add_generation_prompt`,
+    /// `bos_token`, `eos_token`, and the thinking switches.
+    fn context(&self, input: &RenderInput) -> Json {
+        let last_user = input.messages.iter().rposition(|m| m.role == "user");
+        let messages: Vec<Json> = input
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(index, message)| {
+                let earlier_turn = last_user.is_some_and(|last| index < last);
+                self.message_json(message, earlier_turn)
+            })
+            .collect();
+        let mut context = Map::new();
+        context.insert("messages".into(), Json::Array(messages));
+        if let Some(tools) = input.tools.filter(|tools| !tools.is_empty()) {
+            context.insert("tools".into(), Json::Array(tools.to_vec()));
+        }
+        context.insert(
+            "add_generation_prompt".into(),
+            Json::Bool(input.add_generation_prompt),
+        );
+        for (name, token) in [
+            ("bos_token", &self.special.bos),
+            ("eos_token", &self.special.eos),
+        ] {
+            context.insert(name.into(), Json::String(token.clone().unwrap_or_default()));
+        }
+        if let Some(think) = input.think {
+            context.insert("thinking".into(), Json::Bool(think));
+            context.insert("enable_thinking".into(), Json::Bool(think));
+        }
+        Json::Object(context)
+    }
+
+    /// One message in OpenAI/`transformers` shape. An assistant turn that only calls tools has
+    /// `content: null` (DeepSeek's templates test `content is none` to print the calls).
+    fn message_json(&self, message: &ChatMessage, earlier_turn: bool) -> Json {
+        let assistant = message.role == "assistant";
+        let content = if assistant && earlier_turn {
+            strip_reasoning(&message.content)
+        } else {
+            message.content.clone()
+        };
+        let mut out = Map::new();
+        out.insert("role".into(), Json::String(message.role.clone()));
+        if assistant && content.is_empty() && !message.tool_calls.is_empty() {
+            out.insert("content".into(), Json::Null);
+        } else {
+            out.insert("content".into(), Json::String(content));
+        }
+        if let Some(thinking) = message
+            .thinking
+            .as_ref()
+            .filter(|_| assistant && !earlier_turn)
+        {
+            out.insert("reasoning_content".into(), Json::String(thinking.clone()));
+            out.insert("thinking".into(), Json::String(thinking.clone()));
+        }
+        if !message.tool_calls.is_empty() {
+            let calls = message
+                .tool_calls
+                .iter()
+                .map(|call| {
+                    let arguments = if self.string_arguments {
+                        Json::String(call.arguments.to_string())
+                    } else {
+                        call.arguments.clone()
+                    };
+                    json!({"type": "function", "function": {"name": call.name, "arguments": arguments}})
+                })
+                .collect();
+            out.insert("tool_calls".into(), Json::Array(calls));
+        }
+        if let Some(name) = &message.tool_name {
+            out.insert("name".into(), Json::String(name.clone()));
+            out.insert("tool_name".into(), Json::String(name.clone()));
+        }
+        Json::Object(out)
+    }
+
+    /// Renders a probe conversation with object arguments; if the template fails on it or does
+    /// not show them, it wants a JSON string instead.
+    fn needs_string_arguments(&self) -> bool {
+        let probe = [
+            ChatMessage::new("user", "probe"),
+            ChatMessage {
+                tool_calls: vec![ToolCall {
+                    name: "probe_function".into(),
+                    arguments: json!({"probe_argument": "probe_value"}),
+                }],
+                ..ChatMessage::new("assistant", "")
+            },
+        ];
+        let input = RenderInput {
+            messages: &probe,
+            tools: None,
+            add_generation_prompt: false,
+            think: None,
+        };
+        match self.render(&input) {
+            Ok(text) => !text.contains("probe_function") || !text.contains("probe_value"),
+            Err(_) => true,
+        }
+    }
+}
+
+/// Whether `prompt` begins with the BOS text; `false` when the model has no BOS.
+pub fn starts_with_bos(prompt: &str, bos: Option<&str>) -> bool {
+    bos.is_some_and(|bos| !bos.is_empty() && prompt.starts_with(bos))
+}
+
+/// Capabilities from the source text, as Ollama detects them for GGUF templates.
+fn detect_capabilities(source: &str) -> TemplateCapabilities {
+    let tools = source.match_indices("tools").any(|(at, _)| {
+        let before = source[..at].chars().next_back();
+        let after = source[at + "tools".len()..].chars().next();
+        let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+        !word(before) && !word(after)
+    });
+    TemplateCapabilities {
+        tools,
+        thinking: source.contains("<think>") && source.contains("</think>"),
+    }
+}
+
+/// Sets the environment up the way `transformers` does for chat templates.
+fn configure(env: &mut Environment<'static>) {
+    let syntax = SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .build()
+        .expect("default delimiters are valid");
+    env.set_syntax(syntax);
+    env.set_undefined_behavior(UndefinedBehavior::Lenient);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    minijinja_contrib::add_to_environment(env);
+    env.add_function("raise_exception", raise_exception);
+    env.add_function("strftime_now", strftime_now);
+    env.add_filter("tojson", to_json);
+}
+
+/// `raise_exception(message)`: templates call it to reject conversations they cannot show.
+fn raise_exception(message: String) -> Result<Value, JinjaError> {
+    Err(JinjaError::new(ErrorKind::InvalidOperation, message))
+}
+
+/// `strftime_now(format)`: the current local time, formatted like Python's `strftime`.
+fn strftime_now(state: &State, format: String) -> Result<String, JinjaError> {
+    let kwargs = Kwargs::from_iter([("format", Value::from(format))]);
+    minijinja_contrib::filters::datetimeformat(state, minijinja_contrib::globals::now(), kwargs)
+}
+
+/// `tojson` as `transformers` defines it: Python's `json.dumps` with `ensure_ascii=False`, so
+/// `", "` and `": "` separators and no HTML escaping (minijinja's own `tojson` is compact and
+/// HTML-safe, which would change the prompt the model was trained on).
+#[allow(clippy::needless_pass_by_value)] // minijinja hands filters their kwargs by value
+fn to_json(value: &Value, kwargs: Kwargs) -> Result<Value, JinjaError> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    let separators: Option<Vec<String>> = kwargs.get("separators")?;
+    let _ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    kwargs.assert_all_used()?;
+    let (item, key) = match &separators {
+        Some(pair) if pair.len() == 2 => (pair[0].clone(), pair[1].clone()),
+        _ if indent.is_some() => (",".to_owned(), ": ".to_owned()),
+        _ => (", ".to_owned(), ": ".to_owned()),
+    };
+    let style = PythonJson {
+        indent,
+        sort_keys: sort_keys.unwrap_or(false),
+        item,
+        key,
+    };
+    let mut out = String::new();
+    style.write(value, 0, &mut out)?;
+    Ok(Value::from_safe_string(out))
+}
+
+/// Python `json.dumps` formatting choices.
+struct PythonJson {
+    indent: Option<usize>,
+    sort_keys: bool,
+    item: String,
+    key: String,
+}
+
+impl PythonJson {
+    /// Walks the minijinja value itself (not a `serde_json::Value`) so maps keep the order the
+    /// template built them in, as Python dicts do.
+    fn write(&self, value: &Value, depth: usize, out: &mut String) -> Result<(), JinjaError> {
+        match value.kind() {
+            ValueKind::Seq | ValueKind::Iterable => {
+                out.push('[');
+                let mut count = 0;
+                for item in value.try_iter()? {
+                    self.separate(count, depth + 1, out);
+                    self.write(&item, depth + 1, out)?;
+                    count += 1;
+                }
+                if count > 0 {
+                    self.close(depth, out);
+                }
+                out.push(']');
+            }
+            ValueKind::Map => {
+                let mut keys: Vec<Value> = value.try_iter()?.collect();
+                if self.sort_keys {
+                    keys.sort();
+                }
+                out.push('{');
+                for (index, key) in keys.iter().enumerate() {
+                    self.separate(index, depth + 1, out);
+                    let name = key.as_str().map_or_else(|| key.to_string(), str::to_owned);
+                    out.push_str(&Json::String(name).to_string());
+                    out.push_str(&self.key);
+                    self.write(&value.get_item(key)?, depth + 1, out)?;
+                }
+                if !keys.is_empty() {
+                    self.close(depth, out);
+                }
+                out.push('}');
+            }
+            ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+            ValueKind::String => {
+                out.push_str(&Json::String(value.as_str().unwrap_or("").to_owned()).to_string());
+            }
+            _ => {
+                let scalar = serde_json::to_value(value).map_err(|error| {
+                    JinjaError::new(ErrorKind::BadSerialization, "tojson: value is not JSON")
+                        .with_source(error)
+                })?;
+                out.push_str(&scalar.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    fn separate(&self, index: usize, depth: usize, out: &mut String) {
+        if index > 0 {
+            out.push_str(&self.item);
+        }
+        if let Some(indent) = self.indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent * depth));
+        }
+    }
+
+    fn close(&self, depth: usize, out: &mut String) {
+        if let Some(indent) = self.indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent * depth));
+        }
+    }
+}
+
+/// A one-line description of a minijinja error with its line number.
+fn describe(error: &JinjaError) -> String {
+    let detail = error
+        .detail()
+        .map_or_else(|| error.kind().to_string(), str::to_owned);
+    match error.line() {
+        Some(line) => format!("{detail} (line {line})"),
+        None => detail,
+    }
+}

@@ -1,0 +1,261 @@
+//! One generation, from a validated request to a stream of chunks: render the conversation
+//! with the model's chat template, apply the `think` policy, run the engine, split reasoning
+//! from the answer, and pick out tool calls. Ollama's and the OpenAI handlers both map these
+//! chunks to their own wire shapes.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+
+use crate::chat::{
+    self, ChatMessage, ChatTemplate, ReasoningSplitter, RenderInput, SpecialTokens, Think,
+    ThinkingMode, ToolCall, ToolCallParser,
+};
+use crate::engine::{Event, GenerateJob, Grammar, Prompt, Summary};
+use crate::error::Error;
+use crate::scheduler::Lease;
+
+/// What the model is asked: a conversation, or a prompt (templated or raw).
+#[derive(Debug, Clone)]
+pub enum Input {
+    Chat {
+        messages: Vec<ChatMessage>,
+        tools: Vec<serde_json::Value>,
+    },
+    Prompt {
+        prompt: String,
+        system: Option<String>,
+        raw: bool,
+    },
+}
+
+/// Everything about a generation that is not the engine's sampling parameters.
+pub struct Plan {
+    pub input: Input,
+    /// Name shown in errors (`"deepseek-r1:14b" does not support thinking`).
+    pub model_name: String,
+    /// A template source overriding the GGUF's (Modelfile TEMPLATE or the request's).
+    pub template: Option<String>,
+    pub think: Think,
+    /// The job for the engine, its prompt filled in by [`start`].
+    pub job: GenerateJob,
+    /// Grammar source, applied after reasoning when the model reasons.
+    pub grammar: Option<String>,
+}
+
+/// A piece of the answer as it is produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Chunk {
+    Text { content: String, thinking: String },
+    ToolCalls(Vec<ToolCall>),
+    Done(Box<Finished>),
+}
+
+/// The last chunk: why generation stopped and how long each part took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub summary: Summary,
+    pub total_duration: Duration,
+    pub load_duration: Duration,
+}
+
+/// Renders the prompt, starts the engine and returns the stream of chunks. The lease travels
+/// with the stream: dropping the stream (a client that went away) cancels the generation.
+pub fn start(
+    lease: Lease,
+    mut plan: Plan,
+    started: Instant,
+    load_duration: Duration,
+) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
+    let info = lease.engine().info();
+    let special = SpecialTokens {
+        bos: info.bos_token.clone(),
+        eos: info.eos_token.clone(),
+    };
+    // `reasons`: the output opens with reasoning, so a grammar waits for `</think>`.
+    let (prompt, splitter, tools, reasons) = match &plan.input {
+        Input::Prompt {
+            prompt, raw: true, ..
+        } => (
+            Prompt::Text {
+                text: prompt.clone(),
+                add_special: true,
+            },
+            None,
+            None,
+            false,
+        ),
+        input => {
+            // Ollama registry models carry a Go `text/template` layer beside the GGUF's Jinja
+            // template; until Go templates render, the GGUF's own template is used for them.
+            let override_template = plan
+                .template
+                .as_deref()
+                .filter(|source| chat::TemplateSyntax::detect(source) != chat::TemplateSyntax::Go);
+            let source = override_template.or(info.chat_template.as_deref());
+            let template = match source {
+                Some(source) => {
+                    ChatTemplate::new(source, special.clone()).map_err(template_error)?
+                }
+                None => ChatTemplate::fallback(special.clone()),
+            };
+            let capabilities = template.capabilities();
+            let (messages, tools) = match input {
+                Input::Chat { messages, tools } => (messages.clone(), tools.clone()),
+                Input::Prompt { prompt, system, .. } => {
+                    let mut messages = Vec::new();
+                    if let Some(system) = system {
+                        messages.push(ChatMessage::new("system", system.clone()));
+                    }
+                    messages.push(ChatMessage::new("user", prompt.clone()));
+                    (messages, Vec::new())
+                }
+            };
+            if !tools.is_empty() && !capabilities.tools {
+                return Err(Error::BadRequest(format!(
+                    "{} does not support tools",
+                    plan.model_name
+                )));
+            }
+            let switch = chat::think::template_switch(&plan.model_name, capabilities, plan.think)
+                .map_err(template_error)?;
+            let rendered = template
+                .render(&RenderInput {
+                    messages: &messages,
+                    tools: (!tools.is_empty()).then_some(tools.as_slice()),
+                    add_generation_prompt: true,
+                    think: switch,
+                })
+                .map_err(template_error)?;
+            let think_plan =
+                chat::think::plan(&plan.model_name, capabilities, plan.think, &rendered)
+                    .map_err(template_error)?;
+            let add_special = !template.starts_with_bos(&rendered);
+            let text = rendered + &think_plan.prompt_suffix;
+            let splitter = (think_plan.mode != ThinkingMode::Inline || think_plan.starts_inside)
+                .then(|| ReasoningSplitter::new(think_plan.starts_inside, think_plan.mode));
+            let parser = (!tools.is_empty()).then(|| ToolCallParser::new(true));
+            let reasons = think_plan.mode == ThinkingMode::Separate;
+            (
+                Prompt::Text { text, add_special },
+                splitter,
+                parser,
+                reasons,
+            )
+        }
+    };
+    if let Some(grammar) = plan.grammar.take() {
+        plan.job.grammar = Some(Grammar {
+            gbnf: grammar,
+            after_think: reasons,
+        });
+    }
+    plan.job.prompt = prompt;
+    let events = lease.engine().generate(plan.job)?;
+    Ok(chunks(Running {
+        lease,
+        events,
+        splitter,
+        tools,
+        pending: VecDeque::new(),
+        started,
+        load_duration,
+        finished: false,
+    }))
+}
+
+fn template_error(error: chat::ChatError) -> Error {
+    match error {
+        chat::ChatError::ThinkingUnsupported { .. } => Error::BadRequest(error.to_string()),
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+struct Running {
+    /// Held for the life of the stream so the model stays loaded and counted as busy.
+    #[allow(dead_code)]
+    lease: Lease,
+    events: mpsc::Receiver<Event>,
+    splitter: Option<ReasoningSplitter>,
+    tools: Option<ToolCallParser>,
+    pending: VecDeque<Result<Chunk, Error>>,
+    started: Instant,
+    load_duration: Duration,
+    finished: bool,
+}
+
+impl Running {
+    /// Routes a piece of generated text through reasoning and tool-call parsing.
+    fn text(&mut self, piece: &str, last: bool) {
+        let (mut thinking, content) = match &mut self.splitter {
+            Some(splitter) => {
+                let mut delta = splitter.push(piece);
+                if last {
+                    let rest = splitter.finish();
+                    delta.thinking.push_str(&rest.thinking);
+                    delta.content.push_str(&rest.content);
+                }
+                (delta.thinking, delta.content)
+            }
+            None => (String::new(), piece.to_owned()),
+        };
+        let (content, calls) = match &mut self.tools {
+            Some(parser) => {
+                let mut output = parser.push(&content);
+                if last {
+                    let rest = parser.finish();
+                    output.content.push_str(&rest.content);
+                    output.calls.extend(rest.calls);
+                }
+                (output.content, output.calls)
+            }
+            None => (content, Vec::new()),
+        };
+        if !content.is_empty() || !thinking.is_empty() {
+            self.pending.push_back(Ok(Chunk::Text {
+                content,
+                thinking: std::mem::take(&mut thinking),
+            }));
+        }
+        if !calls.is_empty() {
+            self.pending.push_back(Ok(Chunk::ToolCalls(calls)));
+        }
+    }
+}
+
+fn chunks(running: Running) -> impl Stream<Item = Result<Chunk, Error>> + Send + 'static {
+    futures::stream::unfold(running, |mut running| async move {
+        loop {
+            if let Some(chunk) = running.pending.pop_front() {
+                return Some((chunk, running));
+            }
+            if running.finished {
+                return None;
+            }
+            match running.events.recv().await {
+                Some(Event::Text(piece)) => running.text(&piece, false),
+                Some(Event::Done(summary)) => {
+                    running.text("", true);
+                    running.finished = true;
+                    running.pending.push_back(Ok(Chunk::Done(Box::new(Finished {
+                        summary,
+                        total_duration: running.started.elapsed(),
+                        load_duration: running.load_duration,
+                    }))));
+                }
+                Some(Event::Error(message)) => {
+                    running.finished = true;
+                    running.pending.push_back(Err(Error::Internal(message)));
+                }
+                None => {
+                    running.finished = true;
+                    running
+                        .pending
+                        .push_back(Err(Error::Internal("the engine stopped".to_owned())));
+                }
+            }
+        }
+    })
+}

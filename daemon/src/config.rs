@@ -1,0 +1,201 @@
+//! Daemon configuration, resolved once at start-up: flag > environment > default.
+//!
+//! Every environment variable whaled reads is named here and documented on its flag, so
+//! `whaled --help` lists them all. Nothing else in the daemon reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+pub use whale_api::KeepAlive;
+
+/// Address the daemon binds and the CLI talks to.
+pub const ENV_HOST: &str = "WHALE_HOST";
+/// Root of the model store (Ollama's layout; `~/.ollama/models` can be used as is).
+pub const ENV_MODELS: &str = "WHALE_MODELS";
+/// Default `keep_alive` of a loaded model.
+pub const ENV_KEEP_ALIVE: &str = "WHALE_KEEP_ALIVE";
+/// Parallel sequences (slots) per loaded model.
+pub const ENV_NUM_PARALLEL: &str = "WHALE_NUM_PARALLEL";
+/// Requests allowed to wait per model before answering 503.
+pub const ENV_MAX_QUEUE: &str = "WHALE_MAX_QUEUE";
+/// Models loaded at once (0 = no limit but memory).
+pub const ENV_MAX_LOADED_MODELS: &str = "WHALE_MAX_LOADED_MODELS";
+/// Default context length (`num_ctx`) per sequence.
+pub const ENV_CONTEXT_LENGTH: &str = "WHALE_CONTEXT_LENGTH";
+/// Threads llama.cpp decodes with.
+pub const ENV_NUM_THREADS: &str = "WHALE_NUM_THREADS";
+/// Registry tried first for names of the default registry (air-gapped sites, tests).
+pub const ENV_REGISTRY_MIRROR: &str = "WHALE_REGISTRY_MIRROR";
+/// Memory the scheduler may use for models, overriding what the system reports.
+pub const ENV_MAX_MEMORY: &str = "WHALE_MAX_MEMORY";
+/// Log filter (`info`, `debug`, `whale_daemon=trace`, …).
+pub const ENV_LOG: &str = "WHALE_LOG";
+
+/// The default address: loopback, Ollama's port, so Ollama's clients find whaled.
+pub const DEFAULT_HOST: &str = "127.0.0.1:11434";
+
+/// `whaled`: runs DeepSeek models with llama.cpp and serves the Ollama and DeepSeek APIs.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "whaled", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on (`host:port`, `:port`, `http://host:port`). Port 0 picks a free one.
+    #[arg(long, env = ENV_HOST, default_value = DEFAULT_HOST, value_parser = parse_host)]
+    pub host: SocketAddr,
+
+    /// Model store root [default: the platform data dir, e.g. ~/.local/share/whale/models]
+    #[arg(long, env = ENV_MODELS)]
+    pub models: Option<PathBuf>,
+
+    /// How long a model stays loaded after its last request (`5m`, `1h`, `0`, `-1` = forever, or seconds).
+    #[arg(long, env = ENV_KEEP_ALIVE, default_value = "5m", value_parser = parse_keep_alive)]
+    pub keep_alive: KeepAlive,
+
+    /// Requests each loaded model serves at once; its KV cache holds num_ctx × this many tokens.
+    #[arg(long, env = ENV_NUM_PARALLEL, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub num_parallel: u32,
+
+    /// Requests that may wait for a model beyond its parallel slots; more get 503 at once.
+    #[arg(long, env = ENV_MAX_QUEUE, default_value_t = 512)]
+    pub max_queue: u32,
+
+    /// Models kept loaded at once; 0 means as many as memory allows.
+    #[arg(long, env = ENV_MAX_LOADED_MODELS, default_value_t = 0)]
+    pub max_loaded_models: u32,
+
+    /// Context length per sequence when neither the request nor the Modelfile sets `num_ctx`.
+    #[arg(long, env = ENV_CONTEXT_LENGTH, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(4..=16_777_216))]
+    pub context_length: u32,
+
+    /// Threads for decoding [default: physical cores].
+    #[arg(long, env = ENV_NUM_THREADS)]
+    pub num_threads: Option<u32>,
+
+    /// Registry tried first for models of the default registry (e.g. `http://10.0.0.5:11434`).
+    #[arg(long, env = ENV_REGISTRY_MIRROR)]
+    pub registry_mirror: Option<url::Url>,
+
+    /// Memory the scheduler may fill with models, in bytes or with a unit (`12GiB`) [default: available RAM].
+    #[arg(long, env = ENV_MAX_MEMORY, value_parser = parse_bytes)]
+    pub max_memory: Option<u64>,
+
+    /// Log filter, as in `RUST_LOG`.
+    #[arg(long, env = ENV_LOG, default_value = "info")]
+    pub log: String,
+}
+
+/// Ollama's request forms (`5m`, `1h30m`, `0`, `-1`) plus a bare number of seconds, which
+/// the environment variable also accepts.
+fn parse_keep_alive(text: &str) -> Result<KeepAlive, String> {
+    let text = text.trim().trim_matches(|c| c == '"' || c == '\'');
+    match text.parse::<f64>() {
+        Ok(seconds) => Ok(KeepAlive::from_seconds(seconds)),
+        Err(_) => KeepAlive::parse(text),
+    }
+}
+
+/// Parses `host`, `host:port`, `:port`, `[v6]:port` and `http://host:port`, as `OLLAMA_HOST` does.
+pub fn parse_host(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim().trim_matches(|c| c == '"' || c == '\'');
+    let without_scheme = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+        .unwrap_or(text);
+    let authority = without_scheme.split('/').next().unwrap_or_default();
+    let with_port = if authority.is_empty() {
+        DEFAULT_HOST.to_owned()
+    } else if let Some(port) = authority.strip_prefix(':') {
+        format!("127.0.0.1:{port}")
+    } else if authority.ends_with(']') || !authority.contains(':') {
+        format!("{authority}:11434")
+    } else {
+        authority.to_owned()
+    };
+    let with_port = with_port.replace("localhost", "127.0.0.1");
+    with_port
+        .parse()
+        .map_err(|_| format!("invalid address {text:?} (use host:port, e.g. 127.0.0.1:11434)"))
+}
+
+/// Parses a byte count: `1234`, `12GiB`, `12GB`, `512MiB`, `1.5G`.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let number: f64 = text[..split]
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}"))?;
+    let scale: f64 = match text[split..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "kb" => 1e3,
+        "m" | "mib" => 1024f64.powi(2),
+        "mb" => 1e6,
+        "g" | "gib" => 1024f64.powi(3),
+        "gb" => 1e9,
+        "t" | "tib" => 1024f64.powi(4),
+        "tb" => 1e12,
+        unit => return Err(format!("invalid size unit {unit:?} in {text:?}")),
+    };
+    Ok((number * scale) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn keep_alive_forms() {
+        let cases = [
+            ("5m", KeepAlive::For(Duration::from_secs(300))),
+            ("1h30m", KeepAlive::For(Duration::from_secs(5400))),
+            ("0", KeepAlive::For(Duration::ZERO)),
+            ("-1", KeepAlive::Forever),
+            ("-1m", KeepAlive::Forever),
+            ("30", KeepAlive::For(Duration::from_secs(30))),
+            ("1.5", KeepAlive::For(Duration::from_millis(1500))),
+            ("250ms", KeepAlive::For(Duration::from_millis(250))),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_keep_alive(text), Ok(expected), "{text}");
+        }
+        for bad in ["", "5 minutes", "m", "1x"] {
+            assert!(parse_keep_alive(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_forms() {
+        let cases = [
+            ("127.0.0.1:11434", "127.0.0.1:11434"),
+            (":8080", "127.0.0.1:8080"),
+            ("0.0.0.0", "0.0.0.0:11434"),
+            ("http://127.0.0.1:9000/", "127.0.0.1:9000"),
+            ("localhost:1234", "127.0.0.1:1234"),
+            ("[::1]:5000", "[::1]:5000"),
+            ("[::1]", "[::1]:11434"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_host(text).unwrap().to_string(), expected, "{text}");
+        }
+        assert!(parse_host("nonsense:port").is_err());
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("12GiB").unwrap(), 12 << 30);
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert_eq!(parse_bytes("1.5G").unwrap(), 3 << 29);
+        assert!(parse_bytes("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn defaults_resolve() {
+        let config = Config::try_parse_from(["whaled"]).unwrap();
+        assert_eq!(config.num_parallel, 1);
+        assert_eq!(config.keep_alive, KeepAlive::For(Duration::from_secs(300)));
+    }
+}

@@ -1,0 +1,362 @@
+//! The llama.cpp engine: one OS thread per loaded model, reached only by messages.
+//!
+//! This module is the only place in the daemon that touches `llama-cpp-2`; everything it
+//! exposes is plain Rust. A [`LlamaContext`](llama_cpp_2::context::LlamaContext) is `!Send`,
+//! so each [`Engine`] owns a named thread (`engine:<model>`) that holds the model and its one
+//! context. The thread runs continuous batching over `num_parallel` sequence slots: every
+//! iteration admits waiting jobs into free slots (longest cached prefix first), builds one batch
+//! of prefill chunks plus one decode token per generating sequence, decodes once, samples, and
+//! streams text to each job's own channel. A job whose receiver is dropped is cancelled at the
+//! next step and its slot freed.
+
+mod output;
+mod sampler;
+mod schema;
+mod worker;
+
+pub use schema::grammar_from_json_schema;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use tokio::sync::{mpsc, oneshot};
+
+use worker::Command;
+
+/// Capacity of each job's event channel. The engine never blocks on a slow client: when the
+/// channel is full, text is coalesced in the engine and delivered once there is room.
+const EVENT_CHANNEL_CAPACITY: usize = 256;
+
+/// A GBNF grammar that accepts one JSON object, for `format: "json"`.
+pub const JSON_GBNF: &str = r#"root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
+array  ::= "[" ws ( value ("," ws value)* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
+ws     ::= | " " | "\n" [ \t]{0,20}
+"#;
+
+/// What a loaded model runs with. Changing any of these means reloading the model.
+#[derive(Debug, Clone)]
+pub struct LoadParams {
+    /// The GGUF file (a blob in the store).
+    pub model_path: PathBuf,
+    /// Name used for the thread (`engine:<name>`) and in logs.
+    pub name: String,
+    /// Context window per slot, in tokens.
+    pub num_ctx: u32,
+    /// Number of sequences decoded together (slots); the context holds `num_ctx * num_parallel`.
+    pub num_parallel: u32,
+    /// Most tokens in one decode call (prefill chunk size plus decode tokens).
+    pub num_batch: u32,
+    /// CPU threads; `None` means one per core.
+    pub num_threads: Option<u32>,
+    /// Layers to offload to the GPU; `None` means all (irrelevant on a CPU build).
+    pub num_gpu: Option<i32>,
+    /// Memory-map the weights instead of reading them.
+    pub use_mmap: bool,
+    /// Load for embeddings (pooled vectors) instead of generation.
+    pub embedding: bool,
+}
+
+/// What the model file says about itself, read once at load.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub n_ctx_train: u32,
+    pub n_vocab: u32,
+    pub n_embd: u32,
+    pub n_layer: u32,
+    pub n_params: u64,
+    pub size_bytes: u64,
+    /// `tokenizer.chat_template`, the Jinja template the chat module renders.
+    pub chat_template: Option<String>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    /// Whether the tokenizer adds BOS when asked to add special tokens.
+    pub add_bos: bool,
+    /// Layers that went to a GPU (0 on a CPU-only build).
+    pub gpu_layers: u32,
+    /// All GGUF metadata, values rendered as strings by llama.cpp.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The prompt of a job: text to tokenize, or tokens already made (e.g. a deprecated `context`).
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    Text { text: String, add_special: bool },
+    Tokens(Vec<i32>),
+}
+
+/// Sampling options of one job (Ollama's `options`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// 0 (or less) means greedy.
+    pub temperature: f32,
+    /// 0 (or less) disables top-k.
+    pub top_k: i32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub typical_p: f32,
+    /// 1.0 disables the repeat penalty.
+    pub repeat_penalty: f32,
+    /// Tokens looked back for penalties: 0 off, -1 the whole context.
+    pub repeat_last_n: i32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// `None` picks a random seed.
+    pub seed: Option<u32>,
+}
+
+impl Default for Sampling {
+    /// Ollama's defaults.
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.9,
+            min_p: 0.0,
+            typical_p: 1.0,
+            repeat_penalty: 1.1,
+            repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: None,
+        }
+    }
+}
+
+impl Sampling {
+    /// Pure argmax decoding with no penalties: deterministic, for tests and benchmarks.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            repeat_penalty: 1.0,
+            ..Self::default()
+        }
+    }
+}
+
+/// A GBNF grammar constraining the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grammar {
+    /// The grammar, with a `root` rule.
+    pub gbnf: String,
+    /// Apply the grammar only once the model has produced `</think>` (reasoning models think
+    /// freely, then answer in the required format).
+    pub after_think: bool,
+}
+
+impl Grammar {
+    /// The grammar for `format: "json"`.
+    pub fn json(after_think: bool) -> Self {
+        Self {
+            gbnf: JSON_GBNF.to_owned(),
+            after_think,
+        }
+    }
+}
+
+/// One generation request.
+#[derive(Debug, Clone)]
+pub struct GenerateJob {
+    pub prompt: Prompt,
+    pub sampling: Sampling,
+    /// Most tokens to generate; zero or negative means until end of generation or a full context.
+    pub num_predict: i32,
+    /// Stop strings: matched on text across token boundaries and never emitted.
+    pub stop: Vec<String>,
+    pub grammar: Option<Grammar>,
+}
+
+/// What a job's channel carries. `Text` pieces are complete UTF-8 and never contain (or end in
+/// a prefix of) a stop string that later matched. The last event is `Done` or `Error`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Text(String),
+    Done(Summary),
+    Error(String),
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoneReason {
+    /// End-of-generation token or a stop string.
+    Stop,
+    /// `num_predict` reached or the slot's context is full (no context shift yet).
+    Length,
+    /// The job was cancelled (engine shutting down).
+    Cancelled,
+}
+
+/// Counts and timings of a finished job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub done_reason: DoneReason,
+    /// Prompt tokens actually evaluated (tokens reused from the slot's cache are not counted).
+    pub prompt_eval_count: u32,
+    pub prompt_eval_duration: Duration,
+    /// Tokens generated (end-of-generation tokens are not counted).
+    pub eval_count: u32,
+    pub eval_duration: Duration,
+    /// Prompt plus generated tokens.
+    pub context: Vec<i32>,
+}
+
+/// Pooled, L2-normalised embedding vectors, one per input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens evaluated over all inputs.
+    pub prompt_tokens: u32,
+}
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("failed to load model {}: {message}", path.display())]
+    Load { path: PathBuf, message: String },
+    #[error("the input length ({tokens} tokens) exceeds the context length ({limit} tokens)")]
+    ContextTooLong { tokens: usize, limit: usize },
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("llama.cpp failed: {0}")]
+    Llama(String),
+    #[error("the model's engine thread has stopped")]
+    Gone,
+}
+
+/// The process-wide llama.cpp backend, initialised on first use (llama.cpp keeps global state,
+/// so there is exactly one per process). Public so that benchmarks can compare raw
+/// `llama-cpp-2` against the engine in one process; the rest of the daemon must not use it.
+pub fn llama_backend() -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            // llama.cpp logs a lot at load; route it to `tracing` (target `llama-cpp-2`).
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|error| error.to_string())
+        })
+        .as_ref()
+        .map_err(|message| EngineError::Llama(message.clone()))
+}
+
+/// A loaded model. Cheap to share behind an `Arc`; dropping it stops the engine thread
+/// (jobs still running get an `Event::Error`), `shutdown` also waits for it.
+pub struct Engine {
+    /// The only way into the engine thread. Every command carries its own reply channel.
+    commands: std::sync::mpsc::Sender<Command>,
+    info: Arc<ModelInfo>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Loads the model on a new engine thread and waits until it is ready (or failed).
+    pub async fn load(params: LoadParams) -> Result<Engine, EngineError> {
+        let (commands, receiver) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let path = params.model_path.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("engine:{}", params.name))
+            .spawn(move || worker::run(&params, &receiver, ready_tx))
+            .map_err(|error| EngineError::Load {
+                path: path.clone(),
+                message: format!("cannot start the engine thread: {error}"),
+            })?;
+        match ready_rx.await {
+            Ok(Ok(info)) => Ok(Engine {
+                commands,
+                info: Arc::new(info),
+                thread: Some(thread),
+            }),
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(EngineError::Load {
+                    path,
+                    message: "the engine thread stopped while loading".to_owned(),
+                })
+            }
+        }
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Tokenizes with the model's vocabulary; special tokens in the text are parsed.
+    pub async fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<i32>, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Tokenize {
+            text: text.to_owned(),
+            add_special,
+            reply,
+        })?;
+        answer.await.map_err(|_| EngineError::Gone)?
+    }
+
+    /// Renders tokens back to text (special tokens included).
+    pub async fn detokenize(&self, tokens: &[i32]) -> Result<String, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Detokenize {
+            tokens: tokens.to_vec(),
+            reply,
+        })?;
+        answer.await.map_err(|_| EngineError::Gone)?
+    }
+
+    /// Queues a job; its events arrive on the returned channel. Dropping the receiver cancels
+    /// the job. Errors about the job itself (too long, invalid tokens) arrive as `Event::Error`.
+    pub fn generate(&self, job: GenerateJob) -> Result<mpsc::Receiver<Event>, EngineError> {
+        let (events, receiver) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        self.send(Command::Generate {
+            job: Box::new(job),
+            events,
+        })?;
+        Ok(receiver)
+    }
+
+    /// Embeds each input (requires a model loaded with `embedding: true`). Inputs longer than
+    /// the context are cut to fit when `truncate`, else rejected.
+    pub async fn embed(
+        &self,
+        inputs: Vec<String>,
+        truncate: bool,
+    ) -> Result<Embeddings, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Embed {
+            inputs,
+            truncate,
+            reply,
+        })?;
+        answer.await.map_err(|_| EngineError::Gone)?
+    }
+
+    /// Stops the engine thread, frees the model and waits for the thread to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    fn send(&self, command: Command) -> Result<(), EngineError> {
+        self.commands.send(command).map_err(|_| EngineError::Gone)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The thread notices the closed channel (or this command) and exits on its own;
+        // joining here could block an async runtime.
+        let _ = self.commands.send(Command::Shutdown);
+    }
+}

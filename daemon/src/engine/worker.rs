@@ -1,0 +1,863 @@
+//! The engine thread: loads the model, then runs the continuous-batching loop.
+//!
+//! Invariants: each slot `i` is llama.cpp sequence `i`; `Slot::cached` is exactly the tokens
+//! whose KV entries that sequence holds (positions `0..cached.len()`), whether or not a job is
+//! running in it, so a later job can reuse the longest common prefix. Nothing here blocks except
+//! waiting for a command when there is no work.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::{mpsc, oneshot};
+
+use super::output::{Pushed, TextOutput};
+use super::sampler::SequenceSampler;
+use super::{
+    DoneReason, EngineError, Event, GenerateJob, LoadParams, ModelInfo, Prompt, Summary,
+    llama_backend,
+};
+use crate::engine::Embeddings;
+
+/// How long an idle loop waits before retrying delivery to a client whose channel was full.
+const DELIVERY_RETRY: Duration = Duration::from_millis(5);
+
+/// What the async side asks of the engine thread. Each request carries its own reply channel.
+pub(super) enum Command {
+    Generate {
+        job: Box<GenerateJob>,
+        events: mpsc::Sender<Event>,
+    },
+    Tokenize {
+        text: String,
+        add_special: bool,
+        reply: oneshot::Sender<Result<Vec<i32>, EngineError>>,
+    },
+    Detokenize {
+        tokens: Vec<i32>,
+        reply: oneshot::Sender<Result<String, EngineError>>,
+    },
+    Embed {
+        inputs: Vec<String>,
+        truncate: bool,
+        reply: oneshot::Sender<Result<Embeddings, EngineError>>,
+    },
+    Shutdown,
+}
+
+/// Entry point of the engine thread.
+pub(super) fn run(
+    params: &LoadParams,
+    commands: &Receiver<Command>,
+    ready: oneshot::Sender<Result<ModelInfo, EngineError>>,
+) {
+    let load_error = |message: String| EngineError::Load {
+        path: params.model_path.clone(),
+        message,
+    };
+    let backend = match llama_backend() {
+        Ok(backend) => backend,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    let model = match load_model(backend, params) {
+        Ok(model) => model,
+        Err(message) => {
+            let _ = ready.send(Err(load_error(message)));
+            return;
+        }
+    };
+    let context = match new_context(backend, &model, params) {
+        Ok(context) => context,
+        Err(message) => {
+            let _ = ready.send(Err(load_error(message)));
+            return;
+        }
+    };
+    let info = model_info(backend, &model, params);
+    let sliding_window = info
+        .metadata
+        .get(&format!("{}.attention.sliding_window", info.architecture))
+        .and_then(|value| value.parse().ok());
+    if ready.send(Ok(info)).is_err() {
+        return;
+    }
+    tracing::info!(model = %params.name, "engine ready");
+    let mut worker = Worker::new(&model, context, params, sliding_window);
+    worker.serve(commands);
+    tracing::info!(model = %params.name, "engine stopped");
+}
+
+/// Checks the file before llama.cpp sees it (a missing path would trip an assertion in
+/// `llama-cpp-2`), then loads the weights.
+fn load_model(backend: &LlamaBackend, params: &LoadParams) -> Result<LlamaModel, String> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(&params.model_path)
+        .and_then(|mut file| file.read_exact(&mut magic))
+        .map_err(|error| error.to_string())?;
+    if &magic != b"GGUF" {
+        return Err("not a GGUF file".to_owned());
+    }
+    if params.num_ctx == 0 || params.num_parallel == 0 || params.num_batch == 0 {
+        return Err("num_ctx, num_parallel and num_batch must be positive".to_owned());
+    }
+    let gpu_layers = match params.num_gpu {
+        Some(layers) if layers >= 0 => layers as u32,
+        _ => u32::MAX,
+    };
+    let model_params = LlamaModelParams::default()
+        .with_use_mmap(params.use_mmap)
+        .with_n_gpu_layers(gpu_layers);
+    LlamaModel::load_from_file(backend, &params.model_path, &model_params)
+        .map_err(|error| format!("llama.cpp could not load it ({error})"))
+}
+
+fn new_context<'m>(
+    backend: &LlamaBackend,
+    model: &'m LlamaModel,
+    params: &LoadParams,
+) -> Result<LlamaContext<'m>, String> {
+    let threads = params
+        .num_threads
+        .map_or_else(default_threads, |n| n as i32);
+    let total_ctx = params
+        .num_ctx
+        .checked_mul(params.num_parallel)
+        .ok_or("num_ctx * num_parallel overflows")?;
+    // Embeddings of a whole input come from one decode, so the batch must hold a full input.
+    let n_batch = if params.embedding {
+        params.num_ctx
+    } else {
+        params.num_batch.max(params.num_parallel)
+    };
+    let mut context_params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(total_ctx))
+        .with_n_batch(n_batch)
+        .with_n_ubatch(if params.embedding {
+            n_batch
+        } else {
+            n_batch.min(512)
+        })
+        .with_n_seq_max(params.num_parallel)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+        .with_embeddings(params.embedding);
+    if params.embedding {
+        // Ollama returns one pooled vector per input; models without a pooling type of their own
+        // (generative models) get mean pooling.
+        let arch = model
+            .meta_val_str("general.architecture")
+            .unwrap_or_default();
+        let pooling = model
+            .meta_val_str(&format!("{arch}.pooling_type"))
+            .ok()
+            .and_then(|value| value.parse::<i32>().ok())
+            .unwrap_or(0);
+        if pooling == 0 {
+            context_params = context_params.with_pooling_type(LlamaPoolingType::Mean);
+        }
+    }
+    model
+        .new_context(backend, context_params)
+        .map_err(|error| format!("cannot create a context of {total_ctx} tokens ({error})"))
+}
+
+/// One thread per core. `available_parallelism` counts logical CPUs; on machines with SMT that
+/// is more than the physical cores llama.cpp scales with, but it is the portable answer.
+fn default_threads() -> i32 {
+    std::thread::available_parallelism().map_or(4, |n| n.get() as i32)
+}
+
+fn model_info(backend: &LlamaBackend, model: &LlamaModel, params: &LoadParams) -> ModelInfo {
+    let mut metadata = BTreeMap::new();
+    for index in 0..model.meta_count() {
+        if let (Ok(key), Ok(value)) = (
+            model.meta_key_by_index(index),
+            model.meta_val_str_by_index(index),
+        ) {
+            metadata.insert(key, value);
+        }
+    }
+    let vocab = model.vocab();
+    let token_text = |token: LlamaToken| {
+        (token.0 >= 0 && token.0 < model.n_vocab())
+            .then(|| String::from_utf8_lossy(&vocab.token_to_piece(token, true, None)).into_owned())
+    };
+    let n_layer = model.n_layer();
+    let gpu_layers = if backend.supports_gpu_offload() {
+        match params.num_gpu {
+            Some(layers) if layers >= 0 => (layers as u32).min(n_layer),
+            _ => n_layer,
+        }
+    } else {
+        0
+    };
+    ModelInfo {
+        architecture: metadata
+            .get("general.architecture")
+            .cloned()
+            .unwrap_or_default(),
+        n_ctx_train: model.n_ctx_train(),
+        n_vocab: model.n_vocab() as u32,
+        n_embd: model.n_embd() as u32,
+        n_layer,
+        n_params: model.n_params(),
+        size_bytes: model.size(),
+        chat_template: metadata.get("tokenizer.chat_template").cloned(),
+        bos_token: token_text(vocab.bos()),
+        eos_token: token_text(vocab.eos()),
+        add_bos: vocab.should_add_bos(),
+        gpu_layers,
+        metadata,
+    }
+}
+
+/// Where a job's events go. Sending never blocks the engine: text that does not fit is kept and
+/// coalesced, and retried on the next step.
+struct Outbox {
+    events: mpsc::Sender<Event>,
+    unsent: String,
+    last: Option<Event>,
+}
+
+impl Outbox {
+    fn new(events: mpsc::Sender<Event>) -> Self {
+        Self {
+            events,
+            unsent: String::new(),
+            last: None,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.events.is_closed()
+    }
+
+    fn text(&mut self, text: &str) {
+        self.unsent.push_str(text);
+        self.flush();
+    }
+
+    /// Queues the final event (after any unsent text).
+    fn finish(&mut self, event: Event) {
+        self.last = Some(event);
+        self.flush();
+    }
+
+    /// Sends what it can; true when nothing is left to send (or nobody is listening).
+    fn flush(&mut self) -> bool {
+        use mpsc::error::TrySendError;
+        if !self.unsent.is_empty() {
+            match self
+                .events
+                .try_send(Event::Text(std::mem::take(&mut self.unsent)))
+            {
+                Ok(()) => {}
+                Err(TrySendError::Full(Event::Text(text))) => {
+                    self.unsent = text;
+                    return false;
+                }
+                Err(TrySendError::Full(_)) => unreachable!("only text was sent"),
+                Err(TrySendError::Closed(_)) => return true,
+            }
+        }
+        if let Some(event) = self.last.take() {
+            match self.events.try_send(event) {
+                Ok(()) | Err(TrySendError::Closed(_)) => {}
+                Err(TrySendError::Full(event)) => {
+                    self.last = Some(event);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// A job that has been tokenized but has no slot yet.
+struct Waiting {
+    prompt: Vec<LlamaToken>,
+    job: Box<GenerateJob>,
+    outbox: Outbox,
+}
+
+/// A job running in a slot.
+struct Running {
+    outbox: Outbox,
+    sampler: SequenceSampler,
+    text: TextOutput,
+    prompt: Vec<LlamaToken>,
+    generated: Vec<LlamaToken>,
+    /// The token sampled last, to be decoded in the next batch (`None` while prefilling).
+    next: Option<LlamaToken>,
+    limit: Option<u32>,
+    prompt_eval_count: u32,
+    started: Instant,
+    prefilled: Option<Instant>,
+    /// Tokens this job put in the current batch, and the batch row whose logits it samples.
+    in_batch: usize,
+    row: Option<i32>,
+}
+
+struct Slot {
+    seq: i32,
+    cached: Vec<LlamaToken>,
+    job: Option<Running>,
+    /// When a job last started here (a counter), for least-recently-used choice.
+    last_used: u64,
+}
+
+struct Worker<'m> {
+    model: &'m LlamaModel,
+    context: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    /// Context per slot.
+    n_ctx: u32,
+    n_batch: usize,
+    embedding: bool,
+    sliding_window: Option<usize>,
+    slots: Vec<Slot>,
+    waiting: VecDeque<Waiting>,
+    /// Finished jobs whose last events did not fit their channel yet.
+    draining: Vec<Outbox>,
+    /// Reused buffer for token pieces.
+    piece: Vec<u8>,
+    /// Counts job starts, to stamp `Slot::last_used`.
+    starts: u64,
+}
+
+impl<'m> Worker<'m> {
+    fn new(
+        model: &'m LlamaModel,
+        context: LlamaContext<'m>,
+        params: &LoadParams,
+        sliding_window: Option<usize>,
+    ) -> Self {
+        let n_batch = context.n_batch() as usize;
+        Self {
+            model,
+            context,
+            batch: LlamaBatch::new(n_batch, 1),
+            n_ctx: params.num_ctx,
+            n_batch,
+            embedding: params.embedding,
+            sliding_window,
+            slots: (0..params.num_parallel)
+                .map(|seq| Slot {
+                    seq: seq as i32,
+                    cached: Vec::new(),
+                    job: None,
+                    last_used: 0,
+                })
+                .collect(),
+            waiting: VecDeque::new(),
+            draining: Vec::new(),
+            piece: Vec::with_capacity(64),
+            starts: 0,
+        }
+    }
+
+    fn serve(&mut self, commands: &Receiver<Command>) {
+        loop {
+            let busy = !self.waiting.is_empty() || self.slots.iter().any(|slot| slot.job.is_some());
+            // Block only when there is nothing to decode.
+            let first = if busy {
+                match commands.try_recv() {
+                    Ok(command) => Some(command),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else if self.draining.is_empty() {
+                match commands.recv() {
+                    Ok(command) => Some(command),
+                    Err(_) => break,
+                }
+            } else {
+                match commands.recv_timeout(DELIVERY_RETRY) {
+                    Ok(command) => Some(command),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            let mut next = first;
+            while let Some(command) = next {
+                if !self.handle(command) {
+                    self.stop_all();
+                    return;
+                }
+                next = commands.try_recv().ok();
+            }
+            self.draining.retain_mut(|outbox| !outbox.flush());
+            self.cancel_abandoned();
+            self.admit();
+            self.step();
+        }
+        self.stop_all();
+    }
+
+    /// Handles one command; false means shut down.
+    fn handle(&mut self, command: Command) -> bool {
+        match command {
+            Command::Shutdown => return false,
+            Command::Tokenize {
+                text,
+                add_special,
+                reply,
+            } => {
+                let tokens = self.tokenize(&text, add_special);
+                let _ = reply.send(Ok(tokens.into_iter().map(|t| t.0).collect()));
+            }
+            Command::Detokenize { tokens, reply } => {
+                let _ = reply.send(self.detokenize(&tokens));
+            }
+            Command::Embed {
+                inputs,
+                truncate,
+                reply,
+            } => {
+                let _ = reply.send(self.embed(&inputs, truncate));
+            }
+            Command::Generate { job, events } => {
+                let mut outbox = Outbox::new(events);
+                match self.prepare(&job) {
+                    Ok(prompt) => self.waiting.push_back(Waiting {
+                        prompt,
+                        job,
+                        outbox,
+                    }),
+                    Err(error) => outbox.finish(Event::Error(error.to_string())),
+                }
+                // An undeliverable error is dropped with the outbox: the channel has room for it.
+            }
+        }
+        true
+    }
+
+    fn tokenize(&self, text: &str, add_special: bool) -> Vec<LlamaToken> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), add_special, true)
+    }
+
+    fn validate_tokens(&self, tokens: &[i32]) -> Result<Vec<LlamaToken>, EngineError> {
+        let n_vocab = self.model.n_vocab();
+        if let Some(bad) = tokens.iter().find(|&&t| t < 0 || t >= n_vocab) {
+            return Err(EngineError::InvalidInput(format!(
+                "token {bad} is outside the vocabulary (0..{n_vocab})"
+            )));
+        }
+        Ok(tokens.iter().map(|&t| LlamaToken(t)).collect())
+    }
+
+    fn detokenize(&self, tokens: &[i32]) -> Result<String, EngineError> {
+        let tokens = self.validate_tokens(tokens)?;
+        let bytes = self.model.vocab().detokenize(&tokens, false, true);
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Tokenizes and checks a job before it waits for a slot.
+    fn prepare(&self, job: &GenerateJob) -> Result<Vec<LlamaToken>, EngineError> {
+        if self.embedding {
+            return Err(EngineError::InvalidInput(
+                "this model was loaded for embeddings and cannot generate".to_owned(),
+            ));
+        }
+        let prompt = match &job.prompt {
+            Prompt::Text { text, add_special } => self.tokenize(text, *add_special),
+            Prompt::Tokens(tokens) => self.validate_tokens(tokens)?,
+        };
+        if prompt.is_empty() {
+            return Err(EngineError::InvalidInput("the prompt is empty".to_owned()));
+        }
+        if prompt.len() > self.n_ctx as usize {
+            return Err(EngineError::ContextTooLong {
+                tokens: prompt.len(),
+                limit: self.n_ctx as usize,
+            });
+        }
+        Ok(prompt)
+    }
+
+    /// Moves waiting jobs into free slots, each into the free slot sharing its longest prefix.
+    fn admit(&mut self) {
+        while !self.waiting.is_empty() {
+            let Some(waiting) = self.waiting.front() else {
+                break;
+            };
+            if waiting.outbox.is_closed() {
+                self.waiting.pop_front();
+                continue;
+            }
+            // A match of only the BOS token is not worth evicting another prompt's cache for:
+            // then the least recently used slot (an empty one first) is taken.
+            let best = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.job.is_none())
+                .max_by_key(|(_, slot)| {
+                    let shared = common_prefix(&slot.cached, &waiting.prompt);
+                    (
+                        if shared > 1 { shared } else { 0 },
+                        std::cmp::Reverse(slot.last_used),
+                    )
+                })
+                .map(|(index, _)| index);
+            let Some(index) = best else { break };
+            let Some(waiting) = self.waiting.pop_front() else {
+                break;
+            };
+            self.start(index, waiting);
+        }
+    }
+
+    fn start(&mut self, index: usize, waiting: Waiting) {
+        let Waiting {
+            prompt,
+            job,
+            mut outbox,
+        } = waiting;
+        let keep = self.reuse_prefix(index, &prompt);
+        let sampler = match SequenceSampler::new(
+            self.model,
+            &job.sampling,
+            job.grammar.as_ref(),
+            &prompt,
+            self.n_ctx,
+        ) {
+            Ok(sampler) => sampler,
+            Err(error) => {
+                outbox.finish(Event::Error(error.to_string()));
+                if !outbox.flush() {
+                    self.draining.push(outbox);
+                }
+                return;
+            }
+        };
+        let limit = u32::try_from(job.num_predict).ok().filter(|&n| n > 0);
+        self.starts += 1;
+        self.slots[index].last_used = self.starts;
+        self.slots[index].job = Some(Running {
+            outbox,
+            sampler,
+            text: TextOutput::new(job.stop),
+            prompt_eval_count: (prompt.len() - keep) as u32,
+            prompt,
+            generated: Vec::new(),
+            next: None,
+            limit,
+            started: Instant::now(),
+            prefilled: None,
+            in_batch: 0,
+            row: None,
+        });
+    }
+
+    /// Drops the slot's cache past the common prefix with `prompt` and returns how many prompt
+    /// tokens are kept. At least the last prompt token is always evaluated again, for its logits.
+    fn reuse_prefix(&mut self, index: usize, prompt: &[LlamaToken]) -> usize {
+        let slot = &mut self.slots[index];
+        let mut keep = common_prefix(&slot.cached, prompt).min(prompt.len() - 1);
+        let seq = slot.seq as u32;
+        if keep < slot.cached.len() {
+            let removed = self
+                .context
+                .clear_kv_cache_seq(Some(seq), Some(keep as u32), None)
+                .unwrap_or(false);
+            if !removed {
+                keep = 0;
+            }
+        }
+        if keep > 0 {
+            // A sliding-window cache forgets old positions; the kept prefix is only usable if
+            // what the next token attends to is still there.
+            let needed_from = self
+                .sliding_window
+                .map_or(0, |window| keep.saturating_sub(window));
+            let pos_min = self.context.kv_cache_seq_pos_min(slot.seq);
+            if pos_min < 0 || pos_min as usize > needed_from {
+                keep = 0;
+            }
+        }
+        if keep == 0 {
+            let _ = self.context.clear_kv_cache_seq(Some(seq), None, None);
+        }
+        slot.cached.truncate(keep);
+        keep
+    }
+
+    /// Frees the slots of jobs whose client went away; their KV stays cached for prefix reuse.
+    fn cancel_abandoned(&mut self) {
+        for slot in &mut self.slots {
+            if slot.job.as_ref().is_some_and(|job| job.outbox.is_closed()) {
+                slot.job = None;
+            }
+        }
+    }
+
+    /// One decode: a token for every generating job plus prefill chunks, then sampling.
+    fn step(&mut self) {
+        self.batch.clear();
+        let mut batch_failed = None;
+        for slot in &mut self.slots {
+            let Some(job) = slot.job.as_mut() else {
+                continue;
+            };
+            job.in_batch = 0;
+            job.row = None;
+            if let Some(token) = job.next {
+                if let Err(error) =
+                    self.batch
+                        .add(token, slot.cached.len() as i32, &[slot.seq], true)
+                {
+                    batch_failed = Some(error.to_string());
+                    break;
+                }
+                job.in_batch = 1;
+                job.row = Some(self.batch.n_tokens() - 1);
+            }
+        }
+        for slot in &mut self.slots {
+            let room = self.n_batch - self.batch.n_tokens() as usize;
+            if room == 0 || batch_failed.is_some() {
+                break;
+            }
+            let Some(job) = slot.job.as_mut() else {
+                continue;
+            };
+            if job.next.is_some() {
+                continue;
+            }
+            let start = slot.cached.len();
+            let take = (job.prompt.len() - start).min(room);
+            for (offset, &token) in job.prompt[start..start + take].iter().enumerate() {
+                let position = start + offset;
+                let last = position + 1 == job.prompt.len();
+                if let Err(error) = self.batch.add(token, position as i32, &[slot.seq], last) {
+                    batch_failed = Some(error.to_string());
+                    break;
+                }
+                if last {
+                    job.row = Some(self.batch.n_tokens() - 1);
+                }
+            }
+            job.in_batch = take;
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        let decoded = match batch_failed {
+            Some(error) => Err(error),
+            None => self
+                .context
+                .decode(&mut self.batch)
+                .map_err(|error| error.to_string()),
+        };
+        if let Err(error) = decoded {
+            self.fail_batch(&error);
+            return;
+        }
+        for index in 0..self.slots.len() {
+            self.after_decode(index);
+        }
+    }
+
+    /// Records what the batch evaluated for slot `index` and samples its next token.
+    fn after_decode(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        let Some(job) = slot.job.as_mut() else {
+            return;
+        };
+        if job.in_batch == 0 {
+            return;
+        }
+        if let Some(token) = job.next.take() {
+            slot.cached.push(token);
+        } else {
+            let start = slot.cached.len();
+            slot.cached
+                .extend_from_slice(&job.prompt[start..start + job.in_batch]);
+        }
+        let Some(row) = job.row else {
+            return;
+        };
+        if job.prefilled.is_none() {
+            job.prefilled = Some(Instant::now());
+        }
+        let token = job.sampler.sample(&self.context, row);
+        let model: &'m LlamaModel = self.model;
+        let vocab = model.vocab();
+        if vocab.is_eog(token) {
+            self.finish(index, DoneReason::Stop, None);
+            return;
+        }
+        job.generated.push(token);
+        self.piece.clear();
+        vocab.token_to_piece_into(token, &mut self.piece, true, None);
+        if let Err(error) =
+            job.sampler
+                .observe_text(model, &String::from_utf8_lossy(&self.piece), self.n_ctx)
+        {
+            job.outbox.finish(Event::Error(error.to_string()));
+            slot.job = None;
+            return;
+        }
+        match job.text.push(&self.piece) {
+            Pushed::Text(text) => {
+                if !text.is_empty() {
+                    job.outbox.text(&text);
+                }
+            }
+            Pushed::Stopped(text) => {
+                self.finish(index, DoneReason::Stop, Some(text));
+                return;
+            }
+        }
+        let at_limit = job
+            .limit
+            .is_some_and(|limit| job.generated.len() >= limit as usize);
+        if at_limit || slot.cached.len() >= self.n_ctx as usize {
+            // Without context shifting a full slot simply ends the job.
+            self.finish(index, DoneReason::Length, None);
+            return;
+        }
+        job.next = Some(token);
+    }
+
+    /// Ends the job in slot `index`; `stopped_text` is the text before a matched stop string,
+    /// `None` means flush everything still held back.
+    fn finish(&mut self, index: usize, reason: DoneReason, stopped_text: Option<String>) {
+        let Some(mut job) = self.slots[index].job.take() else {
+            return;
+        };
+        let tail = stopped_text.unwrap_or_else(|| job.text.finish());
+        if !tail.is_empty() {
+            job.outbox.text(&tail);
+        }
+        let now = Instant::now();
+        let prefilled = job.prefilled.unwrap_or(now);
+        let mut context: Vec<i32> = job.prompt.iter().map(|t| t.0).collect();
+        context.extend(job.generated.iter().map(|t| t.0));
+        job.outbox.finish(Event::Done(Summary {
+            done_reason: reason,
+            prompt_eval_count: job.prompt_eval_count,
+            prompt_eval_duration: prefilled - job.started,
+            eval_count: job.generated.len() as u32,
+            eval_duration: now - prefilled,
+            context,
+        }));
+        if !job.outbox.flush() {
+            self.draining.push(job.outbox);
+        }
+    }
+
+    /// A decode failed: the jobs in the batch get the error and their slots are reset.
+    fn fail_batch(&mut self, error: &str) {
+        tracing::error!(%error, "decode failed");
+        for slot in &mut self.slots {
+            let in_batch = slot.job.as_ref().is_some_and(|job| job.in_batch > 0);
+            if !in_batch {
+                continue;
+            }
+            if let Some(mut job) = slot.job.take() {
+                job.outbox
+                    .finish(Event::Error(format!("llama.cpp decode failed: {error}")));
+                if !job.outbox.flush() {
+                    self.draining.push(job.outbox);
+                }
+            }
+            let _ = self
+                .context
+                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+            slot.cached.clear();
+        }
+    }
+
+    /// Engine going away: every job still running or waiting is told so.
+    fn stop_all(&mut self) {
+        let message = "the model was unloaded";
+        for slot in &mut self.slots {
+            if let Some(mut job) = slot.job.take() {
+                job.outbox.finish(Event::Error(message.to_owned()));
+            }
+        }
+        for mut waiting in self.waiting.drain(..) {
+            waiting.outbox.finish(Event::Error(message.to_owned()));
+        }
+    }
+
+    /// Embeds each input alone in sequence 0 of an embedding context.
+    fn embed(&mut self, inputs: &[String], truncate: bool) -> Result<Embeddings, EngineError> {
+        if !self.embedding {
+            return Err(EngineError::InvalidInput(
+                "this model was not loaded for embeddings".to_owned(),
+            ));
+        }
+        let limit = self.n_ctx as usize;
+        let mut vectors = Vec::with_capacity(inputs.len());
+        let mut prompt_tokens = 0;
+        for input in inputs {
+            let mut tokens = self.tokenize(input, true);
+            if tokens.len() > limit {
+                if !truncate {
+                    return Err(EngineError::ContextTooLong {
+                        tokens: tokens.len(),
+                        limit,
+                    });
+                }
+                tokens.truncate(limit);
+            }
+            if tokens.is_empty() {
+                return Err(EngineError::InvalidInput("an input is empty".to_owned()));
+            }
+            self.context.clear_kv_cache();
+            self.batch.clear();
+            for (position, &token) in tokens.iter().enumerate() {
+                self.batch
+                    .add(token, position as i32, &[0], true)
+                    .map_err(|error| EngineError::Llama(error.to_string()))?;
+            }
+            self.context
+                .decode(&mut self.batch)
+                .map_err(|error| EngineError::Llama(error.to_string()))?;
+            let pooled = self
+                .context
+                .embeddings_seq_ith(0)
+                .map_err(|_| EngineError::Llama("no pooled embedding".to_owned()))?;
+            vectors.push(normalize(pooled)?);
+            prompt_tokens += tokens.len() as u32;
+        }
+        self.context.clear_kv_cache();
+        Ok(Embeddings {
+            vectors,
+            prompt_tokens,
+        })
+    }
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// L2-normalises a vector, as Ollama's `/api/embed` returns them.
+fn normalize(vector: &[f32]) -> Result<Vec<f32>, EngineError> {
+    if vector.iter().any(|x| !x.is_finite()) {
+        return Err(EngineError::Llama(
+            "the embedding contains NaN or infinity".to_owned(),
+        ));
+    }
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+    Ok(vector.iter().map(|x| x * scale).collect())
+}

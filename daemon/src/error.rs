@@ -1,0 +1,80 @@
+//! The daemon's error type and the one table that maps it to HTTP statuses.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::engine::EngineError;
+
+/// Everything a request can fail with; `IntoResponse` turns it into `{"error": "..."}`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("model '{0}' not found")]
+    ModelNotFound(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("server busy, please try again.  maximum pending requests exceeded")]
+    QueueFull,
+    #[error("model '{0}' is busy with requests using other options; try again when they finish")]
+    Busy(String),
+    /// The memory plan says the model cannot fit, with the numbers.
+    #[error("cannot load '{name}': {detail}")]
+    InsufficientMemory { name: String, detail: String },
+    #[error("model '{name}' cannot be loaded: {message}")]
+    InvalidModel { name: String, message: String },
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Registry(#[from] whale_registry::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::QueueFull | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InsufficientMemory { .. } | Self::InvalidModel { .. } | Self::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::Engine(error) => match error {
+                EngineError::ContextTooLong { .. } | EngineError::InvalidInput(_) => {
+                    StatusCode::BAD_REQUEST
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Self::Registry(error) => registry_status(error),
+        }
+    }
+}
+
+fn registry_status(error: &whale_registry::Error) -> StatusCode {
+    use whale_registry::Error as E;
+    match error {
+        E::InvalidName { .. } | E::InvalidDigest { .. } => StatusCode::BAD_REQUEST,
+        E::ModelNotFound { .. } | E::BlobNotFound { .. } => StatusCode::NOT_FOUND,
+        E::DigestMismatch { .. } | E::SizeMismatch { .. } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,49 @@
+//! The HTTP surface: one router for Ollama's `/api/*`, the OpenAI/DeepSeek `/v1/*`, and the
+//! store's read-only `/v2/` registry routes. Handlers are thin: they extract, validate into
+//! typed requests, call the core, and map the result; errors become `{"error": ...}` through
+//! [`crate::error::Error`].
+
+mod extract;
+mod ndjson;
+mod ollama;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, head, post};
+
+use crate::state::AppState;
+
+pub use extract::Json;
+
+/// Largest JSON body accepted; blob uploads are streamed and not bound by it.
+pub const MAX_JSON_BODY: usize = 32 << 20;
+
+/// Every route whaled serves.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/", get(ollama::root).head(ollama::root))
+        .route("/api/version", get(ollama::version).head(ollama::version))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/tags", get(ollama::tags).head(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/copy", post(ollama::copy))
+        .route("/api/delete", axum::routing::delete(ollama::delete))
+        .route("/api/pull", post(ollama::pull))
+        .route("/api/push", post(ollama::push))
+        .route("/api/create", post(ollama::create))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
+        .route(
+            "/api/blobs/{digest}",
+            head(ollama::blob_exists)
+                .post(ollama::blob_upload)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .with_state(Arc::clone(&state));
+    api.merge(whale_registry::server::router(state.store.clone()))
+}

@@ -1,0 +1,125 @@
+//! A model in the store as the daemon uses it: its manifest, the path of its weights, and the
+//! text layers (template, system prompt, parameters, license, messages) an Ollama manifest
+//! carries beside them.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use whale_registry::manifest::media_type;
+use whale_registry::{Digest, Manifest, ModelRef, Store};
+
+use crate::error::Error;
+
+/// One message of a Modelfile's `MESSAGE` history (the messages layer's JSON shape).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct HistoryMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// A stored model, resolved from a name.
+#[derive(Debug, Clone)]
+pub struct LocalModel {
+    /// The name as spelled on disk.
+    pub reference: ModelRef,
+    pub manifest: Manifest,
+    pub manifest_digest: Digest,
+    /// The GGUF weights.
+    pub weights: Digest,
+    pub weights_path: PathBuf,
+    pub template: Option<String>,
+    pub system: Option<String>,
+    pub license: Vec<String>,
+    /// The params layer: Modelfile `PARAMETER`s as a JSON object.
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub messages: Vec<HistoryMessage>,
+    pub modified: SystemTime,
+}
+
+impl LocalModel {
+    /// Parses `name` and loads the model it names; 400 for a bad name, 404 when absent.
+    pub async fn find(store: &Store, name: &str) -> Result<Self, Error> {
+        let reference = parse_name(name)?;
+        let Some(reference) = store.resolve(&reference) else {
+            return Err(Error::ModelNotFound(name.to_owned()));
+        };
+        let bytes = store.read_manifest_bytes(&reference).await?;
+        let manifest = Manifest::parse(&bytes)?;
+        let manifest_digest = Digest::of_bytes(&bytes);
+        let weights_layer =
+            manifest
+                .layer(media_type::MODEL)
+                .ok_or_else(|| Error::InvalidModel {
+                    name: name.to_owned(),
+                    message: "its manifest has no model layer".to_owned(),
+                })?;
+        let weights = weights_layer.digest.clone();
+        let weights_path = store.blob_path(&weights);
+        let text = |kind: &str| {
+            manifest
+                .layers
+                .iter()
+                .filter(|layer| layer.media_type == kind)
+                .map(|layer| read_text(store, &layer.digest))
+                .collect::<Result<Vec<String>, Error>>()
+        };
+        let template = text(media_type::TEMPLATE)?.pop();
+        let system = text(media_type::SYSTEM)?.pop();
+        let license = text(media_type::LICENSE)?;
+        let params = match text(media_type::PARAMS)?.pop() {
+            Some(json) => serde_json::from_str(&json).map_err(|error| Error::InvalidModel {
+                name: name.to_owned(),
+                message: format!("its params layer is not a JSON object: {error}"),
+            })?,
+            None => serde_json::Map::new(),
+        };
+        let messages = match text(media_type::MESSAGES)?.pop() {
+            Some(json) => serde_json::from_str(&json).map_err(|error| Error::InvalidModel {
+                name: name.to_owned(),
+                message: format!("its messages layer is not a list of messages: {error}"),
+            })?,
+            None => Vec::new(),
+        };
+        let modified = std::fs::metadata(store.root().join(reference.manifest_path()))
+            .and_then(|meta| meta.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        Ok(Self {
+            reference,
+            manifest,
+            manifest_digest,
+            weights,
+            weights_path,
+            template,
+            system,
+            license,
+            params,
+            messages,
+            modified,
+        })
+    }
+
+    /// The short name Ollama shows (`deepseek-r1:14b`, `user/model:tag`, `host/ns/model:tag`).
+    pub fn name(&self) -> String {
+        self.reference.short()
+    }
+}
+
+/// Parses a model name, mapping a bad one to 400 with the reason.
+pub fn parse_name(name: &str) -> Result<ModelRef, Error> {
+    ModelRef::parse(name).map_err(|error| Error::BadRequest(error.to_string()))
+}
+
+/// Text layers are small; a large one is refused rather than read into memory.
+const MAX_TEXT_LAYER: u64 = 1 << 20;
+
+fn read_text(store: &Store, digest: &Digest) -> Result<String, Error> {
+    let path = store.blob_path(digest);
+    let size = std::fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0);
+    if size > MAX_TEXT_LAYER {
+        return Err(Error::Internal(format!(
+            "layer {digest} is {size} bytes, too large for a text layer"
+        )));
+    }
+    std::fs::read_to_string(&path)
+        .map_err(|error| Error::Internal(format!("cannot read layer {digest}: {error}")))
+}
