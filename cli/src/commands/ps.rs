@@ -1,0 +1,59 @@
+//! `whale ps`: loaded models as `NAME  ID  SIZE  PROCESSOR  CONTEXT  UNTIL`, or `--json`.
+
+use crate::commands::Context;
+use crate::commands::list::{short_id, timestamp};
+use crate::error::Error;
+use crate::output;
+use crate::render::{table, units};
+
+pub async fn run(json: bool, context: &Context) -> Result<(), Error> {
+    let client = context.client().await?;
+    let running = client.ps().await?;
+    if json {
+        return output::json(&running);
+    }
+    let now = jiff::Timestamp::now();
+    let rows: Vec<Vec<String>> = running
+        .models
+        .iter()
+        .map(|model| {
+            vec![
+                model.name.clone(),
+                short_id(&model.digest),
+                units::bytes(model.size),
+                units::processor(model.size, model.size_vram),
+                model.context_length.to_string(),
+                until(timestamp(&model.expires_at), now),
+            ]
+        })
+        .collect();
+    output::data(&table::render(
+        &["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"],
+        &rows,
+    ))
+}
+
+/// The UNTIL column: `4 minutes from now`, `Forever`, `Stopping...` once past, empty while
+/// the model is still loading (no expiry yet).
+pub fn until(expires_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> String {
+    match expires_at {
+        None => String::new(),
+        Some(at) if at < now => "Stopping...".into(),
+        Some(at) => units::relative(at, now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn until_column() {
+        let now: jiff::Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
+        let at = |text: &str| Some(text.parse::<jiff::Timestamp>().unwrap());
+        assert_eq!(until(at("2026-11-28T12:04:59Z"), now), "4 minutes from now");
+        assert_eq!(until(at("2026-11-28T11:59:00Z"), now), "Stopping...");
+        assert_eq!(until(at("2318-08-02T00:00:00Z"), now), "Forever");
+        assert_eq!(until(None, now), "");
+    }
+}

@@ -1,0 +1,53 @@
+//! `whale pull MODEL`: downloads a model through whaled, drawing its progress. `whale run`
+//! calls [`pull`] too when the model is not there yet.
+
+use futures::{Stream, StreamExt as _};
+use whale_api::Client;
+
+use crate::cli::TransferArgs;
+use crate::commands::Context;
+use crate::error::Error;
+use crate::render::Style;
+use crate::render::progress::{Progress, Update};
+
+pub async fn run(args: &TransferArgs, context: &Context) -> Result<(), Error> {
+    let client = context.client().await?;
+    pull(&client, &args.model, args.insecure, context.style).await
+}
+
+/// Pulls `model` and renders the daemon's progress until `success` or an error.
+pub async fn pull(client: &Client, model: &str, insecure: bool, style: Style) -> Result<(), Error> {
+    let request = whale_api::PullRequest {
+        model: model.to_owned(),
+        insecure: insecure.then_some(true),
+        stream: Some(true),
+    };
+    let stream = client.pull_stream(&request).await?;
+    follow(stream, style).await
+}
+
+/// Draws a progress stream (`pull`, `push`, `create`) to its end.
+pub async fn follow<S>(stream: S, style: Style) -> Result<(), Error>
+where
+    S: Stream<Item = Result<whale_api::ProgressResponse, whale_api::Error>>,
+{
+    let mut progress = Progress::new(style);
+    let mut stream = std::pin::pin!(stream);
+    while let Some(message) = stream.next().await {
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                progress.finish();
+                return Err(error.into());
+            }
+        };
+        progress.update(Update {
+            status: &message.status,
+            digest: message.digest.as_deref(),
+            total: message.total,
+            completed: message.completed,
+        });
+    }
+    progress.finish();
+    Ok(())
+}
