@@ -305,7 +305,8 @@ fn tool_list_and_python_helpers_render_like_transformers() {
         prompt,
         concat!(
             "## Tools\n",
-            "{\"function\": {\"name\": \"get_weather\", \"parameters\": {\"properties\": {\"city\": {\"description\": \"Città <name>\", \"type\": \"string\"}}, \"type\": \"object\"}}, \"type\": \"function\"}\n",
+            // Keys keep the client's order, as transformers and Ollama render them.
+            "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\", \"description\": \"Città <name>\"}}}}}\n",
             "WEATHER?",
             "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}</tool_call>",
             "</think>",
