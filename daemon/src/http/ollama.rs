@@ -23,7 +23,7 @@ use crate::options::{self, RunOptions};
 use crate::scheduler::LoadRequest;
 use crate::state::AppState;
 
-type AppState_ = State<Arc<AppState>>;
+type SharedState = State<Arc<AppState>>;
 
 /// The Ollama version whaled's API corresponds to; clients gate features on it.
 pub const COMPATIBLE_OLLAMA_VERSION: &str = "0.13.0";
@@ -171,7 +171,7 @@ async fn load_or_unload(
 }
 
 pub async fn generate(
-    State(state): AppState_,
+    State(state): SharedState,
     Json(request): Json<api::GenerateRequest>,
 ) -> Result<Response, Error> {
     let started = Instant::now();
@@ -374,7 +374,7 @@ fn conversation(model: &LocalModel, messages: &[api::Message]) -> Result<Vec<Cha
 }
 
 pub async fn chat(
-    State(state): AppState_,
+    State(state): SharedState,
     Json(request): Json<api::ChatRequest>,
 ) -> Result<Response, Error> {
     let started = Instant::now();
@@ -496,27 +496,29 @@ fn details(gguf: Option<&GgufFile>) -> api::ModelDetails {
     }
 }
 
-async fn read_gguf(model: &LocalModel) -> Option<GgufFile> {
-    let path = model.weights_path.clone();
+async fn read_gguf(path: std::path::PathBuf) -> Option<GgufFile> {
     tokio::task::spawn_blocking(move || GgufFile::open(&path).ok())
         .await
         .ok()
         .flatten()
 }
 
-pub async fn tags(State(state): AppState_) -> Result<axum::Json<api::ListResponse>, Error> {
+pub async fn tags(State(state): SharedState) -> Result<axum::Json<api::ListResponse>, Error> {
     let stored = state.store.list().await?;
     let mut models = Vec::with_capacity(stored.len());
     for entry in stored {
         let name = entry.reference.short();
-        let model = LocalModel::find(&state.store, &name).await;
-        let gguf = match &model {
-            Ok(model) => read_gguf(model).await,
-            Err(_) => None,
-        };
-        let details = match &model {
-            Ok(_) => details(gguf.as_ref()),
-            Err(_) => api::ModelDetails::default(),
+        // The listing already parsed the manifest: read the weights' header straight from it.
+        let details = match entry
+            .manifest
+            .layer(whale_registry::manifest::media_type::MODEL)
+        {
+            Some(layer) => details(
+                read_gguf(state.store.blob_path(&layer.digest))
+                    .await
+                    .as_ref(),
+            ),
+            None => api::ModelDetails::default(),
         };
         models.push(api::ListModel {
             name: name.clone(),
@@ -532,11 +534,11 @@ pub async fn tags(State(state): AppState_) -> Result<axum::Json<api::ListRespons
 }
 
 pub async fn show(
-    State(state): AppState_,
+    State(state): SharedState,
     Json(request): Json<api::ShowRequest>,
 ) -> Result<axum::Json<api::ShowResponse>, Error> {
     let model = LocalModel::find(&state.store, &request.model).await?;
-    let gguf = read_gguf(&model).await;
+    let gguf = read_gguf(model.weights_path.clone()).await;
     let template = model
         .template
         .clone()
@@ -620,7 +622,7 @@ fn modelfile_text(model: &LocalModel, template: &str) -> String {
     text
 }
 
-pub async fn ps(State(state): AppState_) -> axum::Json<api::ProcessResponse> {
+pub async fn ps(State(state): SharedState) -> axum::Json<api::ProcessResponse> {
     let models = state
         .scheduler
         .loaded()
@@ -658,7 +660,7 @@ fn far_future() -> SystemTime {
 }
 
 pub async fn copy(
-    State(state): AppState_,
+    State(state): SharedState,
     Json(request): Json<api::CopyRequest>,
 ) -> Result<StatusCode, Error> {
     let source = model::parse_name(&request.source)?;
@@ -674,7 +676,7 @@ pub async fn copy(
 }
 
 pub async fn delete(
-    State(state): AppState_,
+    State(state): SharedState,
     Json(request): Json<api::DeleteRequest>,
 ) -> Result<StatusCode, Error> {
     let name = request.model.as_str();
@@ -737,7 +739,7 @@ where
 }
 
 pub async fn pull(
-    State(state): AppState_,
+    State(state): SharedState,
     Json(request): Json<api::PullRequest>,
 ) -> Result<Response, Error> {
     let reference = model::parse_name(&request.model)?;
@@ -760,7 +762,7 @@ pub async fn pull(
 }
 
 pub async fn push(
-    State(state): AppState_,
+    State(state): SharedState,
     Json(request): Json<api::PushRequest>,
 ) -> Result<Response, Error> {
     let reference = model::parse_name(&request.model)?;
@@ -784,7 +786,7 @@ pub async fn push(
 }
 
 pub async fn create(
-    State(state): AppState_,
+    State(state): SharedState,
     Json(request): Json<api::CreateRequest>,
 ) -> Result<Response, Error> {
     let store = state.store.clone();
@@ -798,7 +800,7 @@ pub async fn create(
 }
 
 pub async fn blob_exists(
-    State(state): AppState_,
+    State(state): SharedState,
     Path(digest): Path<String>,
 ) -> Result<StatusCode, Error> {
     let digest = Digest::parse(&digest)?;
@@ -810,7 +812,7 @@ pub async fn blob_exists(
 }
 
 pub async fn blob_upload(
-    State(state): AppState_,
+    State(state): SharedState,
     Path(digest): Path<String>,
     body: Body,
 ) -> Result<StatusCode, Error> {
@@ -827,7 +829,7 @@ pub async fn blob_upload(
 }
 
 pub async fn embed(
-    State(state): AppState_,
+    State(state): SharedState,
     Json(request): Json<api::EmbedRequest>,
 ) -> Result<axum::Json<api::EmbedResponse>, Error> {
     let started = Instant::now();
@@ -862,7 +864,7 @@ pub async fn embed(
 }
 
 pub async fn embeddings(
-    State(state): AppState_,
+    State(state): SharedState,
     Json(request): Json<api::EmbeddingRequest>,
 ) -> Result<axum::Json<api::EmbeddingResponse>, Error> {
     let model = LocalModel::find(&state.store, &request.model).await?;
