@@ -81,6 +81,13 @@ pub enum Error {
     #[error("refusing {url}: {reason}")]
     InsecureOrUnsupportedUrl { url: String, reason: String },
 
+    /// The TLS handshake failed: the server speaks plain http, or its certificate is not
+    /// trusted. Not retried.
+    #[error(
+        "TLS handshake with {url} failed ({reason}); if this registry serves plain http, use --insecure (\"insecure\": true in the API)"
+    )]
+    Tls { url: String, reason: String },
+
     /// A download made no progress for the configured stall timeout, too many times.
     #[error("max retries exceeded: {url}: {last}")]
     RetriesExhausted { url: String, last: String },

@@ -119,8 +119,6 @@ struct Download<'a> {
     written: Arc<Vec<AtomicU64>>,
     done: std::sync::Mutex<Vec<bool>>,
     completed: AtomicU64,
-    /// Set while a background `fdatasync` runs (see `start_write_back`).
-    syncing: Arc<AtomicBool>,
 }
 
 /// Part outcome that is not an error of the blob: the server ignored `Range`.
@@ -394,7 +392,6 @@ impl Puller {
             written,
             done: std::sync::Mutex::new(done.clone()),
             completed: AtomicU64::new(completed),
-            syncing: Arc::new(AtomicBool::new(false)),
             parts,
         };
         let pending: Vec<usize> = (0..done.len()).filter(|&i| !done[i]).collect();
@@ -463,7 +460,6 @@ impl Puller {
                 done: done.clone(),
             }
         };
-        start_write_back(download);
         let path = download.store.partial_state_path(&download.layer.digest);
         blocking(move || write_state(&path, &state)).await?;
         Ok(())
@@ -629,6 +625,7 @@ impl Puller {
         blocking(move || {
             file.write_all_at(&bytes, at)
                 .map_err(|e| Error::io("write", path, e))?;
+            crate::write_back::start(&file, at, bytes.len() as u64);
             Ok(bytes.len() as u64)
         })
         .await
@@ -638,19 +635,6 @@ impl Puller {
             download.written[index].fetch_add(n, Ordering::Release);
             download.completed.fetch_add(n, Ordering::Relaxed);
         })
-    }
-}
-
-/// Starts a background `fdatasync` (after a part finishes) unless one is running, so the
-/// kernel writes the partial file back while it downloads and the fsync before the rename has little left to flush.
-fn start_write_back(download: &Download<'_>) {
-    if !download.syncing.swap(true, Ordering::AcqRel) {
-        let (file, syncing) = (download.file.clone(), download.syncing.clone());
-        tokio::task::spawn_blocking(move || {
-            // Best effort: the fsync before the rename is the one that counts.
-            let _ = file.sync_data();
-            syncing.store(false, Ordering::Release);
-        });
     }
 }
 

@@ -220,7 +220,8 @@ pub(crate) async fn error_status(response: Response) -> Error {
     }
 }
 
-/// Maps a reqwest error, recognising a refused redirect in its source chain.
+/// Maps a reqwest error, recognising a refused redirect and a failed TLS handshake in its
+/// source chain.
 pub(crate) fn http_error(url: &str, error: reqwest::Error) -> Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(e) = source {
@@ -229,6 +230,22 @@ pub(crate) fn http_error(url: &str, error: reqwest::Error) -> Error {
                 url: refused.url.clone(),
                 reason: format!("redirect refused: {}", refused.reason),
             };
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // rustls reports a failed handshake (a plain-http server, a bad certificate) as an
+            // io::Error of kind InvalidData, possibly wrapped in another io::Error; asking
+            // again will not change the answer.
+            if error.is_connect() && io.kind() == std::io::ErrorKind::InvalidData {
+                return Error::Tls {
+                    url: url.to_owned(),
+                    reason: io.to_string(),
+                };
+            }
+            // An io::Error's `source()` skips the error it wraps; descend into it instead.
+            if let Some(inner) = io.get_ref() {
+                source = Some(inner);
+                continue;
+            }
         }
         source = e.source();
     }

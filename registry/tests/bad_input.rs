@@ -374,3 +374,22 @@ async fn a_dropped_connection_that_recovers_resumes_the_part() {
     });
     harness.succeeds().await;
 }
+
+#[tokio::test]
+async fn https_to_a_plain_http_registry_fails_at_once() {
+    // Production retry settings: a handshake that cannot succeed must not be retried for
+    // half a minute.
+    let harness = Harness::new(Mode::Good).await;
+    let started = std::time::Instant::now();
+    let error = Puller::new(whale_registry::PullOptions::default())
+        .pull(&harness.target, &harness.name, &NoProgress)
+        .await
+        .expect_err("https to a plain-http server fails");
+    assert!(matches!(error, Error::Tls { .. }), "{error:?}");
+    assert!(error.to_string().contains("insecure"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
