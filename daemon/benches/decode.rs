@@ -120,7 +120,7 @@ async fn main() {
         num_parallel: 1,
         num_batch: 512,
         num_threads: Some(THREADS),
-        num_gpu: None,
+        placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
         embedding: false,
     })

@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod http;
 pub mod memory;
 pub mod model;
+pub mod offload;
 pub mod options;
 pub mod scheduler;
 pub mod state;

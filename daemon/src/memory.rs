@@ -22,9 +22,11 @@
 //!   (`src/llama-model.cpp:3451`, `src/llama-hparams.cpp:8`);
 //! - compute buffers: an approximation, see [`compute_bytes`].
 //!
-//! Offload planning is not done here: this is a CPU-only estimate (`gpu_layers` 0, `vram` 0).
+//! Which of those bytes go to a GPU is planned in [`crate::offload`] and recorded here with
+//! [`MemoryEstimate::place`].
 
 use crate::gguf::{GgmlType, GgufFile, MetaValue};
+use crate::offload::Placement;
 
 /// Tokens per micro-batch llama.cpp reserves compute buffers for (`n_ubatch` default).
 pub const DEFAULT_UBATCH: u64 = 512;
@@ -77,8 +79,10 @@ pub struct MemoryEstimate {
     /// Approximate; see [`compute_bytes`].
     pub compute: u64,
     pub total: u64,
-    /// Layers offloaded to a GPU; always 0 in this CPU-only planner.
+    /// Layers offloaded to a GPU (llama.cpp's `n_gpu_layers`); 0 on CPU.
     pub gpu_layers: u32,
+    /// Layers whose routed experts stay in RAM although the layer is offloaded.
+    pub cpu_moe_layers: u32,
     /// Bytes placed in GPU memory; 0 on CPU.
     pub vram: u64,
     /// Context cells across all slots (`num_ctx × num_parallel`).
@@ -88,9 +92,25 @@ pub struct MemoryEstimate {
 }
 
 impl MemoryEstimate {
+    /// Records where the bytes go.
+    #[must_use]
+    pub fn place(self, placement: Placement) -> Self {
+        Self {
+            gpu_layers: placement.gpu_layers,
+            cpu_moe_layers: placement.cpu_moe_layers,
+            vram: placement.vram.min(self.total),
+            ..self
+        }
+    }
+
+    /// Bytes that stay in RAM.
+    pub fn ram(&self) -> u64 {
+        self.total.saturating_sub(self.vram)
+    }
+
     /// `Ok` when the model fits in `available` bytes, else the error to show the user.
     pub fn check_fits(&self, available: u64) -> Result<(), InsufficientMemory> {
-        if self.total <= available {
+        if self.ram() <= available {
             Ok(())
         } else {
             Err(InsufficientMemory {
@@ -101,20 +121,37 @@ impl MemoryEstimate {
     }
 }
 
-/// The refusal the scheduler returns instead of loading a model that cannot fit.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "model needs {} (weights {}, KV cache {}, compute {}), {} available",
-    format_bytes(estimate.total),
-    format_bytes(estimate.weights),
-    format_bytes(estimate.kv_cache),
-    format_bytes(estimate.compute),
-    format_bytes(*available)
-)]
+/// The refusal the scheduler returns instead of loading a model that cannot fit in RAM.
+#[derive(Debug, Clone)]
 pub struct InsufficientMemory {
     pub estimate: MemoryEstimate,
     pub available: u64,
 }
+
+impl std::fmt::Display for InsufficientMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let estimate = &self.estimate;
+        write!(
+            f,
+            "model needs {} (weights {}, KV cache {}, compute {})",
+            format_bytes(estimate.total),
+            format_bytes(estimate.weights),
+            format_bytes(estimate.kv_cache),
+            format_bytes(estimate.compute),
+        )?;
+        if estimate.vram > 0 {
+            write!(
+                f,
+                ", of which {} on the GPU and {} in RAM",
+                format_bytes(estimate.vram),
+                format_bytes(estimate.ram())
+            )?;
+        }
+        write!(f, ", {} available", format_bytes(self.available))
+    }
+}
+
+impl std::error::Error for InsufficientMemory {}
 
 /// Estimates the bytes needed to load `gguf` with `num_ctx` tokens per slot and
 /// `num_parallel` slots.
@@ -134,6 +171,7 @@ pub fn estimate(
         compute,
         total: weights.saturating_add(kv_cache).saturating_add(compute),
         gpu_layers: 0,
+        cpu_moe_layers: 0,
         vram: 0,
         kv_cells,
         mla,
@@ -178,6 +216,32 @@ fn is_swa_layer(gguf: &GgufFile, layer: usize) -> bool {
 
 /// KV cache bytes for `kv_cells` cells, and whether the MLA layout was used.
 fn kv_cache_bytes(gguf: &GgufFile, kv_cells: u64, n_seq: u64, kv_type: KvType) -> (u64, bool) {
+    let (per_layer, mla) = kv_cache_layers(gguf, kv_cells, n_seq, kv_type);
+    (
+        per_layer.iter().fold(0, |sum, &b| sum.saturating_add(b)),
+        mla,
+    )
+}
+
+/// KV cache bytes of each layer for `num_ctx` tokens in each of `num_parallel` slots (what the
+/// offload planner places layer by layer).
+pub fn kv_cache_per_layer(
+    gguf: &GgufFile,
+    num_ctx: u32,
+    num_parallel: u32,
+    kv_type: KvType,
+) -> Vec<u64> {
+    let n_seq = u64::from(num_parallel.max(1));
+    let kv_cells = u64::from(num_ctx.max(1)) * n_seq;
+    kv_cache_layers(gguf, kv_cells, n_seq, kv_type).0
+}
+
+fn kv_cache_layers(
+    gguf: &GgufFile,
+    kv_cells: u64,
+    n_seq: u64,
+    kv_type: KvType,
+) -> (Vec<u64>, bool) {
     let n_layer = gguf.arch_u64("block_count").unwrap_or(0) as usize;
     let n_embd = gguf.arch_u64("embedding_length").unwrap_or(0);
     let mla = gguf.arch_u64("attention.key_length_mla").unwrap_or(0) != 0
@@ -187,8 +251,8 @@ fn kv_cache_bytes(gguf: &GgufFile, kv_cells: u64, n_seq: u64, kv_type: KvType) -
         .next_multiple_of(256)
         .min(kv_cells);
 
-    let mut total = 0u64;
-    for layer in 0..n_layer {
+    let mut layers = vec![0u64; n_layer];
+    for (layer, bytes) in layers.iter_mut().enumerate() {
         let n_head = per_layer(gguf, "attention.head_count", layer).unwrap_or(0);
         let n_head_kv = per_layer(gguf, "attention.head_count_kv", layer).unwrap_or(n_head);
         if n_head_kv == 0 {
@@ -204,10 +268,9 @@ fn kv_cache_bytes(gguf: &GgufFile, kv_cells: u64, n_seq: u64, kv_type: KvType) -
         } else {
             kv_cells
         };
-        total =
-            total.saturating_add(cells.saturating_mul(kv_type.bytes(k_row) + kv_type.bytes(v_row)));
+        *bytes = cells.saturating_mul(kv_type.bytes(k_row) + kv_type.bytes(v_row));
     }
-    (total, mla)
+    (layers, mla)
 }
 
 /// Approximate compute-buffer bytes. llama.cpp sizes these by building the worst-case graph
@@ -476,6 +539,50 @@ mod tests {
             format_bytes(est.compute)
         );
         assert_eq!(est.total, est.weights + est.kv_cache + est.compute);
+    }
+
+    #[test]
+    fn deepseek_v3_on_one_h200_keeps_attention_on_the_gpu_and_some_experts_in_ram() {
+        use crate::offload::LayerSizes;
+        let gguf = deepseek_v3(true);
+        let est = estimate(&gguf, 8192, 1, KvType::F16);
+        let layers = LayerSizes::new(
+            &gguf,
+            kv_cache_per_layer(&gguf, 8192, 1, KvType::F16),
+            est.compute,
+        );
+        assert_eq!(
+            layers.weights.iter().sum::<u64>() + layers.output,
+            est.weights - {
+                // token_embd stays on the CPU and is not a layer.
+                gguf.tensors
+                    .iter()
+                    .find(|t| t.name == "token_embd.weight")
+                    .unwrap()
+                    .size_bytes
+            }
+        );
+        assert_eq!(layers.experts[..3], [0, 0, 0], "leading dense layers");
+        assert!(
+            layers.experts[3] > 5 * GIB,
+            "{}",
+            format_bytes(layers.experts[3])
+        );
+        // An H200 with 139 GiB free: every layer's attention, shared experts and KV on the GPU,
+        // the routed experts of the first layers in RAM.
+        let placed = est.place(layers.place(Some(139 * GIB), None));
+        assert_eq!(placed.gpu_layers, 62);
+        assert!((30..=45).contains(&placed.cpu_moe_layers), "{placed:?}");
+        assert!(
+            placed.vram <= 138 * GIB && placed.vram > 120 * GIB,
+            "{placed:?}"
+        );
+        assert!(placed.ram() > 230 * GIB, "{}", format_bytes(placed.ram()));
+        let refusal = placed.check_fits(64 * GIB).unwrap_err().to_string();
+        assert!(refusal.contains("on the GPU"), "{refusal}");
+        // Without a GPU everything stays in RAM.
+        let cpu = est.place(layers.place(None, None));
+        assert_eq!((cpu.gpu_layers, cpu.vram, cpu.ram()), (0, 0, est.total));
     }
 
     #[test]

@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::KeepAlive;
-use crate::engine::{Engine, LoadParams};
+use crate::engine::{self, Engine, LoadParams};
 use crate::error::Error;
 use crate::gguf::GgufFile;
 use crate::memory::{self, MemoryEstimate};
+use crate::offload::{LayerSizes, Placement};
 
 /// Limits the scheduler works within, from the daemon's config.
 #[derive(Debug, Clone)]
@@ -176,12 +177,17 @@ impl Scheduler {
                 message: source.to_string(),
             })?;
         let num_ctx = clamp_context(request.num_ctx, &gguf);
-        let estimate = memory::estimate(
+        let num_parallel = self.shared.limits.num_parallel;
+        let estimate = memory::estimate(&gguf, num_ctx, num_parallel, memory::KvType::F16);
+        let layers = LayerSizes::new(
             &gguf,
-            num_ctx,
-            self.shared.limits.num_parallel,
-            memory::KvType::F16,
+            memory::kv_cache_per_layer(&gguf, num_ctx, num_parallel, memory::KvType::F16),
+            estimate.compute,
         );
+        let estimate = self
+            .shared
+            .make_gpu_room(&layers, request.num_gpu, estimate)
+            .await;
         self.shared.make_room(&request.name, &estimate).await?;
 
         let params = LoadParams {
@@ -191,7 +197,11 @@ impl Scheduler {
             num_parallel: self.shared.limits.num_parallel,
             num_batch: request.num_batch,
             num_threads: request.num_thread.or(self.shared.limits.num_threads),
-            num_gpu: request.num_gpu,
+            placement: Placement {
+                gpu_layers: estimate.gpu_layers,
+                cpu_moe_layers: estimate.cpu_moe_layers,
+                vram: estimate.vram,
+            },
             use_mmap: request.use_mmap,
             embedding: request.embedding,
         };
@@ -368,12 +378,46 @@ impl Shared {
         tracing::warn!(model = %runner.name, "still referenced; its memory is freed when the last request ends");
     }
 
-    /// Evicts idle models, least recently used first, until `estimate` fits.
+    /// Places the model's layers on the GPU, evicting idle models that hold GPU memory (least
+    /// recently used first) while the model would not fit there whole. On a CPU-only build or
+    /// machine the estimate comes back unchanged.
+    async fn make_gpu_room(
+        &self,
+        layers: &LayerSizes,
+        num_gpu: Option<i32>,
+        estimate: MemoryEstimate,
+    ) -> MemoryEstimate {
+        loop {
+            let free = tokio::task::spawn_blocking(engine::gpu_free_memory)
+                .await
+                .unwrap_or(None);
+            let placement = layers.place(free, num_gpu);
+            let whole =
+                placement.gpu_layers > layers.weights.len() as u32 && placement.cpu_moe_layers == 0;
+            if free.is_none() || whole || num_gpu.is_some_and(|n| n >= 0) {
+                return estimate.place(placement);
+            }
+            let victim = {
+                let runners = self.runners.lock().expect("runners lock");
+                runners
+                    .values()
+                    .filter(|runner| runner.is_idle() && runner.estimate.vram > 0)
+                    .min_by_key(|runner| *runner.last_used.lock().expect("last_used lock"))
+                    .map(|runner| runner.key.clone())
+            };
+            match victim {
+                Some(key) => self.remove(&key).await,
+                None => return estimate.place(placement),
+            }
+        }
+    }
+
+    /// Evicts idle models, least recently used first, until `estimate` fits in RAM.
     async fn make_room(&self, name: &str, estimate: &MemoryEstimate) -> Result<(), Error> {
         loop {
             let (used, count, victim) = {
                 let runners = self.runners.lock().expect("runners lock");
-                let used: u64 = runners.values().map(|runner| runner.estimate.total).sum();
+                let used: u64 = runners.values().map(|runner| runner.estimate.ram()).sum();
                 let victim = runners
                     .values()
                     .filter(|runner| runner.is_idle())
@@ -387,12 +431,12 @@ impl Shared {
                 .unwrap_or_else(|| memory::available_memory().saturating_add(used));
             let too_many =
                 self.limits.max_loaded_models > 0 && count >= self.limits.max_loaded_models;
-            if !too_many && used + estimate.total <= budget {
+            if !too_many && used + estimate.ram() <= budget {
                 return Ok(());
             }
             match victim {
                 Some(key) => self.remove(&key).await,
-                None if estimate.total > budget.saturating_sub(used) => {
+                None if estimate.ram() > budget.saturating_sub(used) => {
                     let refusal = estimate
                         .check_fits(budget.saturating_sub(used))
                         .expect_err("does not fit");

@@ -27,6 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use worker::Command;
 
+use crate::offload::Placement;
+
 /// Capacity of each job's event channel. The engine never blocks on a slow client: when the
 /// channel is full, text is coalesced in the engine and delivered once there is room.
 const EVENT_CHANNEL_CAPACITY: usize = 256;
@@ -56,8 +58,8 @@ pub struct LoadParams {
     pub num_batch: u32,
     /// CPU threads; `None` means one per core.
     pub num_threads: Option<u32>,
-    /// Layers to offload to the GPU; `None` means all (irrelevant on a CPU build).
-    pub num_gpu: Option<i32>,
+    /// Which layers go to the GPU (all on the CPU by default and on a CPU-only build).
+    pub placement: Placement,
     /// Memory-map the weights instead of reading them.
     pub use_mmap: bool,
     /// Load for embeddings (pooled vectors) instead of generation.
@@ -229,6 +231,18 @@ pub enum EngineError {
     Llama(String),
     #[error("the model's engine thread has stopped")]
     Gone,
+}
+
+/// Free memory of the GPUs llama.cpp can offload to, summed over devices (it splits layers
+/// across them), or `None` when this build has no GPU backend or the machine no GPU.
+pub fn gpu_free_memory() -> Option<u64> {
+    use llama_cpp_2::LlamaBackendDeviceType as Kind;
+    llama_backend().ok()?;
+    let gpus: Vec<_> = llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .filter(|device| matches!(device.device_type, Kind::Gpu | Kind::IntegratedGpu))
+        .collect();
+    (!gpus.is_empty()).then(|| gpus.iter().map(|gpu| gpu.memory_free as u64).sum())
 }
 
 /// The process-wide llama.cpp backend, initialised on first use (llama.cpp keeps global state,

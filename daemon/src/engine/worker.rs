@@ -6,6 +6,7 @@
 //! waiting for a command when there is no work.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ffi::CString;
 use std::num::NonZeroU32;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ use super::{
     llama_backend,
 };
 use crate::engine::Embeddings;
+use crate::offload;
 
 /// How long an idle loop waits before retrying delivery to a client whose channel was full.
 const DELIVERY_RETRY: Duration = Duration::from_millis(5);
@@ -112,15 +114,22 @@ fn load_model(backend: &LlamaBackend, params: &LoadParams) -> Result<LlamaModel,
     if params.num_ctx == 0 || params.num_parallel == 0 || params.num_batch == 0 {
         return Err("num_ctx, num_parallel and num_batch must be positive".to_owned());
     }
-    let gpu_layers = match params.num_gpu {
-        Some(layers) if layers >= 0 => layers as u32,
-        _ => u32::MAX,
-    };
-    let model_params = LlamaModelParams::default()
-        .with_use_mmap(params.use_mmap)
-        .with_n_gpu_layers(gpu_layers);
-    LlamaModel::load_from_file(backend, &params.model_path, &model_params)
-        .map_err(|error| format!("llama.cpp could not load it ({error})"))
+    let placement = params.placement;
+    let mut model_params = std::pin::pin!(
+        LlamaModelParams::default()
+            .with_use_mmap(params.use_mmap)
+            .with_n_gpu_layers(placement.gpu_layers)
+    );
+    // llama.cpp keeps a pointer to the pattern: it must outlive the load.
+    let cpu_moe = offload::cpu_moe_pattern(placement.cpu_moe_layers)
+        .map(|pattern| CString::new(pattern).expect("pattern has no NUL"));
+    if let Some(pattern) = &cpu_moe {
+        model_params.as_mut().add_cpu_buft_override(pattern);
+    }
+    let model = LlamaModel::load_from_file(backend, &params.model_path, &model_params)
+        .map_err(|error| format!("llama.cpp could not load it ({error})"));
+    drop(cpu_moe);
+    model
 }
 
 fn new_context<'m>(
@@ -196,10 +205,7 @@ fn model_info(backend: &LlamaBackend, model: &LlamaModel, params: &LoadParams) -
     };
     let n_layer = model.n_layer();
     let gpu_layers = if backend.supports_gpu_offload() {
-        match params.num_gpu {
-            Some(layers) if layers >= 0 => (layers as u32).min(n_layer),
-            _ => n_layer,
-        }
+        params.placement.gpu_layers.min(n_layer + 1)
     } else {
         0
     };
