@@ -264,3 +264,46 @@ async fn missing_or_garbage_file_is_a_load_error() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A generation longer than its context goes on past the full slot by dropping old tokens
+/// (context shift), for the architectures llama.cpp can shift: `DeepSeek` V3/R1 (`deepseek2`,
+/// MLA) and the distills' `qwen2` and `llama`.
+#[tokio::test]
+async fn a_full_context_shifts_and_generation_goes_on() {
+    for (name, path) in [
+        ("deepseek2", whale_tests::fixtures::deepseek2()),
+        ("qwen2", whale_tests::fixtures::qwen2()),
+        ("llama", whale_tests::fixtures::llama()),
+    ] {
+        let engine = Engine::load(LoadParams {
+            model_path: path,
+            num_ctx: 64,
+            ..params(1)
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{name} loads: {error}"));
+        let (_, summary) = run(&engine, job("Tell me a long story.", 200)).await;
+        assert_eq!(summary.done_reason, DoneReason::Length, "{name}");
+        assert_eq!(
+            summary.eval_count, 200,
+            "{name}: generated past the 64-token context"
+        );
+        // The slot is still usable afterwards.
+        let (_, again) = run(&engine, job("Again.", 4)).await;
+        assert_eq!(again.eval_count, 4, "{name}");
+    }
+}
+
+/// Gemma 3's sliding-window cache cannot shift: a full slot ends the job instead.
+#[tokio::test]
+async fn a_full_context_ends_the_job_where_it_cannot_shift() {
+    let engine = Engine::load(LoadParams {
+        num_ctx: 64,
+        ..params(1)
+    })
+    .await
+    .expect("gemma loads");
+    let (_, summary) = run(&engine, job(COUNTING, 200)).await;
+    assert_eq!(summary.done_reason, DoneReason::Length);
+    assert!(summary.eval_count < 64, "{}", summary.eval_count);
+}

@@ -55,6 +55,10 @@ pub(super) enum Command {
     Shutdown,
 }
 
+/// Tokens at the start of a slot that a context shift never drops (Ollama's `num_keep`
+/// default).
+const NUM_KEEP: usize = 4;
+
 /// Entry point of the engine thread.
 pub(super) fn run(
     params: &LoadParams,
@@ -91,13 +95,38 @@ pub(super) fn run(
         .metadata
         .get(&format!("{}.attention.sliding_window", info.architecture))
         .and_then(|value| value.parse().ok());
+    let can_shift = can_shift_context(&info, sliding_window);
     if ready.send(Ok(info)).is_err() {
         return;
     }
-    tracing::info!(model = %params.name, "engine ready");
+    tracing::info!(model = %params.name, can_shift, "engine ready");
     let mut worker = Worker::new(&model, context, params, sliding_window);
+    worker.can_shift = can_shift;
     worker.serve(commands);
     tracing::info!(model = %params.name, "engine stopped");
+}
+
+/// Whether a full slot may drop old tokens and go on (context shift). llama.cpp shifts the
+/// positions of a plain KV cache (MLA included), but aborts the process for caches that cannot
+/// shift (M-RoPE, recurrent and hybrid models, a sliding-window cache of another size than the
+/// global one), so this is an allowlist of the architectures of the `DeepSeek` family and their
+/// distills' bases; others end a full slot with `done_reason: "length"`.
+fn can_shift_context(info: &ModelInfo, sliding_window: Option<usize>) -> bool {
+    const SHIFTABLE: [&str; 7] = [
+        "llama",
+        "qwen2",
+        "qwen3",
+        "qwen2moe",
+        "qwen3moe",
+        "deepseek",
+        "deepseek2",
+    ];
+    let mrope = info
+        .metadata
+        .contains_key(&format!("{}.rope.dimension_sections", info.architecture));
+    SHIFTABLE.contains(&info.architecture.as_str())
+        && sliding_window.is_none_or(|window| window == 0)
+        && !mrope
 }
 
 /// Checks the file before llama.cpp sees it (a missing path would trip an assertion in
@@ -341,6 +370,8 @@ struct Worker<'m> {
     piece: Vec<u8>,
     /// Counts job starts, to stamp `Slot::last_used`.
     starts: u64,
+    /// Whether a full slot drops its older half and goes on (see [`can_shift_context`]).
+    can_shift: bool,
 }
 
 impl<'m> Worker<'m> {
@@ -371,6 +402,7 @@ impl<'m> Worker<'m> {
             draining: Vec::new(),
             piece: Vec::with_capacity(64),
             starts: 0,
+            can_shift: false,
         }
     }
 
@@ -733,12 +765,44 @@ impl<'m> Worker<'m> {
         let at_limit = job
             .limit
             .is_some_and(|limit| job.generated.len() >= limit as usize);
-        if at_limit || slot.cached.len() >= self.n_ctx as usize {
-            // Without context shifting a full slot simply ends the job.
+        if at_limit {
             self.finish(index, DoneReason::Length, None);
             return;
         }
         job.next = Some(token);
+        if slot.cached.len() >= self.n_ctx as usize && !self.shift_context(index) {
+            self.finish(index, DoneReason::Length, None);
+        }
+    }
+
+    /// Makes room in a full slot as Ollama does: keeps the first [`NUM_KEEP`] tokens, drops
+    /// half of the rest, and moves the newer half down in the KV cache. `false` when the model
+    /// cannot shift.
+    fn shift_context(&mut self, index: usize) -> bool {
+        if !self.can_shift {
+            return false;
+        }
+        let slot = &mut self.slots[index];
+        let len = slot.cached.len();
+        let keep = NUM_KEEP.min(len);
+        let discard = (len - keep) / 2;
+        if discard == 0 {
+            return false;
+        }
+        let (keep32, end32, len32) = (keep as u32, (keep + discard) as u32, len as u32);
+        let shifted = self
+            .context
+            .kv_cache_seq_rm(slot.seq, Some(keep32), Some(end32))
+            .and_then(|()| {
+                self.context
+                    .kv_cache_seq_add(slot.seq, Some(end32), Some(len32), -(discard as i32))
+            });
+        if shifted.is_err() {
+            return false;
+        }
+        slot.cached.drain(keep..keep + discard);
+        tracing::debug!(seq = slot.seq, keep, discard, "context shifted");
+        true
     }
 
     /// Ends the job in slot `index`; `stopped_text` is the text before a matched stop string,
