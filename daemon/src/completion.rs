@@ -88,19 +88,16 @@ pub fn start(
             false,
         ),
         input => {
-            // Ollama registry models carry a Go `text/template` layer beside the GGUF's Jinja
-            // template; until Go templates render, the GGUF's own template is used for them.
-            let override_template = plan
-                .template
-                .as_deref()
-                .filter(|source| chat::TemplateSyntax::detect(source) != chat::TemplateSyntax::Go);
-            let source = override_template.or(info.chat_template.as_deref());
-            let template = match source {
-                Some(source) => {
-                    ChatTemplate::new(source, special.clone()).map_err(template_error)?
-                }
-                None => ChatTemplate::fallback(special.clone()),
-            };
+            // The `TEMPLATE` (Modelfile, registry layer or request; Jinja or Go) wins over the
+            // GGUF's Jinja template, except that a Go template gives way to a GGUF template
+            // with more capabilities (tools, thinking), as in Ollama HEAD: registry Go
+            // templates often predate a model's tool or thinking support.
+            let template = ChatTemplate::select(
+                plan.template.as_deref(),
+                info.chat_template.as_deref(),
+                special.clone(),
+            )
+            .map_err(template_error)?;
             let capabilities = template.capabilities();
             let (messages, tools) = match input {
                 Input::Chat { messages, tools } => (messages.clone(), tools.clone()),
@@ -127,6 +124,10 @@ pub fn start(
                     tools: (!tools.is_empty()).then_some(tools.as_slice()),
                     add_generation_prompt: true,
                     think: switch,
+                    think_level: match plan.think {
+                        Think::Level(level) => Some(level),
+                        _ => None,
+                    },
                 })
                 .map_err(template_error)?;
             let think_plan =

@@ -6,8 +6,9 @@
 //!   [`ChatTemplate::render`]`(&RenderInput) -> Result<String>`,
 //!   [`ChatTemplate::capabilities`] (`tools`, `thinking`), [`ChatTemplate::starts_with_bos`] /
 //!   [`starts_with_bos`] (tokenise with `add_special = false` when true),
-//!   [`ChatTemplate::fallback`] for models without a template. Go (Ollama Modelfile) templates
-//!   are refused with [`ChatError::GoTemplateUnsupported`].
+//!   [`ChatTemplate::select`] (a model's `TEMPLATE` or its GGUF template),
+//!   [`ChatTemplate::fallback`] for models without a template. Jinja (GGUF) and Go (Ollama
+//!   `TEMPLATE`) sources both render; Go ones are translated into minijinja (`go_template`).
 //! - [`reasoning`]: [`ReasoningSplitter::new`]`(starts_inside, ThinkingMode)`, `push(&str) ->
 //!   ReasoningDelta { thinking, content }`, `finish()`; [`split_complete`], [`strip_reasoning`].
 //! - [`think`]: [`think::template_switch`] (before rendering: the `thinking` variable, or the
@@ -19,6 +20,7 @@
 //! A generation runs text through the reasoning splitter first and the tool-call parser second
 //! (on the content part), so tool calls inside reasoning are not executed.
 
+mod go_template;
 pub mod reasoning;
 pub mod template;
 pub mod think;
@@ -68,11 +70,6 @@ pub enum ChatError {
     /// Rendering failed, including the template's own `raise_exception(...)`.
     #[error("chat template failed to render: {detail}")]
     TemplateRender { detail: String },
-    /// The source is Ollama Go `text/template` syntax, which whale does not render yet.
-    #[error(
-        "this chat template is in Go text/template syntax (Ollama Modelfile TEMPLATE), which whale does not support yet; use the model's Jinja template (tokenizer.chat_template) instead"
-    )]
-    GoTemplateUnsupported,
     /// `think` was requested from a model whose template cannot show reasoning (HTTP 400).
     #[error("\"{model}\" does not support thinking")]
     ThinkingUnsupported { model: String },

@@ -5,8 +5,12 @@
 //! minijinja plus the Python-compatibility layer of minijinja-contrib, configured the way
 //! `transformers` renders them (`trim_blocks`, `lstrip_blocks`, loop controls, `raise_exception`,
 //! `strftime_now`, a Python-style `tojson`), because DeepSeek's templates call Python string
-//! methods (`.split('</think>')`, `.startswith`) and `namespace()`. Go sources are detected and
-//! refused with [`ChatError::GoTemplateUnsupported`] rather than rendered as garbage.
+//! methods (`.split('</think>')`, `.startswith`) and `namespace()`. Go sources are detected
+//! ([`TemplateSyntax::detect`]) and translated into minijinja by the `go_template` module, which
+//! gives them Ollama's variables (`.Messages`, `.Tools`, `.Think`…).
+//!
+//! Which template a model renders with is [`ChatTemplate::select`]'s decision: its `TEMPLATE`,
+//! unless that is a Go template and the GGUF's Jinja template has more capabilities.
 //!
 //! Earlier assistant turns lose their `<think>…</think>` text before rendering (Ollama and the R1
 //! templates do the same): history carries answers, not reasoning.
@@ -16,7 +20,9 @@ use minijinja::value::{Kwargs, Serde, Value, ValueKind};
 use minijinja::{Environment, Error as JinjaError, ErrorKind, State, UndefinedBehavior};
 use serde_json::{Map, Value as Json, json};
 
+use super::go_template::GoTemplate;
 use super::reasoning::strip_reasoning;
+use super::think::ThinkLevel;
 use super::{ChatError, ChatMessage};
 
 /// Name under which the one template lives in its environment.
@@ -53,9 +59,18 @@ pub struct SpecialTokens {
 pub struct TemplateCapabilities {
     /// The template lists tool definitions (`tools` in Jinja, `.Tools` in Go).
     pub tools: bool,
-    /// The template knows reasoning blocks (`<think>` and `</think>` in Jinja, `.Thinking` or
-    /// `.Think` in Go).
+    /// The template knows reasoning blocks (`<think>` and `</think>` in Jinja, `.Thinking`,
+    /// `.Think` or `.IsThinkSet` in Go).
     pub thinking: bool,
+}
+
+impl TemplateCapabilities {
+    /// Whether `self` has every capability of `other` and more (Ollama's `hasMoreCapabilities`
+    /// for these two).
+    fn exceeds(self, other: Self) -> bool {
+        let covers = (self.tools || !other.tools) && (self.thinking || !other.thinking);
+        covers && self != other
+    }
 }
 
 /// One tool call made by the assistant: a function name and its arguments (a JSON object).
@@ -76,7 +91,11 @@ pub struct RenderInput<'a> {
     pub add_generation_prompt: bool,
     /// Exposed as both `thinking` and `enable_thinking` (the two names DeepSeek V3.1 and Qwen 3
     /// templates read); `None` leaves them undefined so the template's own default applies.
+    /// Go templates see it as `.Think` and `.IsThinkSet`.
     pub think: Option<bool>,
+    /// The effort asked for when `think` was a level: Go templates' `.ThinkLevel` (`"medium"`
+    /// when `think` is just on, as in Ollama).
+    pub think_level: Option<ThinkLevel>,
 }
 
 /// The syntax a template source is written in.
@@ -89,26 +108,62 @@ pub enum TemplateSyntax {
 }
 
 impl TemplateSyntax {
-    /// Tells the two apart: Jinja statements and Jinja-only expression forms win; Go's field
-    /// access on the dot (`{{ .Prompt }}`, `{{- range .Messages }}`) marks a Go template.
+    /// Tells the two apart: Jinja statements and comments win; an action that is a Go comment,
+    /// starts with a Go keyword or function (`{{- range`, `{{ json`), or has a word on the dot
+    /// or a variable (`.Prompt`, `$.Messages`, `(len .Tools)`) marks a Go template.
     pub fn detect(source: &str) -> Self {
+        const GO_WORDS: &[&str] = &[
+            "range",
+            "if",
+            "with",
+            "end",
+            "else",
+            "template",
+            "define",
+            "block",
+            "break",
+            "continue",
+            "and",
+            "or",
+            "eq",
+            "ne",
+            "lt",
+            "le",
+            "gt",
+            "ge",
+            "len",
+            "index",
+            "slice",
+            "print",
+            "printf",
+            "println",
+            "json",
+            "currentDate",
+            "yesterdayDate",
+            "toTypeScriptType",
+        ];
         if source.contains("{%") || source.contains("{#") {
             return Self::Jinja;
         }
         let mut rest = source;
         while let Some(start) = rest.find("{{") {
-            let action = rest[start + 2..].trim_start_matches('-').trim_start();
-            let word = action.split_whitespace().next().unwrap_or("");
-            if action.starts_with('.')
-                || action.starts_with('$')
-                || matches!(
-                    word,
-                    "range" | "if" | "with" | "end" | "else" | "template" | "define"
-                )
-            {
+            rest = &rest[start + 2..];
+            let action = rest.strip_prefix('-').unwrap_or(rest);
+            if action.starts_with("/*") {
                 return Self::Go;
             }
-            rest = &rest[start + 2..];
+            let action = &action[..action.find("}}").unwrap_or(action.len())];
+            let mut words = action.split_whitespace();
+            let first_is_go = words.next().is_some_and(|word| GO_WORDS.contains(&word));
+            let go_operand = action.split_whitespace().any(|word| {
+                let word = word.trim_start_matches('(');
+                word.starts_with('$')
+                    || (word.starts_with('.')
+                        && !word[1..].starts_with(|c: char| c.is_ascii_digit()))
+            });
+            if first_is_go || go_operand {
+                return Self::Go;
+            }
         }
         Self::Jinja
     }
@@ -117,20 +172,34 @@ impl TemplateSyntax {
 /// A compiled chat template, ready to render many conversations.
 #[derive(Debug)]
 pub struct ChatTemplate {
-    env: Environment<'static>,
+    renderer: Renderer,
     special: SpecialTokens,
     capabilities: TemplateCapabilities,
-    /// DeepSeek templates concatenate `tool['function']['arguments']` with strings, so they need
-    /// the arguments as a JSON string; Qwen-style templates pipe them through `tojson` and need
-    /// an object. Probed once at compile time, as llama.cpp does.
-    string_arguments: bool,
+}
+
+/// How a template renders, by its source syntax.
+#[derive(Debug)]
+enum Renderer {
+    Jinja {
+        env: Environment<'static>,
+        /// DeepSeek templates concatenate `tool['function']['arguments']` with strings, so they
+        /// need the arguments as a JSON string; Qwen-style templates pipe them through `tojson`
+        /// and need an object. Probed once at compile time, as llama.cpp does.
+        string_arguments: bool,
+    },
+    Go(GoTemplate),
 }
 
 impl ChatTemplate {
-    /// Compiles a template source. Go templates are refused with a clear error (see module doc).
+    /// Compiles a template source, Jinja or Go (see [`TemplateSyntax::detect`]).
     pub fn new(source: &str, special: SpecialTokens) -> Result<Self, ChatError> {
         if TemplateSyntax::detect(source) == TemplateSyntax::Go {
-            return Err(ChatError::GoTemplateUnsupported);
+            let template = GoTemplate::new(source)?;
+            return Ok(Self {
+                capabilities: template.capabilities(),
+                renderer: Renderer::Go(template),
+                special,
+            });
         }
         let mut env = Environment::new();
         configure(&mut env);
@@ -139,13 +208,49 @@ impl ChatTemplate {
                 detail: describe(&error),
             })?;
         let mut template = Self {
-            env,
+            renderer: Renderer::Jinja {
+                env,
+                string_arguments: false,
+            },
             special,
             capabilities: detect_capabilities(source),
-            string_arguments: false,
         };
-        template.string_arguments = template.needs_string_arguments();
+        let probed = template.needs_string_arguments();
+        if let Renderer::Jinja {
+            string_arguments, ..
+        } = &mut template.renderer
+        {
+            *string_arguments = probed;
+        }
         Ok(template)
+    }
+
+    /// The template a model renders with. `template` is its `TEMPLATE` (Modelfile, registry
+    /// layer or request), `gguf` the GGUF's `tokenizer.chat_template`. `template` wins, except
+    /// that a Go template gives way to the GGUF's Jinja template when that one has every
+    /// capability (tools, thinking) of the Go template and more, as Ollama HEAD prefers it:
+    /// registry Go templates often predate a model's tool or thinking support. Without either,
+    /// whale's [`FALLBACK_TEMPLATE`].
+    pub fn select(
+        template: Option<&str>,
+        gguf: Option<&str>,
+        special: SpecialTokens,
+    ) -> Result<Self, ChatError> {
+        let Some(source) = template else {
+            return match gguf {
+                Some(gguf) => Self::new(gguf, special),
+                None => Ok(Self::fallback(special)),
+            };
+        };
+        let chosen = Self::new(source, special.clone())?;
+        if matches!(chosen.renderer, Renderer::Go(_))
+            && let Some(Ok(jinja)) = gguf.map(|gguf| Self::new(gguf, special))
+            && matches!(jinja.renderer, Renderer::Jinja { .. })
+            && jinja.capabilities.exceeds(chosen.capabilities)
+        {
+            return Ok(jinja);
+        }
+        Ok(chosen)
     }
 
     /// The template whale uses for a model without one ([`FALLBACK_TEMPLATE`]).
@@ -157,9 +262,15 @@ impl ChatTemplate {
     /// templates print `bos_token`); check [`ChatTemplate::starts_with_bos`] and tokenise with
     /// `add_special = false` then, so BOS is never doubled.
     pub fn render(&self, input: &RenderInput) -> Result<String, ChatError> {
-        let context = self.context(input);
-        let template = self
-            .env
+        let (env, string_arguments) = match &self.renderer {
+            Renderer::Jinja {
+                env,
+                string_arguments,
+            } => (env, *string_arguments),
+            Renderer::Go(template) => return template.render(input),
+        };
+        let context = self.context(input, string_arguments);
+        let template = env
             .get_template(TEMPLATE_NAME)
             .expect("the template was added in new");
         template
@@ -167,6 +278,14 @@ impl ChatTemplate {
             .map_err(|error| ChatError::TemplateRender {
                 detail: describe(&error),
             })
+    }
+
+    /// The syntax the template was written in.
+    pub fn syntax(&self) -> TemplateSyntax {
+        match self.renderer {
+            Renderer::Jinja { .. } => TemplateSyntax::Jinja,
+            Renderer::Go(_) => TemplateSyntax::Go,
+        }
     }
 
     pub fn capabilities(&self) -> TemplateCapabilities {
@@ -180,7 +299,7 @@ impl ChatTemplate {
 
     /// Builds the `transformers`-shaped context: `messages`, `tools`, `add_generation_prompt`,
     /// `bos_token`, `eos_token`, and the thinking switches.
-    fn context(&self, input: &RenderInput) -> Json {
+    fn context(&self, input: &RenderInput, string_arguments: bool) -> Json {
         let last_user = input.messages.iter().rposition(|m| m.role == "user");
         let messages: Vec<Json> = input
             .messages
@@ -188,7 +307,7 @@ impl ChatTemplate {
             .enumerate()
             .map(|(index, message)| {
                 let earlier_turn = last_user.is_some_and(|last| index < last);
-                self.message_json(message, earlier_turn)
+                message_json(message, earlier_turn, string_arguments)
             })
             .collect();
         let mut context = Map::new();
@@ -213,52 +332,6 @@ impl ChatTemplate {
         Json::Object(context)
     }
 
-    /// One message in OpenAI/`transformers` shape. An assistant turn that only calls tools has
-    /// `content: null` (DeepSeek's templates test `content is none` to print the calls).
-    fn message_json(&self, message: &ChatMessage, earlier_turn: bool) -> Json {
-        let assistant = message.role == "assistant";
-        let content = if assistant && earlier_turn {
-            strip_reasoning(&message.content)
-        } else {
-            message.content.clone()
-        };
-        let mut out = Map::new();
-        out.insert("role".into(), Json::String(message.role.clone()));
-        if assistant && content.is_empty() && !message.tool_calls.is_empty() {
-            out.insert("content".into(), Json::Null);
-        } else {
-            out.insert("content".into(), Json::String(content));
-        }
-        if let Some(thinking) = message
-            .thinking
-            .as_ref()
-            .filter(|_| assistant && !earlier_turn)
-        {
-            out.insert("reasoning_content".into(), Json::String(thinking.clone()));
-            out.insert("thinking".into(), Json::String(thinking.clone()));
-        }
-        if !message.tool_calls.is_empty() {
-            let calls = message
-                .tool_calls
-                .iter()
-                .map(|call| {
-                    let arguments = if self.string_arguments {
-                        Json::String(call.arguments.to_string())
-                    } else {
-                        call.arguments.clone()
-                    };
-                    json!({"type": "function", "function": {"name": call.name, "arguments": arguments}})
-                })
-                .collect();
-            out.insert("tool_calls".into(), Json::Array(calls));
-        }
-        if let Some(name) = &message.tool_name {
-            out.insert("name".into(), Json::String(name.clone()));
-            out.insert("tool_name".into(), Json::String(name.clone()));
-        }
-        Json::Object(out)
-    }
-
     /// Renders a probe conversation with object arguments; if the template fails on it or does
     /// not show them, it wants a JSON string instead.
     fn needs_string_arguments(&self) -> bool {
@@ -277,12 +350,59 @@ impl ChatTemplate {
             tools: None,
             add_generation_prompt: false,
             think: None,
+            think_level: None,
         };
         match self.render(&input) {
             Ok(text) => !text.contains("probe_function") || !text.contains("probe_value"),
             Err(_) => true,
         }
     }
+}
+
+/// One message in OpenAI/`transformers` shape. An assistant turn that only calls tools has
+/// `content: null` (DeepSeek's templates test `content is none` to print the calls).
+fn message_json(message: &ChatMessage, earlier_turn: bool, string_arguments: bool) -> Json {
+    let assistant = message.role == "assistant";
+    let content = if assistant && earlier_turn {
+        strip_reasoning(&message.content)
+    } else {
+        message.content.clone()
+    };
+    let mut out = Map::new();
+    out.insert("role".into(), Json::String(message.role.clone()));
+    if assistant && content.is_empty() && !message.tool_calls.is_empty() {
+        out.insert("content".into(), Json::Null);
+    } else {
+        out.insert("content".into(), Json::String(content));
+    }
+    if let Some(thinking) = message
+        .thinking
+        .as_ref()
+        .filter(|_| assistant && !earlier_turn)
+    {
+        out.insert("reasoning_content".into(), Json::String(thinking.clone()));
+        out.insert("thinking".into(), Json::String(thinking.clone()));
+    }
+    if !message.tool_calls.is_empty() {
+        let calls = message
+            .tool_calls
+            .iter()
+            .map(|call| {
+                let arguments = if string_arguments {
+                    Json::String(call.arguments.to_string())
+                } else {
+                    call.arguments.clone()
+                };
+                json!({"type": "function", "function": {"name": call.name, "arguments": arguments}})
+            })
+            .collect();
+        out.insert("tool_calls".into(), Json::Array(calls));
+    }
+    if let Some(name) = &message.tool_name {
+        out.insert("name".into(), Json::String(name.clone()));
+        out.insert("tool_name".into(), Json::String(name.clone()));
+    }
+    Json::Object(out)
 }
 
 /// Whether `prompt` begins with the BOS text; `false` when the model has no BOS.
@@ -435,7 +555,7 @@ impl PythonJson {
 }
 
 /// A one-line description of a minijinja error with its line number.
-fn describe(error: &JinjaError) -> String {
+pub(super) fn describe(error: &JinjaError) -> String {
     let detail = error
         .detail()
         .map_or_else(|| error.kind().to_string(), str::to_owned);
