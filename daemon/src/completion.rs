@@ -36,8 +36,10 @@ pub struct Plan {
     pub input: Input,
     /// Name shown in errors (`"deepseek-r1:14b" does not support thinking`).
     pub model_name: String,
-    /// A template source overriding the GGUF's (Modelfile TEMPLATE or the request's).
+    /// The model's `TEMPLATE` (Modelfile or registry layer), weighed against the GGUF's own.
     pub template: Option<String>,
+    /// The request's `template` (`/api/generate`): used as given, as Ollama does.
+    pub request_template: Option<String>,
     pub think: Think,
     /// The job for the engine, its prompt filled in by [`start`].
     pub job: GenerateJob,
@@ -88,15 +90,19 @@ pub fn start(
             false,
         ),
         input => {
-            // The `TEMPLATE` (Modelfile, registry layer or request; Jinja or Go) wins over the
+            // A request's template is used as given. The model's `TEMPLATE` (Modelfile or
+            // registry layer; Jinja or Go) wins over the
             // GGUF's Jinja template, except that a Go template gives way to a GGUF template
             // with more capabilities (tools, thinking), as in Ollama HEAD: registry Go
             // templates often predate a model's tool or thinking support.
-            let template = ChatTemplate::select(
-                plan.template.as_deref(),
-                info.chat_template.as_deref(),
-                special.clone(),
-            )
+            let template = match &plan.request_template {
+                Some(source) => ChatTemplate::new(source, special.clone()),
+                None => ChatTemplate::select(
+                    plan.template.as_deref(),
+                    info.chat_template.as_deref(),
+                    special.clone(),
+                ),
+            }
             .map_err(template_error)?;
             let capabilities = template.capabilities();
             let (messages, tools) = match input {

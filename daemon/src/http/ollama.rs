@@ -245,7 +245,8 @@ pub async fn generate(
             raw,
         },
         model_name: name.clone(),
-        template: request.template.clone().or_else(|| model.template.clone()),
+        template: model.template.clone(),
+        request_template: request.template.clone(),
         think,
         job: job(&options),
         grammar,
@@ -413,6 +414,7 @@ pub async fn chat(
         input: Input::Chat { messages, tools },
         model_name: name.clone(),
         template: model.template.clone(),
+        request_template: None,
         think,
         job: job(&options),
         grammar,
@@ -539,16 +541,19 @@ pub async fn show(
 ) -> Result<axum::Json<api::ShowResponse>, Error> {
     let model = LocalModel::find(&state.store, &request.model).await?;
     let gguf = read_gguf(model.weights_path.clone()).await;
+    let gguf_template = gguf.as_ref().and_then(|g| g.chat_template());
     let template = model
         .template
         .clone()
-        .or_else(|| {
-            gguf.as_ref()
-                .and_then(|g| g.chat_template().map(str::to_owned))
-        })
+        .or_else(|| gguf_template.map(str::to_owned))
         .unwrap_or_default();
     let mut capabilities = vec!["completion".to_owned()];
-    if let Ok(parsed) = chat::ChatTemplate::new(&template, chat::SpecialTokens::default()) {
+    // The capabilities of the template generation will use (see `ChatTemplate::select`).
+    if let Ok(parsed) = chat::ChatTemplate::select(
+        model.template.as_deref(),
+        gguf_template,
+        chat::SpecialTokens::default(),
+    ) {
         let found = parsed.capabilities();
         if found.tools {
             capabilities.push("tools".to_owned());
