@@ -55,6 +55,16 @@ impl LocalModel {
                 })?;
         let weights = weights_layer.digest.clone();
         let weights_path = store.blob_path(&weights);
+        // A downloaded blob cut short by a machine crash (see the store's durability notes)
+        // must never reach llama.cpp.
+        if !store.has_complete_blob(&weights, weights_layer.size) {
+            return Err(Error::InvalidModel {
+                name: name.to_owned(),
+                message: format!(
+                    "its weights {weights} are missing or incomplete; pull the model again"
+                ),
+            });
+        }
         let text = |kind: &str| {
             manifest
                 .layers

@@ -12,7 +12,6 @@ pub mod reference;
 pub mod server;
 pub mod store;
 mod transport;
-mod write_back;
 
 pub use digest::Digest;
 pub use error::{Error, Result};

@@ -1,12 +1,15 @@
 //! `Puller`: downloads a model from an OCI registry into a [`Store`].
 //!
-//! Manifest first (size-limited), then each missing blob: split into parts fetched in parallel
-//! with `Range` requests and written at their offsets into `blobs/sha256-<hex>-partial`; a
+//! Manifest first (size-limited), then each missing blob: split into parts fetched with `Range`
+//! requests and written at their offsets into `blobs/sha256-<hex>-partial`; one part at a time
+//! while a single connection would finish the blob soon, several in parallel once it would not
+//! (a slow link or a per-connection limit at the registry's CDN); a
 //! JSON state file records finished parts so a killed pull resumes where it was (re-fetching
 //! only the parts in flight). A hashing thread follows the written bytes part by part, so the
 //! sha256 is ready when the last byte lands. A registry that ignores `Range` and answers 200 is
 //! read as one sequential stream. Transient failures and stalls retry with exponential backoff.
-//! The verified file is fsynced and renamed into place; the manifest is written last.
+//! The verified file is renamed into place (not fsynced, see the store's module doc); the
+//! manifest is written last.
 //!
 //! Plain http needs `insecure`, loopback included (as Ollama's `--insecure`): one rule, no
 //! surprises when a "local" name is actually forwarded. A mirror (`WHALE_REGISTRY_MIRROR`) is
@@ -19,8 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use futures::TryStreamExt;
+use bytes::Bytes;
+use futures::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_RANGE, RANGE};
 use serde::{Deserialize, Serialize};
@@ -55,7 +58,7 @@ pub struct PullOptions {
     pub mirror: Option<Url>,
     /// Fixed part size; `None` = size/16 clamped to 16–100 MiB.
     pub part_size: Option<u64>,
-    /// Parts downloaded at once.
+    /// Most parts downloaded at once (a blob starts with one, see `Ramp`).
     pub parts_in_flight: usize,
     /// A part that receives no bytes for this long is abandoned and retried.
     pub stall_timeout: Duration,
@@ -295,17 +298,20 @@ impl Puller {
     ) -> Result<()> {
         let digest = &layer.digest;
         let finished = || ProgressEvent::blob("pulling", digest, layer.size, layer.size);
-        if store.has_blob(digest) {
+        if store.has_complete_blob(digest, layer.size) {
             progress.report(finished());
             return Ok(());
         }
         progress.report(ProgressEvent::blob("pulling", digest, layer.size, 0));
         let _lock = store.lock_blob(digest).await?;
-        if store.has_blob(digest) {
+        if store.has_complete_blob(digest, layer.size) {
             // Another pull of the same blob finished while we waited for its lock.
             progress.report(finished());
             return Ok(());
         }
+        // A blob cut short (the machine went down before the kernel wrote it back) is fetched
+        // again.
+        let _ = std::fs::remove_file(store.blob_path(digest));
         let url = transport::join(&source.base, &format!("blobs/{digest}"))?;
         let mut result = self
             .download(store, source, &url, layer, false, progress)
@@ -394,24 +400,33 @@ impl Puller {
             completed: AtomicU64::new(completed),
             parts,
         };
-        let pending: Vec<usize> = (0..done.len()).filter(|&i| !done[i]).collect();
-        let work = futures::stream::iter(pending.into_iter().map(Ok))
-            .try_for_each_concurrent(self.options.parts_in_flight.max(1), |index| {
-                self.fetch_part(&download, index)
-            });
-        tokio::pin!(work);
+        let mut pending = (0..done.len()).filter(|&i| !done[i]);
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut ramp = Ramp::new(self.options.parts_in_flight, completed);
         let mut ticker = tokio::time::interval(self.options.progress_interval);
         let result = loop {
+            while running.len() < ramp.width {
+                let Some(index) = pending.next() else { break };
+                running.push(self.fetch_part(&download, index));
+            }
+            if running.is_empty() {
+                break Ok(());
+            }
             tokio::select! {
-                result = &mut work => break result,
-                _ = ticker.tick() => progress.report(ProgressEvent::blob(
-                    "pulling",
-                    &layer.digest,
-                    size,
-                    download.completed.load(Ordering::Relaxed),
-                )),
+                Some(result) = running.next() => {
+                    if let Err(error) = result {
+                        break Err(error);
+                    }
+                }
+                _ = ticker.tick() => {
+                    let completed = download.completed.load(Ordering::Relaxed);
+                    ramp.observe(completed, size);
+                    progress.report(ProgressEvent::blob("pulling", &layer.digest, size, completed));
+                }
             }
         };
+        // Parts still running stop with their futures, here.
+        drop(running);
         if let Err(error) = result {
             cancel.store(true, Ordering::Relaxed);
             return Err(error);
@@ -559,8 +574,8 @@ impl Puller {
             _ => return Err(transport::error_status(response).await.into()),
         }
         let remaining = end + 1 - start;
-        let mut position = start;
-        let mut buffer = BytesMut::with_capacity(WRITE_CHUNK);
+        let mut writer = PartWriter::new(start);
+        let mut buffer = Chunks::default();
         let mut received = 0u64;
         loop {
             let chunk = tokio::time::timeout(stall, response.chunk())
@@ -571,8 +586,8 @@ impl Puller {
                 Ok(chunk) => chunk,
                 Err(error) => {
                     // Keep what arrived: the retry continues from the last written byte.
-                    self.write(download, index, &mut position, &mut buffer)
-                        .await?;
+                    writer.write(download, index, &mut buffer).await?;
+                    writer.settle(download, index).await?;
                     return Err(error);
                 }
             };
@@ -590,14 +605,13 @@ impl Puller {
                     actual: size + (received - remaining),
                 }));
             }
-            buffer.extend_from_slice(&chunk);
-            if buffer.len() >= WRITE_CHUNK {
-                self.write(download, index, &mut position, &mut buffer)
-                    .await?;
+            buffer.push(chunk);
+            if buffer.len >= WRITE_CHUNK {
+                writer.write(download, index, &mut buffer).await?;
             }
         }
-        self.write(download, index, &mut position, &mut buffer)
-            .await?;
+        writer.write(download, index, &mut buffer).await?;
+        writer.settle(download, index).await?;
         if received < remaining {
             return Err(PartError::Transient(Error::Protocol {
                 url: url.to_string(),
@@ -606,35 +620,120 @@ impl Puller {
         }
         Ok(())
     }
+}
 
-    /// Writes the buffered bytes at `position` and moves the part's written mark.
+/// Received chunks waiting to be written, and their total length.
+#[derive(Default)]
+struct Chunks {
+    list: Vec<Bytes>,
+    len: usize,
+}
+
+impl Chunks {
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        self.list.push(chunk);
+    }
+}
+
+/// Writes a part's bytes at their offsets on a blocking thread, one write in flight while the
+/// next chunk is received, and moves the part's written mark (which the hash follows) as
+/// each write completes, in order.
+struct PartWriter {
+    position: u64,
+    in_flight: Option<tokio::task::JoinHandle<Result<u64>>>,
+}
+
+impl PartWriter {
+    fn new(start: u64) -> Self {
+        Self {
+            position: start,
+            in_flight: None,
+        }
+    }
+
+    /// Starts writing the buffered bytes once the previous write has landed.
     async fn write(
-        &self,
+        &mut self,
         download: &Download<'_>,
         index: usize,
-        position: &mut u64,
-        buffer: &mut BytesMut,
+        buffer: &mut Chunks,
     ) -> Result<(), PartError> {
-        if buffer.is_empty() {
+        if buffer.len == 0 {
             return Ok(());
         }
-        let bytes = buffer.split().freeze();
+        self.settle(download, index).await?;
+        let chunks = std::mem::take(buffer);
         let file = download.file.clone();
-        let at = *position;
+        let at = self.position;
         let path = download.store.partial_path(&download.layer.digest);
-        blocking(move || {
-            file.write_all_at(&bytes, at)
-                .map_err(|e| Error::io("write", path, e))?;
-            crate::write_back::start(&file, at, bytes.len() as u64);
-            Ok(bytes.len() as u64)
-        })
-        .await
-        .map_err(PartError::Fatal)
-        .map(|n| {
-            *position += n;
-            download.written[index].fetch_add(n, Ordering::Release);
-            download.completed.fetch_add(n, Ordering::Relaxed);
-        })
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            // Each received chunk is written as it is, without gathering them into one buffer.
+            let mut offset = at;
+            for chunk in &chunks.list {
+                file.write_all_at(chunk, offset)
+                    .map_err(|e| Error::io("write", &path, e))?;
+                offset += chunk.len() as u64;
+            }
+            Ok(chunks.len as u64)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the write in flight and records its bytes as written.
+    async fn settle(&mut self, download: &Download<'_>, index: usize) -> Result<(), PartError> {
+        let Some(write) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let n = match write.await {
+            Ok(result) => result.map_err(PartError::Fatal)?,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        self.position += n;
+        download.written[index].fetch_add(n, Ordering::Release);
+        download.completed.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// How many parts of a blob are fetched at once. A blob starts with one connection: on a fast
+/// link more connections only add work (more requests, and a hash that can follow only one
+/// part as it arrives, so the others wait to be hashed at the end). Once the bytes so far say
+/// one connection would still need more than [`Ramp::PATIENCE`], all `parts_in_flight` parts
+/// run at once.
+struct Ramp {
+    width: usize,
+    max: usize,
+    started: std::time::Instant,
+    start_bytes: u64,
+}
+
+impl Ramp {
+    /// Time one connection may still need before the download goes parallel.
+    const PATIENCE: Duration = Duration::from_secs(2);
+    /// Throughput is judged after this long, not on the first packets.
+    const WARM_UP: Duration = Duration::from_millis(500);
+
+    fn new(parts_in_flight: usize, start_bytes: u64) -> Self {
+        Self {
+            width: 1,
+            max: parts_in_flight.max(1),
+            started: std::time::Instant::now(),
+            start_bytes,
+        }
+    }
+
+    fn observe(&mut self, completed: u64, size: u64) {
+        let elapsed = self.started.elapsed();
+        if self.width == self.max || elapsed < Self::WARM_UP {
+            return;
+        }
+        let rate = completed.saturating_sub(self.start_bytes) as f64 / elapsed.as_secs_f64();
+        let remaining = size.saturating_sub(completed) as f64;
+        if remaining > rate * Self::PATIENCE.as_secs_f64() {
+            tracing::debug!(rate, remaining, parts = self.max, "download goes parallel");
+            self.width = self.max;
+        }
     }
 }
 

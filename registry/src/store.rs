@@ -8,9 +8,16 @@
 //! <root>/manifests/<host>/<namespace>/<model>/<tag>  manifest JSON (0644)
 //! ```
 //!
-//! Invariants: a file named `sha256-<hex>` always holds bytes that hash to `<hex>` (written to a
-//! temp name in the same directory, hashed while written, checked, fsynced, renamed; never
-//! rewritten once present), and a manifest is written only after every blob it names exists.
+//! Invariants: a file named `sha256-<hex>` holds bytes that hash to `<hex>` (written to a temp
+//! name in the same directory, hashed while written, checked, renamed; never rewritten once
+//! present), and a manifest is written only after every blob it names exists.
+//!
+//! Durability: manifests, uploads and imports are fsynced before their rename. Downloaded blobs
+//! are not (as in Ollama): an fsync of a freshly downloaded blob costs as much as the download
+//! itself when the data still sits in the page cache, and the kernel writes it back anyway. A
+//! machine that goes down before that can leave such a blob short; journaling file systems
+//! (ext4 `data=ordered`, XFS, btrfs) never expose garbage in its place. Pulls and the daemon
+//! compare a blob's size with its manifest's, so a short blob is fetched again, never used.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -96,9 +103,19 @@ fn unique_suffix() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// Fsyncs `temp`, makes it 0644 and renames it to `path` (atomic within one directory).
-fn commit_file(file: &File, temp: &Path, path: &Path) -> Result<()> {
-    file.sync_all().map_err(|e| Error::io("sync", temp, e))?;
+/// Whether a file is fsynced before it is renamed into place (see the module doc).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Sync,
+    WriteBack,
+}
+
+/// Fsyncs `temp` (with [`Durability::Sync`]), makes it 0644 and renames it to `path` (atomic
+/// within one directory).
+fn commit_file(file: &File, temp: &Path, path: &Path, durability: Durability) -> Result<()> {
+    if durability == Durability::Sync {
+        file.sync_all().map_err(|e| Error::io("sync", temp, e))?;
+    }
     fs::set_permissions(temp, fs::Permissions::from_mode(0o644))
         .map_err(|e| Error::io("set permissions of", temp, e))?;
     fs::rename(temp, path).map_err(|e| Error::io("rename into place", path, e))
@@ -171,6 +188,11 @@ impl Store {
         self.blob_path(digest).is_file()
     }
 
+    /// Whether the blob is present with the size its manifest declares.
+    pub fn has_complete_blob(&self, digest: &Digest, size: u64) -> bool {
+        fs::metadata(self.blob_path(digest)).is_ok_and(|meta| meta.is_file() && meta.len() == size)
+    }
+
     /// Size of a present blob.
     pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
         let path = self.blob_path(digest);
@@ -202,7 +224,12 @@ impl Store {
 
     /// Moves a verified partial download into place as the blob.
     pub(crate) fn commit_partial(&self, digest: &Digest, file: &File) -> Result<()> {
-        commit_file(file, &self.partial_path(digest), &self.blob_path(digest))?;
+        commit_file(
+            file,
+            &self.partial_path(digest),
+            &self.blob_path(digest),
+            Durability::WriteBack,
+        )?;
         let state = self.partial_state_path(digest);
         match fs::remove_file(&state) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -285,7 +312,7 @@ impl Store {
         let path = self.blob_path(expected);
         blocking(move || {
             if !path.exists() {
-                commit_file(&file, &temp, &path)?;
+                commit_file(&file, &temp, &path, Durability::Sync)?;
                 guard.0 = None;
             }
             drop(guard);
@@ -323,7 +350,7 @@ impl Store {
             let digest = Digest::from_hasher(hasher);
             let path = store.blob_path(&digest);
             if !path.exists() {
-                commit_file(&output, &temp, &path)?;
+                commit_file(&output, &temp, &path, Durability::Sync)?;
                 guard.0 = None;
             }
             Ok(digest)
@@ -425,7 +452,7 @@ impl Store {
             let mut file = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
             file.write_all(&bytes)
                 .map_err(|e| Error::io("write", &temp, e))?;
-            commit_file(&file, &temp, &path)?;
+            commit_file(&file, &temp, &path, Durability::Sync)?;
             guard.0 = None;
             Ok(())
         })
