@@ -216,21 +216,27 @@ async fn prompt_longer_than_context_is_an_error_event() {
 }
 
 #[tokio::test]
-async fn embeddings_are_normalised_vectors() {
+async fn embeddings_are_pooled_vectors_that_normalise() {
     let mut embedding = params(1);
     embedding.embedding = true;
     let engine = Engine::load(embedding)
         .await
         .expect("gemma loads for embeddings");
-    let result = engine
+    let mut result = engine
         .embed(vec!["hello world".to_owned(), "goodbye".to_owned()], true)
         .await
         .expect("embeds");
     assert_eq!(result.vectors.len(), 2);
-    for vector in &result.vectors {
+    let norm = |vector: &[f32]| vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let raw = result.clone();
+    result.normalize();
+    for (vector, unnormalised) in result.vectors.iter().zip(&raw.vectors) {
         assert_eq!(vector.len(), engine.info().n_embd as usize);
-        let norm: f32 = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-3, "norm {norm}");
+        assert!(
+            (norm(unnormalised) - 1.0).abs() > 1e-3,
+            "the engine gives the model's vector as is"
+        );
+        assert!((norm(vector) - 1.0).abs() < 1e-3, "norm {}", norm(vector));
     }
     assert_ne!(result.vectors[0], result.vectors[1]);
     let too_long = "word ".repeat(2000);

@@ -2,6 +2,8 @@
 //! whaled's `/v2/` registry routes on loopback, chat and generate through the wire API.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -418,4 +420,299 @@ fn bad_input_gets_clear_errors_and_the_daemon_keeps_serving() {
     assert_eq!(status, 200);
     let (status, body) = daemon.post("/api/generate", &json!({"model": "gemma", "prompt": "1, 2, 3,", "raw": true, "stream": false, "options": {"temperature": 0, "num_predict": 2}}));
     assert_eq!(status, 200, "{body}");
+}
+
+/// The stock CNCF distribution registry (`docker-registry`) on a free loopback port with its own
+/// temporary storage, killed when dropped.
+struct Distribution {
+    child: Child,
+    /// `127.0.0.1:<port>`, the host part of model names pushed to it.
+    address: String,
+    dir: tempfile::TempDir,
+}
+
+impl Distribution {
+    fn start() -> Self {
+        let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| dir.join("docker-registry").is_file())
+        });
+        assert!(
+            on_path,
+            "docker-registry (the CNCF distribution registry) is not installed; \
+             run `sudo apt-get install docker-registry` (scripts/setup-deps.sh does it)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
+            .spawn()
+            .expect("start docker-registry");
+        let registry = Distribution {
+            child,
+            address,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = Whaled::http()
+                .get(format!("http://{}/v2/", registry.address))
+                .send()
+                .is_ok_and(|response| response.status().is_success());
+            if ready {
+                return registry;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not start on {}: {}",
+                registry.address,
+                std::fs::read_to_string(registry.dir.path().join("registry.log"))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The manifest of `<host>/library/<model>:<tag>` as stored under a daemon's store root.
+fn stored_manifest(root: &Path, host: &str, model: &str, tag: &str) -> Vec<u8> {
+    let path = root
+        .join("manifests")
+        .join(host)
+        .join("library")
+        .join(model)
+        .join(tag);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+#[test]
+fn push_to_a_distribution_registry_and_pull_back() {
+    let registry = Distribution::start();
+    let (_source, daemon) = pulled_deepseek(&[]);
+    let name = format!("{}/library/deepseek-tiny:latest", registry.address);
+    let (status, body) = daemon.post(
+        "/api/copy",
+        &json!({"source": "deepseek-tiny", "destination": name}),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let lines = daemon.stream("/api/push", &json!({"model": name, "insecure": true}));
+    assert!(
+        lines.iter().all(|line| line.get("error").is_none()),
+        "{lines:?}"
+    );
+    let statuses: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line["status"].as_str())
+        .collect();
+    assert_eq!(statuses.first(), Some(&"retrieving manifest"), "{lines:?}");
+    assert_eq!(
+        statuses[statuses.len() - 2..],
+        ["pushing manifest", "success"],
+        "{lines:?}"
+    );
+
+    // The registry now serves the manifest exactly as the daemon stores it.
+    let pushed = stored_manifest(&daemon.models, &registry.address, "deepseek-tiny", "latest");
+    let served = Whaled::http()
+        .get(format!(
+            "http://{}/v2/library/deepseek-tiny/manifests/latest",
+            registry.address
+        ))
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(
+        served.headers()["docker-content-digest"].to_str().unwrap(),
+        sha256_hex(&pushed)
+    );
+    assert_eq!(served.bytes().unwrap().as_ref(), pushed.as_slice());
+
+    // A fresh daemon pulls it back: the same manifest bytes and every blob, each matching its
+    // digest.
+    let fresh = Whaled::start();
+    let lines = fresh.stream("/api/pull", &json!({"model": name, "insecure": true}));
+    assert!(
+        lines.iter().all(|line| line.get("error").is_none()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.last().unwrap()["status"],
+        "success",
+        "pull: {lines:?}"
+    );
+    let pulled = stored_manifest(&fresh.models, &registry.address, "deepseek-tiny", "latest");
+    assert_eq!(pulled, pushed);
+    let manifest: Value = serde_json::from_slice(&pulled).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert!(!layers.is_empty(), "{manifest}");
+    for layer in layers.iter().chain([&manifest["config"]]) {
+        let digest = layer["digest"].as_str().unwrap();
+        let file_name = digest.replace(':', "-");
+        let mine = fresh.models.join("blobs").join(&file_name);
+        assert_eq!(whale_tests::whaled::sha256_file(&mine), digest);
+        assert_eq!(
+            std::fs::metadata(&mine).unwrap().len(),
+            layer["size"].as_u64().unwrap()
+        );
+        assert!(daemon.models.join("blobs").join(&file_name).is_file());
+    }
+    let (_, tags) = fresh.get("/api/tags");
+    assert_eq!(tags["models"][0]["name"], name, "{tags}");
+    assert_eq!(
+        tags["models"][0]["digest"].as_str().unwrap(),
+        sha256_hex(&pulled).trim_start_matches("sha256:"),
+        "{tags}"
+    );
+    let (status, body) = fresh.post(
+        "/api/generate",
+        &json!({"model": name, "prompt": "Hi", "options": greedy(), "stream": false}),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+fn l2_norm(vector: &[f64]) -> f64 {
+    vector.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    dot / (l2_norm(a) * l2_norm(b))
+}
+
+fn vectors(value: &Value) -> Vec<Vec<f64>> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list of vectors: {value}"))
+        .iter()
+        .map(|vector| {
+            vector
+                .as_array()
+                .unwrap_or_else(|| panic!("not a vector: {vector}"))
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn embed_and_legacy_embeddings() {
+    let daemon = Whaled::start();
+    daemon.create_from_gguf("gemma", &fixtures::gemma());
+    let (status, show) = daemon.post("/api/show", &json!({"model": "gemma"}));
+    assert_eq!(status, 200, "{show}");
+    let length = show["model_info"]["gemma3.embedding_length"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no embedding length: {show}")) as usize;
+    let options = json!({"num_ctx": 512});
+    let embed = |input: Value| {
+        let (status, body) = daemon.post(
+            "/api/embed",
+            &json!({"model": "gemma", "input": input, "options": options}),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["model"], "gemma");
+        assert!(body["prompt_eval_count"].as_u64().unwrap() > 0, "{body}");
+        assert!(body["total_duration"].as_u64().unwrap() > 0, "{body}");
+        vectors(&body["embeddings"])
+    };
+
+    let sky = "Why is the sky blue?";
+    let whales = "Whales are the largest animals that have ever lived.";
+    let single = embed(json!(sky));
+    assert_eq!(single.len(), 1);
+    let vector = &single[0];
+    assert_eq!(vector.len(), length);
+    assert!(vector.iter().any(|&x| x != 0.0));
+    assert!(
+        (l2_norm(vector) - 1.0).abs() < 1e-4,
+        "/api/embed vectors are L2-normalised, got norm {}",
+        l2_norm(vector)
+    );
+    assert_eq!(embed(json!(sky)), single, "embeddings are deterministic");
+
+    let both = embed(json!([sky, whales]));
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0], single[0], "an input's vector does not depend on its batch");
+    assert_eq!(both[1].len(), length);
+    assert!((l2_norm(&both[1]) - 1.0).abs() < 1e-4);
+    let similarity = cosine(&both[0], &both[1]);
+    assert!(
+        similarity < 0.999,
+        "different inputs gave the same direction ({similarity})"
+    );
+
+    // The legacy endpoint: one vector for `prompt`, in the same direction, not normalised.
+    let legacy = |prompt: &str| {
+        let (status, body) = daemon.post(
+            "/api/embeddings",
+            &json!({"model": "gemma", "prompt": prompt, "options": options}),
+        );
+        assert_eq!(status, 200, "{body}");
+        vectors(&json!([body["embedding"]])).remove(0)
+    };
+    let old = legacy(sky);
+    assert_eq!(old.len(), length);
+    assert!(old.iter().any(|&x| x != 0.0));
+    assert_eq!(legacy(sky), old, "embeddings are deterministic");
+    assert!(
+        cosine(&old, vector) > 0.9999,
+        "/api/embeddings and /api/embed disagree"
+    );
+    assert!(
+        (l2_norm(&old) - 1.0).abs() > 1e-3,
+        "/api/embeddings returns the model's vector unnormalised, as Ollama does"
+    );
+    assert!(cosine(&legacy(whales), &old) < 0.999);
+
+    // Bad input: a JSON error and a 4xx status.
+    for path in ["/api/embed", "/api/embeddings"] {
+        for (model, expected) in [("", 400), ("no-such-model", 404)] {
+            let (status, body) = daemon.post(
+                path,
+                &json!({"model": model, "input": sky, "prompt": sky}),
+            );
+            assert_eq!(status, expected, "{path} {model:?}: {body}");
+            assert!(
+                body["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{path} {model:?}: {body}"
+            );
+        }
+    }
+    let (status, body) = daemon.post("/api/embed", &json!({"model": "gemma", "input": [1, 2]}));
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].is_string(), "{body}");
 }

@@ -210,12 +210,26 @@ pub struct Summary {
     pub context: Vec<i32>,
 }
 
-/// Pooled, L2-normalised embedding vectors, one per input.
+/// Pooled embedding vectors, one per input, as the model computes them: not normalised
+/// (Ollama's legacy `/api/embeddings` returns them so; `/api/embed` calls [`Self::normalize`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embeddings {
     pub vectors: Vec<Vec<f32>>,
     /// Tokens evaluated over all inputs.
     pub prompt_tokens: u32,
+}
+
+impl Embeddings {
+    /// L2-normalises every vector, as Ollama's `/api/embed` returns them. A zero vector stays
+    /// zero.
+    pub fn normalize(&mut self) {
+        for vector in &mut self.vectors {
+            let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                vector.iter_mut().for_each(|x| *x /= norm);
+            }
+        }
+    }
 }
 
 /// Errors of the engine.

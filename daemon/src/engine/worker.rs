@@ -905,7 +905,12 @@ impl<'m> Worker<'m> {
                 .context
                 .embeddings_seq_ith(0)
                 .map_err(|_| EngineError::Llama("no pooled embedding".to_owned()))?;
-            vectors.push(normalize(pooled)?);
+            if pooled.iter().any(|x| !x.is_finite()) {
+                return Err(EngineError::Llama(
+                    "the embedding contains NaN or infinity".to_owned(),
+                ));
+            }
+            vectors.push(pooled.to_vec());
             prompt_tokens += tokens.len() as u32;
         }
         self.context.clear_kv_cache();
@@ -918,16 +923,4 @@ impl<'m> Worker<'m> {
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-/// L2-normalises a vector, as Ollama's `/api/embed` returns them.
-fn normalize(vector: &[f32]) -> Result<Vec<f32>, EngineError> {
-    if vector.iter().any(|x| !x.is_finite()) {
-        return Err(EngineError::Llama(
-            "the embedding contains NaN or infinity".to_owned(),
-        ));
-    }
-    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-    Ok(vector.iter().map(|x| x * scale).collect())
 }
