@@ -46,8 +46,19 @@ pub enum Error {
     },
     #[error("model '{model}' not found")]
     ModelNotFound { model: String },
+    #[error("cannot pull '{model}'")]
+    Pull {
+        model: String,
+        #[source]
+        source: Box<Error>,
+    },
     #[error(transparent)]
-    Api(#[from] whale_api::Error),
+    Api(whale_api::Error),
+    /// A failure whaled reported in the middle of a stream it had begun with `200 OK` (a
+    /// registry that cannot be reached during a pull, a model that fails while answering): its
+    /// message alone, since the status of the stream says nothing about it.
+    #[error("{message}")]
+    Daemon { message: String },
     #[error("cannot read {}", .path.display())]
     Read {
         path: PathBuf,
@@ -70,13 +81,25 @@ pub enum Error {
     Runtime(#[source] std::io::Error),
 }
 
+impl From<whale_api::Error> for Error {
+    fn from(error: whale_api::Error) -> Self {
+        match error {
+            whale_api::Error::Api {
+                status: 200,
+                message,
+            } => Self::Daemon { message },
+            other => Self::Api(other),
+        }
+    }
+}
+
 /// A 404 from the daemon names the model the person asked for; other errors pass through.
 pub fn not_found(error: whale_api::Error, model: &str) -> Error {
     match error {
         whale_api::Error::Api { status: 404, .. } => Error::ModelNotFound {
             model: model.to_owned(),
         },
-        other => Error::Api(other),
+        other => other.into(),
     }
 }
 
@@ -166,6 +189,11 @@ impl Error {
                 Some("run 'whale serve' to see what whaled says".into())
             }
             Self::ModelNotFound { model } => Some(format!("pull it with 'whale pull {model}'")),
+            Self::Pull { .. } => Some(
+                "check the name: 'whale list' shows the models here, and a name without a \
+                 registry host is pulled from registry.ollama.ai"
+                    .into(),
+            ),
             Self::Api(whale_api::Error::InvalidAddress { .. }) => {
                 Some("set WHALE_HOST to host:port, e.g. 127.0.0.1:11434".into())
             }
@@ -224,6 +252,28 @@ mod tests {
             "the server at 127.0.0.1:11434 is not whaled (it answers /api/version with 0.12.3, as Ollama does)"
         );
         assert!(ollama.hint().unwrap().contains("WHALE_HOST"));
+    }
+
+    #[test]
+    fn failures_mid_stream_are_the_daemon_s_message_alone() {
+        let error = Error::from(whale_api::Error::Api {
+            status: 200,
+            message: "registry unreachable".into(),
+        });
+        assert_eq!(error.to_string(), "registry unreachable");
+        let error = Error::from(whale_api::Error::Api {
+            status: 400,
+            message: "invalid model name".into(),
+        });
+        assert_eq!(error.to_string(), "invalid model name (HTTP 400)");
+        let pull = Error::Pull {
+            model: "no-such-model".into(),
+            source: Box::new(Error::Daemon {
+                message: "file does not exist".into(),
+            }),
+        };
+        assert_eq!(pull.to_string(), "cannot pull 'no-such-model'");
+        assert!(pull.hint().unwrap().contains("whale list"));
     }
 
     #[test]

@@ -81,13 +81,12 @@ impl WhaledBuilder {
     }
 
     pub fn start(self) -> Whaled {
-        let (store, models) = match self.models {
-            Some(root) => (None, root),
-            None => {
-                let dir = tempfile::tempdir().expect("temp store");
-                let root = dir.path().to_path_buf();
-                (Some(dir), root)
-            }
+        let (store, models) = if let Some(root) = self.models {
+            (None, root)
+        } else {
+            let dir = tempfile::tempdir().expect("temp store");
+            let root = dir.path().to_path_buf();
+            (Some(dir), root)
         };
         let mut command = Command::new(binary("whaled"));
         command
@@ -128,7 +127,7 @@ impl WhaledBuilder {
             // Drain whatever follows so the daemon never blocks on a full pipe.
             let _ = reader.read_to_end(&mut Vec::new());
         });
-        let address = match receiver.recv_timeout(Duration::from_secs(60)) {
+        let address = match receiver.recv_timeout(Duration::from_mins(1)) {
             Ok(Ok(address)) => address,
             other => {
                 let _ = child.kill();
@@ -172,6 +171,39 @@ impl Whaled {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// The daemon's process id (to read its memory use from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A `whale` command aimed at this daemon (see [`whale`]).
+    pub fn whale<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        whale(&self.url(), args)
+    }
+}
+
+/// A `whale` command aimed at `host` (any form `WHALE_HOST` takes), as a person's shell would
+/// run it: never starting a daemon of its own (`WHALE_NO_AUTOSTART`), no colour (`NO_COLOR`),
+/// no REPL history on disk (`WHALE_NOHISTORY`). Standard input, output and error are the
+/// caller's to set.
+pub fn whale<I, S>(host: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = Command::new(binary("whale"));
+    command
+        .args(args)
+        .env("WHALE_HOST", host)
+        .env("WHALE_NO_AUTOSTART", "1")
+        .env("NO_COLOR", "1")
+        .env("WHALE_NOHISTORY", "1");
+    command
 }
 
 impl Drop for Whaled {
@@ -190,7 +222,7 @@ impl Whaled {
     pub fn http() -> reqwest::blocking::Client {
         reqwest::blocking::Client::builder()
             .no_proxy()
-            .timeout(Duration::from_secs(600))
+            .timeout(Duration::from_mins(10))
             .build()
             .expect("http client")
     }

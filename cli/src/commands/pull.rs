@@ -15,15 +15,25 @@ pub async fn run(args: &TransferArgs, context: &Context) -> Result<(), Error> {
     pull(&client, &args.model, args.insecure, context.style).await
 }
 
-/// Pulls `model` and renders the daemon's progress until `success` or an error.
+/// Pulls `model` and renders the daemon's progress until `success` or an error. What the
+/// daemon or the registry refused is an [`Error::Pull`], whose hint is about the name.
 pub async fn pull(client: &Client, model: &str, insecure: bool, style: Style) -> Result<(), Error> {
     let request = whale_api::PullRequest {
         model: model.to_owned(),
         insecure: insecure.then_some(true),
         stream: Some(true),
     };
-    let stream = client.pull_stream(&request).await?;
-    follow(stream, style).await
+    let pulled = match client.pull_stream(&request).await {
+        Ok(stream) => follow(stream, style).await,
+        Err(error) => Err(error.into()),
+    };
+    pulled.map_err(|error| match error {
+        Error::Daemon { .. } | Error::Api(whale_api::Error::Api { .. }) => Error::Pull {
+            model: model.to_owned(),
+            source: Box::new(error),
+        },
+        other => other,
+    })
 }
 
 /// Draws a progress stream (`pull`, `push`, `create`) to its end.

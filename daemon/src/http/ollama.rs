@@ -498,6 +498,40 @@ fn details(gguf: Option<&GgufFile>) -> api::ModelDetails {
     }
 }
 
+/// `details` of a model from its config blob (`model_family`, `model_type`, `file_type`), as
+/// `/api/create` writes it and Ollama's registry serves it; none when the config lacks them.
+async fn config_details(
+    store: &whale_registry::Store,
+    manifest: &whale_registry::Manifest,
+) -> Option<api::ModelDetails> {
+    let bytes = tokio::fs::read(store.blob_path(&manifest.config.digest))
+        .await
+        .ok()?;
+    let config: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let text = |key: &str| config[key].as_str().unwrap_or_default().to_owned();
+    let family = text("model_family");
+    if family.is_empty() {
+        return None;
+    }
+    let families = config["model_families"].as_array().map_or_else(
+        || vec![family.clone()],
+        |list| {
+            list.iter()
+                .filter_map(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        },
+    );
+    Some(api::ModelDetails {
+        parent_model: String::new(),
+        format: config["model_format"].as_str().unwrap_or("gguf").to_owned(),
+        family,
+        families: Some(families),
+        parameter_size: text("model_type"),
+        quantization_level: text("file_type"),
+    })
+}
+
 async fn read_gguf(path: std::path::PathBuf) -> Option<GgufFile> {
     tokio::task::spawn_blocking(move || GgufFile::open(&path).ok())
         .await
@@ -510,17 +544,21 @@ pub async fn tags(State(state): SharedState) -> Result<axum::Json<api::ListRespo
     let mut models = Vec::with_capacity(stored.len());
     for entry in stored {
         let name = entry.reference.short();
-        // The listing already parsed the manifest: read the weights' header straight from it.
-        let details = match entry
-            .manifest
-            .layer(whale_registry::manifest::media_type::MODEL)
-        {
-            Some(layer) => details(
-                read_gguf(state.store.blob_path(&layer.digest))
-                    .await
-                    .as_ref(),
-            ),
-            None => api::ModelDetails::default(),
+        // The config blob says it in a few hundred bytes; the GGUF header (a whole tokenizer,
+        // tens of MB parsed) only for a model whose config does not.
+        let details = match config_details(&state.store, &entry.manifest).await {
+            Some(details) => details,
+            None => match entry
+                .manifest
+                .layer(whale_registry::manifest::media_type::MODEL)
+            {
+                Some(layer) => details(
+                    read_gguf(state.store.blob_path(&layer.digest))
+                        .await
+                        .as_ref(),
+                ),
+                None => api::ModelDetails::default(),
+            },
         };
         models.push(api::ListModel {
             name: name.clone(),
@@ -855,10 +893,11 @@ pub async fn embed(
     )
     .await?;
     let load_duration = started.elapsed();
-    let embeddings = lease
+    let mut embeddings = lease
         .engine()
         .embed(inputs, request.truncate.unwrap_or(true))
         .await?;
+    embeddings.normalize();
     Ok(axum::Json(api::EmbedResponse {
         model: request.model.clone(),
         embeddings: embeddings.vectors,
