@@ -666,7 +666,10 @@ fn embed_and_legacy_embeddings() {
 
     let both = embed(json!([sky, whales]));
     assert_eq!(both.len(), 2);
-    assert_eq!(both[0], single[0], "an input's vector does not depend on its batch");
+    assert_eq!(
+        both[0], single[0],
+        "an input's vector does not depend on its batch"
+    );
     assert_eq!(both[1].len(), length);
     assert!((l2_norm(&both[1]) - 1.0).abs() < 1e-4);
     let similarity = cosine(&both[0], &both[1]);
@@ -701,10 +704,8 @@ fn embed_and_legacy_embeddings() {
     // Bad input: a JSON error and a 4xx status.
     for path in ["/api/embed", "/api/embeddings"] {
         for (model, expected) in [("", 400), ("no-such-model", 404)] {
-            let (status, body) = daemon.post(
-                path,
-                &json!({"model": model, "input": sky, "prompt": sky}),
-            );
+            let (status, body) =
+                daemon.post(path, &json!({"model": model, "input": sky, "prompt": sky}));
             assert_eq!(status, expected, "{path} {model:?}: {body}");
             assert!(
                 body["error"].as_str().is_some_and(|e| !e.is_empty()),

@@ -770,12 +770,16 @@ impl<'m> Worker<'m> {
             return;
         }
         job.next = Some(token);
-        if slot.cached.len() >= self.n_ctx as usize && !self.shift_context(index) {
+        // Only a generation with a bound goes on past a full slot: an unbounded one
+        // (num_predict unset or negative) would otherwise never end on a model that never
+        // emits an end token.
+        let bounded = job.limit.is_some();
+        if slot.cached.len() >= self.n_ctx as usize && !(bounded && self.shift_context(index)) {
             self.finish(index, DoneReason::Length, None);
         }
     }
 
-    /// Makes room in a full slot as Ollama does: keeps the first [`NUM_KEEP`] tokens, drops
+    /// Makes room in a full slot of a bounded generation: keeps the first [`NUM_KEEP`] tokens, drops
     /// half of the rest, and moves the newer half down in the KV cache. `false` when the model
     /// cannot shift.
     fn shift_context(&mut self, index: usize) -> bool {
