@@ -33,6 +33,11 @@ const MAX_STRING_BYTES: u64 = 64 << 20;
 const MAX_ARRAY_ELEMENTS_TOTAL: u64 = 1 << 23;
 /// Nested arrays are legal in GGUF but no model uses more than one level; cap recursion.
 const MAX_ARRAY_DEPTH: u32 = 2;
+/// Arrays up to this length are always kept: per-layer hyper-parameters (at most as many as
+/// layers, see `block_count`'s limit). Longer ones (a tokenizer's tokens and merges) are read
+/// and checked but kept only by [`GgufFile::open_full`]: 129k token strings would cost ~10 MB
+/// per parse, which the allocator keeps long after they are freed.
+pub const KEPT_ARRAY_LEN: u64 = 10_000;
 
 /// Everything that can be wrong with a GGUF file; each variant says what and where.
 #[derive(Debug, thiserror::Error)]
@@ -125,8 +130,9 @@ pub enum GgufError {
     },
 }
 
-/// A metadata value. Arrays keep their elements; the 100k+ token strings of a tokenizer cost a
-/// few MB, bounded by [`MAX_ARRAY_ELEMENTS_TOTAL`]. Use [`MetaValue::summary`] for display.
+/// A metadata value. Arrays keep their elements, except that arrays longer than
+/// [`KEPT_ARRAY_LEN`] are [`MetaValue::LongArray`] unless the file was opened with
+/// [`GgufFile::open_full`]. Use [`MetaValue::summary`] for display.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetaValue {
     U8(u8),
@@ -142,6 +148,8 @@ pub enum MetaValue {
     Bool(bool),
     String(String),
     Array(Vec<MetaValue>),
+    /// An array longer than [`KEPT_ARRAY_LEN`], read and checked but not kept: its length.
+    LongArray(u64),
 }
 
 impl MetaValue {
@@ -175,9 +183,19 @@ impl MetaValue {
         }
     }
 
+    /// The number of elements of an array, kept or not.
+    pub fn array_len(&self) -> Option<u64> {
+        match self {
+            Self::Array(items) => Some(items.len() as u64),
+            Self::LongArray(len) => Some(*len),
+            _ => None,
+        }
+    }
+
     /// Short display form: arrays show their length and first elements only.
     pub fn summary(&self) -> String {
         match self {
+            Self::LongArray(len) => format!("[…] ({len} items)"),
             Self::Array(items) => {
                 let head: Vec<String> = items.iter().take(3).map(Self::summary).collect();
                 let more = if items.len() > 3 { ", …" } else { "" };
@@ -222,6 +240,7 @@ impl MetaValue {
             Self::Bool(v) => (*v).into(),
             Self::String(s) => s.clone().into(),
             Self::Array(items) => Value::Array(items.iter().map(Self::to_json).collect()),
+            Self::LongArray(_) => Value::Array(Vec::new()),
         }
     }
 }
@@ -383,24 +402,50 @@ pub struct GgufFile {
 
 impl GgufFile {
     /// Reads and validates the header of the file at `path`; reads nothing past the header,
-    /// so a 400 GB model costs a few MB of reads.
+    /// so a 400 GB model costs a few MB of reads. Arrays longer than [`KEPT_ARRAY_LEN`] are
+    /// checked but kept as their length only.
     pub fn open(path: &Path) -> Result<Self, GgufError> {
+        Self::open_with(path, false)
+    }
+
+    /// [`GgufFile::open`], keeping every array (for `/api/show` with `verbose`).
+    pub fn open_full(path: &Path) -> Result<Self, GgufError> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, keep_long_arrays: bool) -> Result<Self, GgufError> {
         let io = |source| GgufError::Io {
             path: path.to_owned(),
             source,
         };
         let file = File::open(path).map_err(io)?;
         let file_size = file.metadata().map_err(io)?.len();
-        Self::parse(BufReader::with_capacity(1 << 20, file), file_size)
+        let reader = BufReader::with_capacity(1 << 20, file);
+        Self::parse_with(reader, file_size, keep_long_arrays)
     }
 
-    /// Parses from any reader positioned at the start of a GGUF file of `file_size` bytes.
+    /// Parses from any reader positioned at the start of a GGUF file of `file_size` bytes, as
+    /// [`GgufFile::open`] does.
     pub fn parse<R: Read>(reader: R, file_size: u64) -> Result<Self, GgufError> {
+        Self::parse_with(reader, file_size, false)
+    }
+
+    /// [`GgufFile::parse`], keeping every array, as [`GgufFile::open_full`] does.
+    pub fn parse_full<R: Read>(reader: R, file_size: u64) -> Result<Self, GgufError> {
+        Self::parse_with(reader, file_size, true)
+    }
+
+    fn parse_with<R: Read>(
+        reader: R,
+        file_size: u64,
+        keep_long_arrays: bool,
+    ) -> Result<Self, GgufError> {
         let mut r = HeaderReader {
             inner: reader,
             pos: 0,
             file_size,
             array_elements: 0,
+            keep_long_arrays,
         };
         let magic: [u8; 4] = r.array("magic")?;
         if magic != MAGIC {
@@ -541,6 +586,10 @@ impl GgufFile {
             };
             // Some keys (head_count_kv, feed_forward_length) may be per-layer arrays.
             let values: Vec<&MetaValue> = match value {
+                MetaValue::Array(items) if items.len() as u64 > KEPT_ARRAY_LEN => {
+                    return Err(too_long_per_layer(key, items.len() as u64));
+                }
+                MetaValue::LongArray(len) => return Err(too_long_per_layer(key, *len)),
                 MetaValue::Array(items) => items.iter().collect(),
                 other => vec![other],
             };
@@ -647,6 +696,15 @@ impl GgufFile {
     }
 }
 
+/// A per-layer hyper-parameter array longer than any model's layer count.
+fn too_long_per_layer(key: String, len: u64) -> GgufError {
+    GgufError::TooLarge {
+        what: format!("per-layer array '{key}' length"),
+        value: len,
+        limit: KEPT_ARRAY_LEN,
+    }
+}
+
 /// Ollama's `format.HumanNumber`: whole numbers without decimals, else one decimal for
 /// billions and two for millions.
 pub fn human_number(n: u64) -> String {
@@ -681,6 +739,8 @@ struct HeaderReader<R> {
     pos: u64,
     file_size: u64,
     array_elements: u64,
+    /// Keep arrays longer than [`KEPT_ARRAY_LEN`] (else only their length).
+    keep_long_arrays: bool,
 }
 
 impl<R: Read> HeaderReader<R> {
@@ -761,7 +821,8 @@ impl<R: Read> HeaderReader<R> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
-    fn string(&mut self, what: &str) -> Result<String, GgufError> {
+    /// A string's length, checked against the limit and the rest of the file.
+    fn string_len(&mut self, what: &str) -> Result<u64, GgufError> {
         let len = self.u64(what)?;
         if len > MAX_STRING_BYTES {
             return Err(GgufError::TooLarge {
@@ -771,12 +832,38 @@ impl<R: Read> HeaderReader<R> {
             });
         }
         self.need(what, len)?;
+        Ok(len)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, GgufError> {
+        let len = self.string_len(what)?;
         let mut buf = vec![0; len as usize];
         self.fill(what, &mut buf)?;
         Ok(match String::from_utf8(buf) {
             Ok(s) => s,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         })
+    }
+
+    /// Reads past a string without keeping it.
+    fn skip_string(&mut self, what: &str) -> Result<(), GgufError> {
+        let len = self.string_len(what)?;
+        let skipped = std::io::copy(&mut (&mut self.inner).take(len), &mut std::io::sink())
+            .map_err(|source| GgufError::Read {
+                what: what.to_owned(),
+                offset: self.pos,
+                source,
+            })?;
+        if skipped < len {
+            return Err(GgufError::Truncated {
+                what: what.to_owned(),
+                offset: self.pos,
+                needed: len,
+                remaining: skipped,
+            });
+        }
+        self.pos += len;
+        Ok(())
     }
 
     fn value(&mut self, key: &str, value_type: u32, depth: u32) -> Result<MetaValue, GgufError> {
@@ -825,11 +912,22 @@ impl<R: Read> HeaderReader<R> {
                 }
                 self.need(&format!("array '{key}'"), len.saturating_mul(item_bytes))?;
                 self.array_elements = total;
-                let mut items = Vec::with_capacity(len as usize);
-                for _ in 0..len {
-                    items.push(self.value(key, item_type, depth + 1)?);
+                if len > KEPT_ARRAY_LEN && !self.keep_long_arrays {
+                    for _ in 0..len {
+                        if item_type == 8 {
+                            self.skip_string(key)?;
+                        } else {
+                            self.value(key, item_type, depth + 1)?;
+                        }
+                    }
+                    MetaValue::LongArray(len)
+                } else {
+                    let mut items = Vec::with_capacity(len as usize);
+                    for _ in 0..len {
+                        items.push(self.value(key, item_type, depth + 1)?);
+                    }
+                    MetaValue::Array(items)
                 }
-                MetaValue::Array(items)
             }
             10 => MetaValue::U64(u64::from_le_bytes(self.array(key)?)),
             11 => MetaValue::I64(i64::from_le_bytes(self.array(key)?)),

@@ -286,10 +286,10 @@ pub fn compute_bytes(gguf: &GgufFile, kv_cells: u64, n_seq: u64) -> u64 {
     let n_ubatch = DEFAULT_UBATCH.min(kv_cells);
     let n_embd = gguf.arch_u64("embedding_length").unwrap_or(0);
     let n_vocab = gguf.arch_u64("vocab_size").unwrap_or_else(|| {
-        match gguf.metadata.get("tokenizer.ggml.tokens") {
-            Some(MetaValue::Array(tokens)) => tokens.len() as u64,
-            _ => 0,
-        }
+        gguf.metadata
+            .get("tokenizer.ggml.tokens")
+            .and_then(MetaValue::array_len)
+            .unwrap_or(0)
     });
     let n_head = per_layer(gguf, "attention.head_count", 0).unwrap_or(0);
     let dense_ff = per_layer(gguf, "feed_forward_length", 0).unwrap_or(4 * n_embd);

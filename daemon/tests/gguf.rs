@@ -36,7 +36,7 @@ fn fixture(name: &str) -> PathBuf {
 #[test]
 fn reads_gemma3_270m() {
     let path = fixture("gemma-3-270m-q4_k_m.gguf");
-    let gguf = GgufFile::open(&path).unwrap();
+    let gguf = GgufFile::open_full(&path).unwrap();
     assert_eq!(gguf.version, 3);
     assert_eq!(gguf.architecture(), Some("gemma3"));
     assert_eq!(gguf.file_type_name(), Some("Q4_K_M"));
@@ -67,6 +67,16 @@ fn reads_gemma3_270m() {
     assert!(verbose["tokenizer.ggml.tokens"].as_array().unwrap().len() > 200_000);
     let tokens = &gguf.metadata["tokenizer.ggml.tokens"];
     assert!(tokens.summary().contains("items"));
+
+    // Opened without the long arrays: the same header, the token list as its length only.
+    let header = GgufFile::open(&path).unwrap();
+    assert_eq!(header.tensors, gguf.tensors);
+    assert_eq!(header.data_offset, gguf.data_offset);
+    assert_eq!(
+        header.metadata["tokenizer.ggml.tokens"],
+        MetaValue::LongArray(tokens.array_len().unwrap())
+    );
+    assert_eq!(header.model_info_json(false), info);
 
     let est = estimate(&gguf, 4096, 1, KvType::F16);
     assert_eq!(est.weights, weights);
@@ -170,8 +180,35 @@ fn valid() -> Builder {
         .data(512)
 }
 
+/// Parses both ways (long arrays kept and not); both must agree on whether and how the file
+/// is wrong. Returns the full parse.
 fn parse(bytes: &[u8]) -> Result<GgufFile, GgufError> {
-    GgufFile::parse(bytes, bytes.len() as u64)
+    let full = GgufFile::parse_full(bytes, bytes.len() as u64);
+    let header = GgufFile::parse(bytes, bytes.len() as u64);
+    match (&full, &header) {
+        (Ok(full), Ok(header)) => {
+            assert_eq!(full.tensors, header.tensors);
+            assert_eq!(full.data_offset, header.data_offset);
+        }
+        (Err(a), Err(b)) => assert_eq!(
+            std::mem::discriminant(a),
+            std::mem::discriminant(b),
+            "{a} / {b}"
+        ),
+        (a, b) => panic!("full parse {a:?}, header parse {b:?}"),
+    }
+    full
+}
+
+/// An array value of `len` strings `"t0"`, `"t1"`, ….
+fn string_array(len: u64) -> Vec<u8> {
+    let mut value = Vec::new();
+    value.extend(8u32.to_le_bytes());
+    value.extend(len.to_le_bytes());
+    for i in 0..len {
+        string(&mut value, &format!("t{i}"));
+    }
+    value
 }
 
 #[test]
@@ -449,6 +486,52 @@ fn arrays_and_per_layer_values() {
         gguf.metadata["llama.attention.head_count_kv"],
         MetaValue::Array(vec![MetaValue::U32(8), MetaValue::U32(0)])
     );
+}
+
+#[test]
+fn long_arrays_are_checked_but_kept_only_in_full() {
+    let b = valid().kv_raw("tokenizer.ggml.tokens", 9, &string_array(20_000));
+    let bytes = b.build();
+    let full = parse(&bytes).unwrap();
+    let header = GgufFile::parse(&bytes[..], bytes.len() as u64).unwrap();
+    let MetaValue::Array(items) = &full.metadata["tokenizer.ggml.tokens"] else {
+        panic!("kept in full");
+    };
+    assert_eq!(items[19_999], MetaValue::String("t19999".into()));
+    assert_eq!(
+        header.metadata["tokenizer.ggml.tokens"],
+        MetaValue::LongArray(20_000)
+    );
+    assert_eq!(
+        header.metadata["tokenizer.ggml.tokens"].summary(),
+        "[…] (20000 items)"
+    );
+    assert_eq!(
+        header.model_info_json(true)["tokenizer.ggml.tokens"],
+        serde_json::json!([])
+    );
+
+    // A string inside a skipped array that runs past the file is still caught.
+    let mut value = string_array(20_000);
+    let last = value.len() - 6;
+    value[last - 8..last].copy_from_slice(&1_000_000u64.to_le_bytes());
+    let err = parse(&valid().kv_raw("tokenizer.ggml.tokens", 9, &value).build()).unwrap_err();
+    assert!(matches!(err, GgufError::Truncated { .. }), "{err}");
+
+    // A per-layer hyper-parameter longer than any layer count is refused either way.
+    let mut value = Vec::new();
+    value.extend(4u32.to_le_bytes());
+    value.extend(20_000u64.to_le_bytes());
+    for _ in 0..20_000 {
+        value.extend(8u32.to_le_bytes());
+    }
+    let err = parse(
+        &valid()
+            .kv_raw("llama.attention.head_count_kv", 9, &value)
+            .build(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, GgufError::TooLarge { .. }), "{err}");
 }
 
 // ---------------------------------------------------------------- fuzz

@@ -107,6 +107,18 @@ fn pull_chat_show_ps_unload_copy_delete() {
     let (status, show) = daemon.post("/api/show", &json!({"model": "deepseek-tiny"}));
     assert_eq!(status, 200, "{show}");
     assert_eq!(show["model_info"]["general.architecture"], "deepseek2");
+    // The tokenizer's token list is sent only with `verbose` (as Ollama).
+    assert_eq!(show["model_info"]["tokenizer.ggml.tokens"], json!([]));
+    let (status, verbose) = daemon.post(
+        "/api/show",
+        &json!({"model": "deepseek-tiny", "verbose": true}),
+    );
+    assert_eq!(status, 200, "{verbose}");
+    let tokens = verbose["model_info"]["tokenizer.ggml.tokens"]
+        .as_array()
+        .unwrap();
+    assert!(tokens.len() > 100_000, "{}", tokens.len());
+    assert!(tokens.iter().all(serde_json::Value::is_string));
     assert!(
         show["template"]
             .as_str()

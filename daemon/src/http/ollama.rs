@@ -532,11 +532,18 @@ async fn config_details(
     })
 }
 
-async fn read_gguf(path: std::path::PathBuf) -> Option<GgufFile> {
-    tokio::task::spawn_blocking(move || GgufFile::open(&path).ok())
-        .await
-        .ok()
-        .flatten()
+/// The GGUF header at `path`; `full` keeps the long arrays (tokenizer tokens and merges).
+async fn read_gguf(path: std::path::PathBuf, full: bool) -> Option<GgufFile> {
+    tokio::task::spawn_blocking(move || {
+        if full {
+            GgufFile::open_full(&path).ok()
+        } else {
+            GgufFile::open(&path).ok()
+        }
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 pub async fn tags(State(state): SharedState) -> Result<axum::Json<api::ListResponse>, Error> {
@@ -553,7 +560,7 @@ pub async fn tags(State(state): SharedState) -> Result<axum::Json<api::ListRespo
                 .layer(whale_registry::manifest::media_type::MODEL)
             {
                 Some(layer) => details(
-                    read_gguf(state.store.blob_path(&layer.digest))
+                    read_gguf(state.store.blob_path(&layer.digest), false)
                         .await
                         .as_ref(),
                 ),
@@ -578,7 +585,8 @@ pub async fn show(
     Json(request): Json<api::ShowRequest>,
 ) -> Result<axum::Json<api::ShowResponse>, Error> {
     let model = LocalModel::find(&state.store, &request.model).await?;
-    let gguf = read_gguf(model.weights_path.clone()).await;
+    let verbose = request.verbose == Some(true);
+    let gguf = read_gguf(model.weights_path.clone(), verbose).await;
     let gguf_template = gguf.as_ref().and_then(|g| g.chat_template());
     let template = model
         .template
@@ -622,11 +630,7 @@ pub async fn show(
         messages: None,
         model_info: gguf
             .as_ref()
-            .map(|g| {
-                g.model_info_json(request.verbose == Some(true))
-                    .into_iter()
-                    .collect()
-            })
+            .map(|g| g.model_info_json(verbose).into_iter().collect())
             .unwrap_or_default(),
         capabilities,
         modified_at: rfc3339(model.modified),
