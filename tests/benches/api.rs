@@ -3,7 +3,9 @@
 //! 1. One stream through `/api/generate` against a raw `llama-cpp-2` loop in this process, on
 //!    the same model, prompt, thread count and token count (target: API/raw ≥ 0.98).
 //! 2. Four concurrent streams against the same four requests one after another, through a
-//!    daemon with four slots (target: aggregate ≥ 2.5× the single stream).
+//!    daemon with four slots (target: aggregate ≥ 2.5× the single stream), and the same with
+//!    the raw loop (one sequence against four decoded in one batch): what batching itself
+//!    gives on this machine and model, the ceiling for whaled's ratio.
 //!
 //! Gemma 3 270M Q4_K_M, 2 threads, greedy (no penalties on either side: whaled's default
 //! `repeat_penalty` is 1.0, so its sampler chain is greedy alone, as the raw loop's), raw mode,
@@ -15,17 +17,14 @@
 //! `cargo bench --workspace --bench api`
 
 use std::io::{BufRead, BufReader};
-use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::sampling::LlamaSampler;
 use serde_json::{Value, json};
 use whale_tests::fixtures;
+use whale_tests::raw::RawDecode;
 use whale_tests::whaled::Whaled;
 
 const PROMPT: &str = "1, 2, 3, 4, 5,";
@@ -37,52 +36,23 @@ const PROMPTS: [&str; 4] = [
     "10, 20, 30, 40,",
 ];
 const TOKENS: usize = 128;
-const ROUNDS: usize = 5;
-const PARALLEL_ROUNDS: usize = 3;
+const ROUNDS: usize = 9;
+const PARALLEL_ROUNDS: usize = 5;
 const THREADS: u32 = 2;
 const N_CTX: u32 = 512;
 /// Pause between rounds, so that the other side's idle worker threads have stopped spinning.
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// Generated tokens per second of a plain llama-cpp-2 loop: one sequence, one token per decode,
-/// timed from the first sample to the last (as whaled's `eval_duration`).
-fn raw_round(backend: &LlamaBackend, model: &LlamaModel) -> f64 {
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(N_CTX))
-        .with_n_batch(512)
-        .with_n_threads(THREADS as i32)
-        .with_n_threads_batch(THREADS as i32);
-    let mut context = model.new_context(backend, params).expect("context");
-    let prompt = model.vocab().tokenize(PROMPT.as_bytes(), true, true);
-    let mut batch = LlamaBatch::new(512, 1);
-    for (i, &token) in prompt.iter().enumerate() {
-        batch
-            .add(token, i as i32, &[0], i + 1 == prompt.len())
-            .expect("batch");
+/// Generated tokens per second of a plain llama-cpp-2 loop over `prompts`, one sequence each,
+/// decoded together.
+fn raw_round(backend: &LlamaBackend, model: &LlamaModel, prompts: &[&str]) -> f64 {
+    RawDecode {
+        prompts,
+        tokens: TOKENS,
+        threads: THREADS,
+        n_ctx: N_CTX,
     }
-    context.decode(&mut batch).expect("prefill");
-    let mut sampler = LlamaSampler::chain([LlamaSampler::greedy()], true);
-    let mut position = prompt.len() as i32;
-    let mut row = batch.n_tokens() - 1;
-    let started = Instant::now();
-    let mut generated = 0;
-    while generated < TOKENS {
-        let token = sampler.sample(&context, row);
-        if model.vocab().is_eog(token) {
-            break;
-        }
-        generated += 1;
-        if generated == TOKENS {
-            break;
-        }
-        batch.clear();
-        batch.add(token, position, &[0], true).expect("batch");
-        position += 1;
-        context.decode(&mut batch).expect("decode");
-        row = 0;
-    }
-    assert_eq!(generated, TOKENS, "the raw loop stopped early");
-    generated as f64 / started.elapsed().as_secs_f64()
+    .run(backend, model)
 }
 
 /// What one streamed `/api/generate` gave.
@@ -195,7 +165,7 @@ fn api_against_raw(backend: &LlamaBackend, model: &LlamaModel) {
     // Loads the model in whaled and pages in both copies of the weights.
     let warm = generate(&client, &daemon, PROMPT, TOKENS);
     assert_eq!(warm.eval_count, TOKENS as u64, "the API stopped early");
-    raw_round(backend, model);
+    raw_round(backend, model, &[PROMPT]);
 
     println!(
         "decode, gemma-3-270m Q4_K_M, {THREADS} threads, greedy, {TOKENS} tokens, raw llama-cpp-2 \
@@ -210,7 +180,7 @@ fn api_against_raw(backend: &LlamaBackend, model: &LlamaModel) {
         (vec![], vec![], vec![], vec![], vec![]);
     for round in 1..=ROUNDS {
         std::thread::sleep(SETTLE);
-        let raw = raw_round(backend, model);
+        let raw = raw_round(backend, model, &[PROMPT]);
         std::thread::sleep(SETTLE);
         let api = generate(&client, &daemon, PROMPT, TOKENS);
         assert_eq!(api.eval_count, TOKENS as u64, "the API stopped early");
@@ -242,42 +212,54 @@ fn api_against_raw(backend: &LlamaBackend, model: &LlamaModel) {
     );
 }
 
-/// Sum of `eval_count` over the whole batch and the batch's wall time, request sent to last
-/// final object.
-fn batch_rate(runs: &[Streamed], started: Instant) -> (u64, f64) {
+/// Tokens per second of a batch of requests: the sum of their `eval_count` over the wall time
+/// from the first request sent to the last final object.
+fn batch_rate(runs: &[Streamed], started: Instant) -> f64 {
     let tokens: u64 = runs.iter().map(|run| run.eval_count).sum();
+    assert_eq!(
+        tokens,
+        (TOKENS * runs.len()) as u64,
+        "a stream stopped early"
+    );
     let end = runs.iter().map(|run| run.done).max().expect("runs");
-    (tokens, tokens as f64 / (end - started).as_secs_f64())
+    tokens as f64 / (end - started).as_secs_f64()
 }
 
-/// Part 2: the four prompts concurrently against the same four one after another.
-fn parallel_against_single() {
+/// Part 2: the four prompts concurrently against the same four one after another, through
+/// whaled and, as the ceiling of what batching gives on this machine and model, through the raw
+/// loop (one sequence against the four decoded together).
+fn parallel_against_single(backend: &LlamaBackend, model: &LlamaModel) {
     let daemon = start_daemon(4);
     let client = Whaled::http();
     for prompt in PROMPTS {
         generate(&client, &daemon, prompt, TOKENS);
     }
+    raw_round(backend, model, &PROMPTS);
     println!();
     println!(
-        "aggregate decode, {} requests of {TOKENS} tokens, whaled with WHALE_NUM_PARALLEL=4: one \
-         at a time vs all at once (load average {})",
+        "aggregate decode, {} sequences of {TOKENS} tokens: raw llama-cpp-2 (1 sequence vs the 4 \
+         in one batch) and whaled with WHALE_NUM_PARALLEL=4 (4 requests one at a time vs all at \
+         once), tok/s (load average {})",
         PROMPTS.len(),
         load_average()
     );
     println!(
-        "{:>6}  {:>6}  {:>13}  {:>6}  {:>13}  {:>6}",
-        "round", "tokens", "1 stream tok/s", "tokens", "4 streams tok/s", "ratio"
+        "{:>6}  {:>7}  {:>7}  {:>6}  {:>7}  {:>7}  {:>6}  {:>9}",
+        "round", "raw 1", "raw 4", "ratio", "API 1", "API 4", "ratio", "API4/raw4"
     );
-    let mut ratios = Vec::new();
-    let (mut singles, mut batches) = (vec![], vec![]);
+    let mut rows: Vec<[f64; 7]> = Vec::new();
     for round in 1..=PARALLEL_ROUNDS {
+        std::thread::sleep(SETTLE);
+        let raw_single = raw_round(backend, model, &[PROMPT]);
+        std::thread::sleep(SETTLE);
+        let raw_batch = raw_round(backend, model, &PROMPTS);
         std::thread::sleep(SETTLE);
         let started = Instant::now();
         let sequential: Vec<Streamed> = PROMPTS
             .iter()
             .map(|prompt| generate(&client, &daemon, prompt, TOKENS))
             .collect();
-        let (single_tokens, single) = batch_rate(&sequential, started);
+        let single = batch_rate(&sequential, started);
         std::thread::sleep(SETTLE);
         let started = Instant::now();
         let together: Vec<Streamed> = std::thread::scope(|scope| {
@@ -293,28 +275,37 @@ fn parallel_against_single() {
                 .map(|handle| handle.join().expect("stream thread"))
                 .collect()
         });
-        let (batch_tokens, batch) = batch_rate(&together, started);
-        println!(
-            "{round:>6}  {single_tokens:>6}  {single:>13.1}  {batch_tokens:>6}  {batch:>13.1}  {:>6.2}",
-            batch / single
-        );
-        singles.push(single);
-        batches.push(batch);
-        ratios.push(batch / single);
+        let batch = batch_rate(&together, started);
+        let row = [
+            raw_single,
+            raw_batch,
+            raw_batch / raw_single,
+            single,
+            batch,
+            batch / single,
+            batch / raw_batch,
+        ];
+        print_parallel_row(&round.to_string(), &row);
+        rows.push(row);
     }
+    let medians: Vec<f64> = (0..7)
+        .map(|column| median(&rows.iter().map(|row| row[column]).collect::<Vec<_>>()))
+        .collect();
+    print_parallel_row("median", &medians);
     println!(
-        "{:>6}  {:>6}  {:>13.1}  {:>6}  {:>13.1}  {:>6.2}",
-        "median",
-        "",
-        median(&singles),
-        "",
-        median(&batches),
-        median(&ratios)
-    );
-    println!(
-        "median 4 streams / 1 stream: {:.2}x (target >= 2.5x); load average {}",
-        median(&ratios),
+        "median 4 streams / 1 stream through whaled: {:.2}x (target >= 2.5x); raw llama-cpp-2 \
+         batching gives {:.2}x here; whaled's 4 streams reach {:.3} of raw's 4; load average {}",
+        medians[5],
+        medians[2],
+        medians[6],
         load_average()
+    );
+}
+
+fn print_parallel_row(label: &str, row: &[f64]) {
+    println!(
+        "{label:>6}  {:>7.1}  {:>7.1}  {:>6.2}  {:>7.1}  {:>7.1}  {:>6.2}  {:>9.3}",
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6]
     );
 }
 
@@ -325,6 +316,5 @@ fn main() {
     let model = LlamaModel::load_from_file(&backend, &path, &LlamaModelParams::default())
         .expect("load the model in-process");
     api_against_raw(&backend, &model);
-    drop(model);
-    parallel_against_single();
+    parallel_against_single(&backend, &model);
 }

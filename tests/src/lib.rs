@@ -1,5 +1,6 @@
 //! Test support shared by the end-to-end tests: the GGUF writer ([`gguf`]) and the fixture
-//! models it makes or fetches ([`fixtures`]), and a real `whaled` to test against ([`whaled`]).
+//! models it makes or fetches ([`fixtures`]), a real `whaled` to test against ([`whaled`]), and
+//! the raw llama-cpp-2 decode loop benchmarks compare with ([`raw`]).
 
 // DeepSeek, MoE, YaRN, Q4_K_M are names in prose here, not code to put in backticks
 #![allow(clippy::doc_markdown)]
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 pub mod fixtures;
 pub mod gguf;
+pub mod raw;
 pub mod whaled;
 
 /// The workspace root (this crate lives in `<root>/tests`).
