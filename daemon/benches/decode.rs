@@ -43,6 +43,8 @@ async fn engine_round(engine: &Engine) -> f64 {
             num_predict: TOKENS as i32,
             stop: Vec::new(),
             grammar: None,
+            shift: true,
+            truncate: true,
         })
         .expect("engine running");
     while let Some(event) = events.recv().await {
@@ -51,7 +53,7 @@ async fn engine_round(engine: &Engine) -> f64 {
             Event::Done(summary) => {
                 return f64::from(summary.eval_count) / summary.eval_duration.as_secs_f64();
             }
-            Event::Error(error) => panic!("{error}"),
+            Event::Error(error) | Event::Rejected(error) => panic!("{error}"),
         }
     }
     panic!("no summary");

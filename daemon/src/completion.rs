@@ -252,6 +252,10 @@ fn chunks(running: Running) -> impl Stream<Item = Result<Chunk, Error>> + Send +
                         load_duration: running.load_duration,
                     }))));
                 }
+                Some(Event::Rejected(message)) => {
+                    running.finished = true;
+                    running.pending.push_back(Err(Error::BadRequest(message)));
+                }
                 Some(Event::Error(message)) => {
                     running.finished = true;
                     running.pending.push_back(Err(Error::Internal(message)));

@@ -52,6 +52,8 @@ fn job(prompt: &str, num_predict: i32) -> GenerateJob {
         num_predict,
         stop: Vec::new(),
         grammar: None,
+        shift: true,
+        truncate: true,
     }
 }
 
@@ -62,7 +64,7 @@ async fn collect(mut events: Receiver<Event>) -> (String, Summary) {
         match event {
             Event::Text(piece) => text.push_str(&piece),
             Event::Done(summary) => return (text, summary),
-            Event::Error(error) => panic!("job failed: {error}"),
+            Event::Error(error) | Event::Rejected(error) => panic!("job failed: {error}"),
         }
     }
     panic!("the event channel closed without Done");
@@ -111,7 +113,7 @@ async fn stop_string_across_tokens_is_never_emitted() {
         match events.recv().await.expect("events until Done") {
             Event::Text(piece) => pieces.push(piece),
             Event::Done(summary) => break summary,
-            Event::Error(error) => panic!("job failed: {error}"),
+            Event::Error(error) | Event::Rejected(error) => panic!("job failed: {error}"),
         }
     };
     let text = pieces.concat();
@@ -203,15 +205,43 @@ async fn follow_up_prompt_evaluates_only_new_tokens() {
     engine.shutdown().await;
 }
 
+/// A prompt longer than the context: refused with `truncate` off; by default cut to the
+/// context (its first 4 tokens and its end, as Ollama), after which a model that can shift goes
+/// on and one that cannot ends at once.
 #[tokio::test]
-async fn prompt_longer_than_context_is_an_error_event() {
-    let engine = Engine::load(params(1)).await.expect("gemma loads");
-    let long = "one two three ".repeat(400);
-    let mut events = engine.generate(job(&long, 4)).unwrap();
+async fn prompt_longer_than_context_is_truncated_or_refused() {
+    let long = "one two three ".repeat(200);
+    let engine = Engine::load(LoadParams {
+        model_path: whale_tests::fixtures::qwen2(),
+        num_ctx: 64,
+        ..params(1)
+    })
+    .await
+    .expect("qwen2 loads");
+    let mut refused = job(&long, 4);
+    refused.truncate = false;
+    let mut events = engine.generate(refused).unwrap();
     match events.recv().await {
-        Some(Event::Error(message)) => assert!(message.contains("context length"), "{message}"),
+        Some(Event::Rejected(message)) => {
+            assert!(message.contains("context length"), "{message}");
+        }
         other => panic!("expected an error, got {other:?}"),
     }
+    let (_, summary) = run(&engine, job(&long, 4)).await;
+    assert_eq!(summary.prompt_eval_count, 64);
+    assert_eq!(summary.eval_count, 4);
+    engine.shutdown().await;
+
+    let engine = Engine::load(LoadParams {
+        num_ctx: 64,
+        ..params(1)
+    })
+    .await
+    .expect("gemma loads");
+    let (_, summary) = run(&engine, job(&long, 4)).await;
+    assert_eq!(summary.prompt_eval_count, 64);
+    assert_eq!(summary.done_reason, DoneReason::Length);
+    assert_eq!(summary.eval_count, 1, "Gemma's sliding window cannot shift");
     engine.shutdown().await;
 }
 
@@ -298,6 +328,34 @@ async fn a_full_context_shifts_and_generation_goes_on() {
         let (_, again) = run(&engine, job("Again.", 4)).await;
         assert_eq!(again.eval_count, 4, "{name}");
     }
+}
+
+/// `num_predict` −1 (unbounded) shifts too but ends after 10 × the context, as Ollama's; −2
+/// fills the context once; `shift: false` ends at the full context.
+#[tokio::test]
+async fn unbounded_generation_ends_and_shift_can_be_refused() {
+    let engine = Engine::load(LoadParams {
+        model_path: whale_tests::fixtures::deepseek2(),
+        num_ctx: 32,
+        ..params(1)
+    })
+    .await
+    .expect("deepseek2 loads");
+    let (_, unbounded) = run(&engine, job("Tell me a long story.", -1)).await;
+    assert_eq!(unbounded.done_reason, DoneReason::Length);
+    assert_eq!(unbounded.eval_count, 320);
+
+    let (_, fill) = run(&engine, job("Tell me a long story.", -2)).await;
+    assert_eq!(fill.done_reason, DoneReason::Length);
+    // The context holds the prompt and every generated token but the last.
+    assert_eq!(fill.context.len(), 32 + 1, "{fill:?}");
+
+    let mut unshifted = job("Tell me a long story.", 200);
+    unshifted.shift = false;
+    let (_, unshifted) = run(&engine, unshifted).await;
+    assert_eq!(unshifted.done_reason, DoneReason::Length);
+    assert!(unshifted.eval_count < 32, "{unshifted:?}");
+    engine.shutdown().await;
 }
 
 /// Gemma 3's sliding-window cache cannot shift: a full slot ends the job instead.

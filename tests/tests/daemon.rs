@@ -370,6 +370,23 @@ fn bad_input_gets_clear_errors_and_the_daemon_keeps_serving() {
     );
     check(status, &body, 400, "num_predict");
 
+    // A prompt longer than num_ctx is cut to it (its first tokens and its end, as Ollama), or
+    // refused with `truncate: false`.
+    let long = "one two three ".repeat(100);
+    let request = |truncate: Option<bool>| {
+        let mut request = json!({"model": "gemma", "prompt": long, "raw": true, "stream": false,
+                                 "options": {"num_ctx": 64, "num_predict": 2, "temperature": 0}});
+        if let Some(truncate) = truncate {
+            request["truncate"] = json!(truncate);
+        }
+        request
+    };
+    let (status, body) = daemon.post("/api/generate", &request(Some(false)));
+    check(status, &body, 400, "exceeds the context length");
+    let (status, body) = daemon.post("/api/generate", &request(None));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["prompt_eval_count"], 64, "{body}");
+
     let huge = vec![b' '; 40 << 20];
     let response = http.post(url("/api/chat")).body(huge).send().unwrap();
     assert_eq!(response.status().as_u16(), 413);

@@ -169,12 +169,24 @@ impl Grammar {
 pub struct GenerateJob {
     pub prompt: Prompt,
     pub sampling: Sampling,
-    /// Most tokens to generate; zero or negative means until end of generation or a full context.
+    /// Most tokens to generate (Ollama's meaning): a positive number is the bound; `-2` means
+    /// until the context is full; anything else until an end token, at most
+    /// [`UNBOUNDED_FACTOR`] × the context length.
     pub num_predict: i32,
     /// Stop strings: matched on text across token boundaries and never emitted.
     pub stop: Vec<String>,
     pub grammar: Option<Grammar>,
+    /// When the context fills up during generation, drop the older half of it and go on
+    /// (where the model allows it) rather than end with `Length`.
+    pub shift: bool,
+    /// A prompt longer than the context keeps its first tokens and its end, dropping what lies
+    /// between, rather than being refused with [`EngineError::ContextTooLong`].
+    pub truncate: bool,
 }
+
+/// An unbounded generation (`num_predict` −1) ends after this many times the context length,
+/// as Ollama's: with context shift, a model that never emits an end token would go on forever.
+pub const UNBOUNDED_FACTOR: u32 = 10;
 
 /// What a job's channel carries. `Text` pieces are complete UTF-8 and never contain (or end in
 /// a prefix of) a stop string that later matched. The last event is `Done` or `Error`.
@@ -182,6 +194,9 @@ pub struct GenerateJob {
 pub enum Event {
     Text(String),
     Done(Summary),
+    /// The job was refused before it started: its own input is wrong (too long for the context
+    /// with `truncate` off, empty, invalid tokens).
+    Rejected(String),
     Error(String),
 }
 
@@ -190,7 +205,8 @@ pub enum Event {
 pub enum DoneReason {
     /// End-of-generation token or a stop string.
     Stop,
-    /// `num_predict` reached or the slot's context is full (no context shift yet).
+    /// `num_predict` (or the bound of an unbounded generation) reached, or the slot's context
+    /// is full and cannot be shifted.
     Length,
     /// The job was cancelled (engine shutting down).
     Cancelled,
@@ -342,7 +358,7 @@ impl Engine {
     }
 
     /// Queues a job; its events arrive on the returned channel. Dropping the receiver cancels
-    /// the job. Errors about the job itself (too long, invalid tokens) arrive as `Event::Error`.
+    /// the job. Errors about the job itself (too long, invalid tokens) arrive as `Event::Rejected`.
     pub fn generate(&self, job: GenerateJob) -> Result<mpsc::Receiver<Event>, EngineError> {
         let (events, receiver) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         self.send(Command::Generate {

@@ -24,7 +24,7 @@ use super::output::{Pushed, TextOutput};
 use super::sampler::SequenceSampler;
 use super::{
     DoneReason, EngineError, Event, GenerateJob, LoadParams, ModelInfo, Prompt, Summary,
-    llama_backend,
+    UNBOUNDED_FACTOR, llama_backend,
 };
 use crate::engine::Embeddings;
 use crate::offload;
@@ -336,7 +336,10 @@ struct Running {
     generated: Vec<LlamaToken>,
     /// The token sampled last, to be decoded in the next batch (`None` while prefilling).
     next: Option<LlamaToken>,
-    limit: Option<u32>,
+    /// Most tokens to generate.
+    limit: u32,
+    /// Whether a full context is shifted (else the job ends with `Length`).
+    shift: bool,
     prompt_eval_count: u32,
     started: Instant,
     prefilled: Option<Instant>,
@@ -474,7 +477,7 @@ impl<'m> Worker<'m> {
                         job,
                         outbox,
                     }),
-                    Err(error) => outbox.finish(Event::Error(error.to_string())),
+                    Err(error) => outbox.finish(Event::Rejected(error.to_string())),
                 }
                 // An undeliverable error is dropped with the outbox: the channel has room for it.
             }
@@ -518,13 +521,29 @@ impl<'m> Worker<'m> {
         if prompt.is_empty() {
             return Err(EngineError::InvalidInput("the prompt is empty".to_owned()));
         }
-        if prompt.len() > self.n_ctx as usize {
+        let limit = self.n_ctx as usize;
+        if prompt.len() <= limit {
+            return Ok(prompt);
+        }
+        if !job.truncate {
             return Err(EngineError::ContextTooLong {
                 tokens: prompt.len(),
-                limit: self.n_ctx as usize,
+                limit,
             });
         }
-        Ok(prompt)
+        // As Ollama's runner: the first tokens (BOS, the start of the system prompt) and the
+        // last `limit - NUM_KEEP`; generation then starts with a context shift.
+        let keep = NUM_KEEP.min(limit);
+        let dropped = prompt.len() - limit;
+        tracing::warn!(
+            prompt = prompt.len(),
+            limit,
+            keep,
+            "truncating the prompt to the context length"
+        );
+        let mut truncated = prompt;
+        truncated.drain(keep..keep + dropped);
+        Ok(truncated)
     }
 
     /// Moves waiting jobs into free slots, each into the free slot sharing its longest prefix.
@@ -583,7 +602,11 @@ impl<'m> Worker<'m> {
                 return;
             }
         };
-        let limit = u32::try_from(job.num_predict).ok().filter(|&n| n > 0);
+        let (limit, shift) = match job.num_predict {
+            n if n > 0 => (n as u32, job.shift),
+            -2 => (u32::MAX, false),
+            _ => (self.n_ctx.saturating_mul(UNBOUNDED_FACTOR), job.shift),
+        };
         self.starts += 1;
         self.slots[index].last_used = self.starts;
         self.slots[index].job = Some(Running {
@@ -595,6 +618,7 @@ impl<'m> Worker<'m> {
             generated: Vec::new(),
             next: None,
             limit,
+            shift,
             started: Instant::now(),
             prefilled: None,
             in_batch: 0,
@@ -762,26 +786,19 @@ impl<'m> Worker<'m> {
                 return;
             }
         }
-        let at_limit = job
-            .limit
-            .is_some_and(|limit| job.generated.len() >= limit as usize);
-        if at_limit {
+        if job.generated.len() >= job.limit as usize {
             self.finish(index, DoneReason::Length, None);
             return;
         }
         job.next = Some(token);
-        // Only a generation with a bound goes on past a full slot: an unbounded one
-        // (num_predict unset or negative) would otherwise never end on a model that never
-        // emits an end token.
-        let bounded = job.limit.is_some();
-        if slot.cached.len() >= self.n_ctx as usize && !(bounded && self.shift_context(index)) {
+        let shift = job.shift;
+        if slot.cached.len() >= self.n_ctx as usize && !(shift && self.shift_context(index)) {
             self.finish(index, DoneReason::Length, None);
         }
     }
 
-    /// Makes room in a full slot of a bounded generation: keeps the first [`NUM_KEEP`] tokens, drops
-    /// half of the rest, and moves the newer half down in the KV cache. `false` when the model
-    /// cannot shift.
+    /// Makes room in a full slot: keeps the first [`NUM_KEEP`] tokens, drops half of the rest,
+    /// and moves the newer half down in the KV cache. `false` when the model cannot shift.
     fn shift_context(&mut self, index: usize) -> bool {
         if !self.can_shift {
             return false;

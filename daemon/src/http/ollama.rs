@@ -144,13 +144,16 @@ async fn lease_for(
         .await
 }
 
-fn job(options: &RunOptions) -> GenerateJob {
+/// The engine job of a request; `truncate` and `shift` default to true, as in Ollama.
+fn job(options: &RunOptions, truncate: Option<bool>, shift: Option<bool>) -> GenerateJob {
     GenerateJob {
         prompt: crate::engine::Prompt::Tokens(Vec::new()),
         sampling: options.sampling.clone(),
         num_predict: options.num_predict,
         stop: options.stop.clone(),
         grammar: None,
+        shift: shift.unwrap_or(true),
+        truncate: truncate.unwrap_or(true),
     }
 }
 
@@ -248,7 +251,7 @@ pub async fn generate(
         template: model.template.clone(),
         request_template: request.template.clone(),
         think,
-        job: job(&options),
+        job: job(&options, request.truncate, request.shift),
         grammar,
     };
     let chunks = completion::start(lease, plan, started, load_duration)?;
@@ -416,7 +419,7 @@ pub async fn chat(
         template: model.template.clone(),
         request_template: None,
         think,
-        job: job(&options),
+        job: job(&options, request.truncate, request.shift),
         grammar,
     };
     let chunks = completion::start(lease, plan, started, load_duration)?;
