@@ -188,7 +188,9 @@ impl Error {
             Self::DaemonExited { .. } | Self::DaemonSilent { .. } => {
                 Some("run 'whale serve' to see what whaled says".into())
             }
-            Self::ModelNotFound { model } => Some(format!("pull it with 'whale pull {model}'")),
+            Self::ModelNotFound { model } => Some(format!(
+                "'whale list' shows the models here; 'whale pull {model}' fetches this one"
+            )),
             Self::Pull { .. } => Some(
                 "check the name: 'whale list' shows the models here, and a name without a \
                  registry host is pulled from registry.ollama.ai"
@@ -230,7 +232,7 @@ mod tests {
         };
         assert_eq!(
             missing.hint().unwrap(),
-            "pull it with 'whale pull deepseek-r1:7b'"
+            "'whale list' shows the models here; 'whale pull deepseek-r1:7b' fetches this one"
         );
         let spawn = Error::Spawn {
             program: "whaled".into(),

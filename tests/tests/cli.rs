@@ -378,11 +378,19 @@ fn errors_say_what_went_wrong_and_what_to_do() {
     let missing =
         whale(&daemon, &["show", "no-such-model"]).failure("model 'no-such-model' not found");
     assert!(
-        missing
-            .stderr
-            .contains("hint: pull it with 'whale pull no-such-model'"),
+        missing.stderr.contains(
+            "hint: 'whale list' shows the models here; 'whale pull no-such-model' fetches this one"
+        ),
         "{missing:#?}"
     );
+    for args in [
+        &["rm", "no-such-model"][..],
+        &["stop", "no-such-model"],
+        &["cp", "no-such-model", "other"],
+    ] {
+        let failed = whale(&daemon, args).failure("model 'no-such-model' not found");
+        assert!(failed.stderr.contains("hint: 'whale list'"), "{failed:#?}");
+    }
     // `run` pulls a model it does not have; that fails for a name no registry knows (or, on a
     // machine without the internet, because the registry cannot be reached).
     let run =
