@@ -883,27 +883,17 @@ pub async fn embed(
     Json(request): Json<api::EmbedRequest>,
 ) -> Result<axum::Json<api::EmbedResponse>, Error> {
     let started = Instant::now();
-    let model = LocalModel::find(&state.store, &request.model).await?;
-    let options = options::resolve(
-        &model.params,
-        request.options.as_ref(),
-        state.config.context_length,
-    )?;
     let inputs = request.input.clone().into_vec();
-    let lease = lease_for(
+    let truncate = request.truncate.unwrap_or(true);
+    let (mut embeddings, load_duration) = run_embedding(
         &state,
-        &model,
         &request.model,
-        &options,
+        request.options.as_ref(),
         request.keep_alive,
-        true,
+        inputs,
+        truncate,
     )
     .await?;
-    let load_duration = started.elapsed();
-    let mut embeddings = lease
-        .engine()
-        .embed(inputs, request.truncate.unwrap_or(true))
-        .await?;
     embeddings.normalize();
     Ok(axum::Json(api::EmbedResponse {
         model: request.model.clone(),
@@ -914,29 +904,20 @@ pub async fn embed(
     }))
 }
 
+/// The legacy endpoint: one prompt, its vector as the model gives it (not normalised).
 pub async fn embeddings(
     State(state): SharedState,
     Json(request): Json<api::EmbeddingRequest>,
 ) -> Result<axum::Json<api::EmbeddingResponse>, Error> {
-    let model = LocalModel::find(&state.store, &request.model).await?;
-    let options = options::resolve(
-        &model.params,
-        request.options.as_ref(),
-        state.config.context_length,
-    )?;
-    let lease = lease_for(
+    let (mut embeddings, _) = run_embedding(
         &state,
-        &model,
         &request.model,
-        &options,
+        request.options.as_ref(),
         request.keep_alive,
+        vec![request.prompt.clone()],
         true,
     )
     .await?;
-    let mut embeddings = lease
-        .engine()
-        .embed(vec![request.prompt.clone()], true)
-        .await?;
     Ok(axum::Json(api::EmbeddingResponse {
         embedding: embeddings
             .vectors
@@ -946,4 +927,22 @@ pub async fn embeddings(
             .map(f64::from)
             .collect(),
     }))
+}
+
+/// Loads `name` for embeddings and embeds `inputs`; also returns how long loading took.
+async fn run_embedding(
+    state: &AppState,
+    name: &str,
+    request_options: Option<&api::Options>,
+    keep_alive: Option<KeepAlive>,
+    inputs: Vec<String>,
+    truncate: bool,
+) -> Result<(crate::engine::Embeddings, Duration), Error> {
+    let started = Instant::now();
+    let model = LocalModel::find(&state.store, name).await?;
+    let options = options::resolve(&model.params, request_options, state.config.context_length)?;
+    let lease = lease_for(state, &model, name, &options, keep_alive, true).await?;
+    let load_duration = started.elapsed();
+    let embeddings = lease.engine().embed(inputs, truncate).await?;
+    Ok((embeddings, load_duration))
 }
