@@ -51,7 +51,7 @@ pub struct Config {
     #[arg(long, env = ENV_KEEP_ALIVE, default_value = "5m", value_parser = parse_keep_alive)]
     pub keep_alive: KeepAlive,
 
-    /// Requests each loaded model serves at once; its KV cache holds num_ctx × this many tokens.
+    /// Requests each loaded model serves at once; its KV cache holds `num_ctx` × this many tokens.
     #[arg(long, env = ENV_NUM_PARALLEL, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub num_parallel: u32,
 
@@ -150,8 +150,8 @@ mod tests {
     #[test]
     fn keep_alive_forms() {
         let cases = [
-            ("5m", KeepAlive::For(Duration::from_secs(300))),
-            ("1h30m", KeepAlive::For(Duration::from_secs(5400))),
+            ("5m", KeepAlive::For(Duration::from_mins(5))),
+            ("1h30m", KeepAlive::For(Duration::from_mins(90))),
             ("0", KeepAlive::For(Duration::ZERO)),
             ("-1", KeepAlive::Forever),
             ("-1m", KeepAlive::Forever),
@@ -196,6 +196,6 @@ mod tests {
     fn defaults_resolve() {
         let config = Config::try_parse_from(["whaled"]).unwrap();
         assert_eq!(config.num_parallel, 1);
-        assert_eq!(config.keep_alive, KeepAlive::For(Duration::from_secs(300)));
+        assert_eq!(config.keep_alive, KeepAlive::For(Duration::from_mins(5)));
     }
 }

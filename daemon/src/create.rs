@@ -64,9 +64,9 @@ pub async fn plan(store: &Store, request: api::CreateRequest) -> Result<CreatePl
         }
     } else if let Some(from) = request.from.as_deref().filter(|from| !from.is_empty()) {
         let source = LocalModel::find(store, from).await?;
-        params = source.params.clone();
+        params.clone_from(&source.params);
         weights = Some(source.weights.clone());
-        base = source.manifest.layers.clone();
+        base.clone_from(&source.manifest.layers);
     } else {
         return Err(Error::BadRequest(
             "neither 'from' nor 'files' was given: name a model or upload a GGUF".to_owned(),

@@ -58,9 +58,11 @@ impl Error {
 fn registry_status(error: &whale_registry::Error) -> StatusCode {
     use whale_registry::Error as E;
     match error {
-        E::InvalidName { .. } | E::InvalidDigest { .. } => StatusCode::BAD_REQUEST,
+        E::InvalidName { .. }
+        | E::InvalidDigest { .. }
+        | E::DigestMismatch { .. }
+        | E::SizeMismatch { .. } => StatusCode::BAD_REQUEST,
         E::ModelNotFound { .. } | E::BlobNotFound { .. } => StatusCode::NOT_FOUND,
-        E::DigestMismatch { .. } | E::SizeMismatch { .. } => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

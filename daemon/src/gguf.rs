@@ -587,9 +587,9 @@ impl GgufFile {
             // Some keys (head_count_kv, feed_forward_length) may be per-layer arrays.
             let values: Vec<&MetaValue> = match value {
                 MetaValue::Array(items) if items.len() as u64 > KEPT_ARRAY_LEN => {
-                    return Err(too_long_per_layer(key, items.len() as u64));
+                    return Err(too_long_per_layer(&key, items.len() as u64));
                 }
-                MetaValue::LongArray(len) => return Err(too_long_per_layer(key, *len)),
+                MetaValue::LongArray(len) => return Err(too_long_per_layer(&key, *len)),
                 MetaValue::Array(items) => items.iter().collect(),
                 other => vec![other],
             };
@@ -697,7 +697,7 @@ impl GgufFile {
 }
 
 /// A per-layer hyper-parameter array longer than any model's layer count.
-fn too_long_per_layer(key: String, len: u64) -> GgufError {
+fn too_long_per_layer(key: &str, len: u64) -> GgufError {
     GgufError::TooLarge {
         what: format!("per-layer array '{key}' length"),
         value: len,

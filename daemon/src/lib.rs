@@ -63,7 +63,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = Arc::new(state);
-    let app = http::router(Arc::clone(&state));
+    let app = http::router(&state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -124,7 +124,7 @@ const MAX_TEXT_LAYER: u64 = 1 << 20;
 
 fn read_text(store: &Store, digest: &Digest) -> Result<String, Error> {
     let path = store.blob_path(digest);
-    let size = std::fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0);
+    let size = std::fs::metadata(&path).map_or(0, |meta| meta.len());
     if size > MAX_TEXT_LAYER {
         return Err(Error::Internal(format!(
             "layer {digest} is {size} bytes, too large for a text layer"

@@ -345,7 +345,7 @@ impl Shared {
 
     /// Waits until nobody uses `runner`, for at most the load timeout.
     async fn wait_idle(&self, runner: &Runner) -> Result<(), Error> {
-        let deadline = Instant::now() + Duration::from_secs(300);
+        let deadline = Instant::now() + Duration::from_mins(5);
         while !runner.is_idle() {
             if Instant::now() > deadline {
                 return Err(Error::Busy(runner.name.clone()));

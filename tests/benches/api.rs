@@ -7,7 +7,7 @@
 //!    the raw loop (one sequence against four decoded in one batch): what batching itself
 //!    gives on this machine and model, the ceiling for whaled's ratio.
 //!
-//! Gemma 3 270M Q4_K_M, 2 threads, greedy (no penalties on either side: whaled's default
+//! Gemma 3 270M `Q4_K_M`, 2 threads, greedy (no penalties on either side: whaled's default
 //! `repeat_penalty` is 1.0, so its sampler chain is greedy alone, as the raw loop's), raw mode,
 //! 128 generated tokens per request, 512 tokens of context per sequence. Raw and API rounds
 //! alternate and never overlap: each waits for the other to finish, so they never compete for
@@ -137,14 +137,15 @@ fn median(values: &[f64]) -> f64 {
 }
 
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".to_owned(),
+        |text| {
             text.split_whitespace()
                 .take(3)
                 .collect::<Vec<_>>()
                 .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".to_owned())
+        },
+    )
 }
 
 fn start_daemon(num_parallel: u32) -> Whaled {

@@ -599,8 +599,9 @@ mod tests {
                 bytes[layout.data_at + 4..layout.data_at + 8]
                     .try_into()
                     .unwrap()
-            ),
-            2.0
+            )
+            .to_bits(),
+            2.0f32.to_bits()
         );
     }
 }

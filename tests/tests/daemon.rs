@@ -236,7 +236,7 @@ fn disconnect_frees_the_slot_and_queue_overflow_is_503() {
         .start();
     daemon.create_from_gguf("gemma", &fixtures::gemma());
     let long = json!({"model": "gemma", "prompt": "Once upon a time", "raw": true,
-                      "options": {"temperature": 0, "num_predict": 100000, "num_ctx": 4096}});
+                      "options": {"temperature": 0, "num_predict": 100_000, "num_ctx": 4096}});
     // Hold the only slot with a long stream, read one chunk.
     let mut stream = std::net::TcpStream::connect(daemon.address).unwrap();
     let body = long.to_string();
@@ -247,7 +247,7 @@ fn disconnect_frees_the_slot_and_queue_overflow_is_503() {
     )
     .unwrap();
     stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
+        .set_read_timeout(Some(Duration::from_mins(2)))
         .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();

@@ -242,7 +242,9 @@ impl Embeddings {
         for vector in &mut self.vectors {
             let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
             if norm > 0.0 {
-                vector.iter_mut().for_each(|x| *x /= norm);
+                for x in vector.iter_mut() {
+                    *x /= norm;
+                }
             }
         }
     }

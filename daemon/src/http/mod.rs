@@ -21,7 +21,7 @@ pub use extract::Json;
 pub const MAX_JSON_BODY: usize = 32 << 20;
 
 /// Every route whaled serves.
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: &Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/", get(ollama::root).head(ollama::root))
         .route("/api/version", get(ollama::version).head(ollama::version))
@@ -44,6 +44,6 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
-        .with_state(Arc::clone(&state));
+        .with_state(Arc::clone(state));
     api.merge(whale_registry::server::router(state.store.clone()))
 }

@@ -1,5 +1,6 @@
 //! Ollama's native API, field for field (see `shared/reference/ollama.md` §1).
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -311,13 +312,12 @@ fn generate_response(name: &str, chunk: Chunk, raw: bool) -> api::GenerateRespon
 /// MESSAGE history as Ollama does, and stripping earlier turns' reasoning.
 fn conversation(model: &LocalModel, messages: &[api::Message]) -> Result<Vec<ChatMessage>, Error> {
     let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len() + 2);
-    if let Some(system) = &model.system {
-        if messages
+    if let Some(system) = &model.system
+        && messages
             .first()
             .is_none_or(|first| !first.role.eq_ignore_ascii_case("system"))
-        {
-            out.push(ChatMessage::new("system", system.clone()));
-        }
+    {
+        out.push(ChatMessage::new("system", system.clone()));
     }
     for message in &model.messages {
         out.push(ChatMessage::new(
@@ -652,10 +652,10 @@ fn modelfile_text(model: &LocalModel, template: &str) -> String {
         model.weights_path.display()
     );
     if !template.is_empty() {
-        text.push_str(&format!("TEMPLATE \"\"\"{template}\"\"\"\n"));
+        let _ = writeln!(text, "TEMPLATE \"\"\"{template}\"\"\"");
     }
     if let Some(system) = &model.system {
-        text.push_str(&format!("SYSTEM \"\"\"{system}\"\"\"\n"));
+        let _ = writeln!(text, "SYSTEM \"\"\"{system}\"\"\"");
     }
     for (key, value) in &model.params {
         let values = match value {
@@ -663,11 +663,11 @@ fn modelfile_text(model: &LocalModel, template: &str) -> String {
             other => vec![other.clone()],
         };
         for value in values {
-            text.push_str(&format!("PARAMETER {key} {value}\n"));
+            let _ = writeln!(text, "PARAMETER {key} {value}");
         }
     }
     for license in &model.license {
-        text.push_str(&format!("LICENSE \"\"\"{license}\"\"\"\n"));
+        let _ = writeln!(text, "LICENSE \"\"\"{license}\"\"\"");
     }
     text
 }
@@ -821,7 +821,6 @@ pub async fn push(
     };
     let options = PushOptions {
         insecure: request.insecure.unwrap_or(false),
-        ..PushOptions::default()
     };
     let store = state.store.clone();
     transfer(request.stream != Some(false), move |sender| {
