@@ -1,5 +1,7 @@
 //! `whaled`: resolves its config and serves until Ctrl-C or SIGTERM.
 
+use std::io::IsTerminal as _;
+
 use anyhow::Context;
 use clap::Parser;
 use whale_daemon::Config;
@@ -7,9 +9,12 @@ use whale_daemon::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    // Colours only on a terminal: the log of a background whaled is a file.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     let listener = tokio::net::TcpListener::bind(config.host)
         .await
