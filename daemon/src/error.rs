@@ -1,4 +1,5 @@
-//! The daemon's error type and the one table that maps it to HTTP statuses.
+//! The daemon's error type and the one table that maps it to HTTP statuses; the body is
+//! Ollama's `{"error": "..."}`, or OpenAI's error object on `/v1/*` ([`OpenAiError`]).
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -67,16 +68,50 @@ fn registry_status(error: &whale_registry::Error) -> StatusCode {
     }
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let status = self.status();
+impl Error {
+    /// Server errors are logged; a client's mistakes are the client's to read.
+    fn log(&self, status: StatusCode) {
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");
         }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        self.log(status);
         (
             status,
             Json(serde_json::json!({ "error": self.to_string() })),
         )
             .into_response()
+    }
+}
+
+/// An [`Error`] as the OpenAI-compatible `/v1/*` routes answer it: the same status, and OpenAI's
+/// body `{"error": {"message", "type", "param", "code"}}` with the type taken from the status.
+/// Those handlers return it, and `?` converts any [`Error`].
+#[derive(Debug)]
+pub struct OpenAiError(pub Error);
+
+impl From<Error> for OpenAiError {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
+}
+
+impl OpenAiError {
+    /// The body alone, also sent as the last event of a stream that fails midway.
+    pub fn body(error: &Error) -> whale_api::openai::ErrorResponse {
+        whale_api::openai::ErrorResponse::new(error.status().as_u16(), error.to_string())
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        self.0.log(status);
+        (status, Json(Self::body(&self.0))).into_response()
     }
 }

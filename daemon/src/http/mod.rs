@@ -1,11 +1,14 @@
 //! The HTTP surface: one router for Ollama's `/api/*`, the OpenAI/DeepSeek `/v1/*`, and the
 //! store's read-only `/v2/` registry routes. Handlers are thin: they extract, validate into
 //! typed requests, call the core, and map the result; errors become `{"error": ...}` through
-//! [`crate::error::Error`].
+//! [`crate::error::Error`], and OpenAI's error object on `/v1/*` through
+//! [`crate::error::OpenAiError`]. Streams are NDJSON on `/api/*` and Server-Sent Events on `/v1/*`.
 
 mod extract;
 mod ndjson;
 mod ollama;
+mod openai;
+mod sse;
 
 use std::sync::Arc;
 
@@ -37,6 +40,10 @@ pub fn router(state: &Arc<AppState>) -> Router {
         .route("/api/create", post(ollama::create))
         .route("/api/embed", post(ollama::embed))
         .route("/api/embeddings", post(ollama::embeddings))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models))
+        // Names may hold slashes (`hf.co/user/repo:tag`).
+        .route("/v1/models/{*model}", get(openai::model))
         .route(
             "/api/blobs/{digest}",
             head(ollama::blob_exists)

@@ -61,17 +61,13 @@ fn metrics(finished: &completion::Finished) -> api::Metrics {
 }
 
 /// A parsed tool call on the wire: `call_` + 8 random characters as its id, as Ollama gives.
-fn tool_call(index: usize, call: chat::ToolCall) -> api::ToolCall {
+pub(super) fn tool_call(index: usize, call: chat::ToolCall) -> api::ToolCall {
     let arguments = match call.arguments {
         serde_json::Value::Object(map) => map.into_iter().collect(),
         _ => std::collections::BTreeMap::new(),
     };
-    let id: String = rand::random_iter::<u8>()
-        .map(|b| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[usize::from(b) % 36]))
-        .take(8)
-        .collect();
     api::ToolCall {
-        id: Some(format!("call_{id}")),
+        id: Some(format!("call_{}", random_id(8))),
         function: api::ToolCallFunction {
             index: Some(index as u32),
             name: call.name,
@@ -80,8 +76,16 @@ fn tool_call(index: usize, call: chat::ToolCall) -> api::ToolCall {
     }
 }
 
+/// `length` random lowercase letters and digits, for ids that only need to differ.
+pub(super) fn random_id(length: usize) -> String {
+    rand::random_iter::<u8>()
+        .map(|b| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[usize::from(b) % 36]))
+        .take(length)
+        .collect()
+}
+
 /// Ollama's `done_reason` words.
-fn done_reason(reason: crate::engine::DoneReason) -> &'static str {
+pub(super) fn done_reason(reason: crate::engine::DoneReason) -> &'static str {
     match reason {
         crate::engine::DoneReason::Stop | crate::engine::DoneReason::Cancelled => "stop",
         crate::engine::DoneReason::Length => "length",
@@ -116,6 +120,17 @@ fn grammar(format: Option<&api::Format>) -> Result<Option<String>, Error> {
             .map(Some)
             .map_err(|error| Error::BadRequest(format!("invalid format schema: {error}"))),
     }
+}
+
+/// Finds the model `name` and resolves its options under the request's `options`.
+async fn model_and_options(
+    state: &AppState,
+    name: &str,
+    request: Option<&api::Options>,
+) -> Result<(LocalModel, RunOptions), Error> {
+    let model = LocalModel::find(&state.store, name).await?;
+    let options = options::resolve(&model.params, request, state.config.context_length)?;
+    Ok((model, options))
 }
 
 /// Loads (or finds loaded) the model for a generation; returns the lease and options.
@@ -205,12 +220,7 @@ pub async fn generate(
             "\"{name}\" does not support insert"
         )));
     }
-    let model = LocalModel::find(&state.store, &name).await?;
-    let options = options::resolve(
-        &model.params,
-        request.options.as_ref(),
-        state.config.context_length,
-    )?;
+    let (model, options) = model_and_options(&state, &name, request.options.as_ref()).await?;
     let keep_alive = request.keep_alive;
     let prompt = request.prompt.clone();
     if prompt.is_empty() {
@@ -382,16 +392,10 @@ pub async fn chat(
     Json(request): Json<api::ChatRequest>,
 ) -> Result<Response, Error> {
     let started = Instant::now();
-    let name = request.model.clone();
-    let model = LocalModel::find(&state.store, &name).await?;
-    let options = options::resolve(
-        &model.params,
-        request.options.as_ref(),
-        state.config.context_length,
-    )?;
-    let keep_alive = request.keep_alive;
     if request.messages.is_empty() {
-        let reason = load_or_unload(&state, &model, &name, &options, keep_alive).await?;
+        let name = request.model;
+        let (model, options) = model_and_options(&state, &name, request.options.as_ref()).await?;
+        let reason = load_or_unload(&state, &model, &name, &options, request.keep_alive).await?;
         return Ok(axum::Json(api::ChatResponse {
             model: name,
             created_at: now(),
@@ -402,6 +406,25 @@ pub async fn chat(
         })
         .into_response());
     }
+    let stream = request.stream != Some(false);
+    let name = request.model.clone();
+    let chunks = chat_chunks(&state, request, started).await?;
+    let responses = chunks.map(move |chunk| chunk.map(|chunk| chat_response(&name, chunk)));
+    if !stream {
+        return Ok(axum::Json(collect_chat(responses).await?).into_response());
+    }
+    Ok(ndjson::response(responses))
+}
+
+/// Starts the generation of a chat with at least one message. The OpenAI handler translates
+/// its requests into this one, so both APIs share one pipeline.
+pub(super) async fn chat_chunks(
+    state: &AppState,
+    request: api::ChatRequest,
+    started: Instant,
+) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
+    let name = request.model.clone();
+    let (model, options) = model_and_options(state, &name, request.options.as_ref()).await?;
     let messages = conversation(&model, &request.messages)?;
     let tools: Vec<serde_json::Value> = request
         .tools
@@ -411,27 +434,22 @@ pub async fn chat(
         .collect();
     let think = think(request.think.as_ref());
     let grammar = grammar(request.format.as_ref())?;
-    let lease = lease_for(&state, &model, &name, &options, keep_alive, false).await?;
+    let lease = lease_for(state, &model, &name, &options, request.keep_alive, false).await?;
     let load_duration = started.elapsed();
     let plan = Plan {
         input: Input::Chat { messages, tools },
-        model_name: name.clone(),
+        model_name: name,
         template: model.template.clone(),
         request_template: None,
         think,
         job: job(&options, request.truncate, request.shift),
         grammar,
     };
-    let chunks = completion::start(lease, plan, started, load_duration)?;
-    let model_name = name.clone();
-    let responses = chunks.map(move |chunk| chunk.map(|chunk| chat_response(&model_name, chunk)));
-    if request.stream == Some(false) {
-        return Ok(axum::Json(collect_chat(responses).await?).into_response());
-    }
-    Ok(ndjson::response(responses))
+    completion::start(lease, plan, started, load_duration)
 }
 
-async fn collect_chat(
+/// The whole answer of a chat: the streamed responses joined, the last one's metrics kept.
+pub(super) async fn collect_chat(
     responses: impl Stream<Item = Result<api::ChatResponse, Error>>,
 ) -> Result<api::ChatResponse, Error> {
     let mut content = String::new();
@@ -452,7 +470,7 @@ async fn collect_chat(
     Ok(last)
 }
 
-fn chat_response(name: &str, chunk: Chunk) -> api::ChatResponse {
+pub(super) fn chat_response(name: &str, chunk: Chunk) -> api::ChatResponse {
     let mut response = api::ChatResponse {
         model: name.to_owned(),
         created_at: now(),
@@ -938,8 +956,7 @@ async fn run_embedding(
     truncate: bool,
 ) -> Result<(crate::engine::Embeddings, Duration), Error> {
     let started = Instant::now();
-    let model = LocalModel::find(&state.store, name).await?;
-    let options = options::resolve(&model.params, request_options, state.config.context_length)?;
+    let (model, options) = model_and_options(state, name, request_options).await?;
     let lease = lease_for(state, &model, name, &options, keep_alive, true).await?;
     let load_duration = started.elapsed();
     let embeddings = lease.engine().embed(inputs, truncate).await?;

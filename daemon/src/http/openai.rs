@@ -1,0 +1,536 @@
+//! The OpenAI / DeepSeek-compatible API (see `shared/reference/ollama.md` §2): thin
+//! translators onto the native chat. A `/v1/chat/completions` request becomes an
+//! [`api::ChatRequest`] (its sampling fields an `options` overlay, validated by the same
+//! `options::resolve`) and runs through [`ollama::chat_chunks`]; the chunks become one
+//! `chat.completion` (joined as `/api/chat` joins them) or `chat.completion.chunk` events.
+//! Reasoning goes out under DeepSeek's `reasoning_content` and Ollama's `reasoning`; both are
+//! accepted on input. Errors use the status table of [`Error`] and OpenAI's body
+//! ([`OpenAiError`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use whale_api as api;
+use whale_api::openai as wire;
+use whale_registry::ModelRef;
+
+use super::{Json, ollama, sse};
+use crate::completion::{Chunk, Finished};
+use crate::error::{Error, OpenAiError};
+use crate::model::LocalModel;
+use crate::state::AppState;
+
+type SharedState = State<Arc<AppState>>;
+
+/// `system_fingerprint` of every answer.
+const FINGERPRINT: &str = "fp_whale";
+
+pub async fn chat_completions(
+    State(state): SharedState,
+    body: Result<Json<wire::ChatCompletionRequest>, Error>,
+) -> Result<Response, OpenAiError> {
+    let started = Instant::now();
+    let Json(request) = body?;
+    let stream = request.stream == Some(true);
+    let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+    let native = chat_request(request)?;
+    let writer = Writer {
+        id: format!("chatcmpl-{}", ollama::random_id(24)),
+        created: unix(SystemTime::now()),
+        model: native.model.clone(),
+        first: true,
+        calls: 0,
+    };
+    let chunks = ollama::chat_chunks(&state, native, started).await?;
+    if stream {
+        return Ok(sse::response(writer.chunks(chunks, include_usage)));
+    }
+    // The native answer, joined as `/api/chat` joins it; the usage from the last chunk.
+    let mut usage = wire::Usage::default();
+    let responses = chunks.map(|chunk| {
+        chunk.map(|chunk| {
+            if let Chunk::Done(finished) = &chunk {
+                usage = usage_of(finished);
+            }
+            ollama::chat_response(&writer.model, chunk)
+        })
+    });
+    let whole = ollama::collect_chat(responses).await?;
+    Ok(axum::Json(writer.completion(whole, usage)).into_response())
+}
+
+pub async fn models(State(state): SharedState) -> Result<axum::Json<wire::ModelList>, OpenAiError> {
+    let stored = state.store.list().await.map_err(Error::from)?;
+    Ok(axum::Json(wire::ModelList {
+        object: "list".to_owned(),
+        data: stored
+            .iter()
+            .map(|entry| model_entry(&entry.reference, entry.modified))
+            .collect(),
+    }))
+}
+
+pub async fn model(
+    State(state): SharedState,
+    Path(name): Path<String>,
+) -> Result<axum::Json<wire::Model>, OpenAiError> {
+    let model = LocalModel::find(&state.store, &name).await?;
+    Ok(axum::Json(model_entry(&model.reference, model.modified)))
+}
+
+/// A model as `/v1/models` lists it: the name `/api/tags` shows, owned by its namespace.
+fn model_entry(reference: &ModelRef, modified: SystemTime) -> wire::Model {
+    wire::Model {
+        id: reference.short(),
+        object: "model".to_owned(),
+        created: unix(modified),
+        owned_by: reference.namespace().to_owned(),
+    }
+}
+
+fn unix(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// The native request an OpenAI chat request means.
+fn chat_request(request: wire::ChatCompletionRequest) -> Result<api::ChatRequest, Error> {
+    if request.messages.is_empty() {
+        return Err(Error::BadRequest(
+            "messages: [] is too short - 'messages'".to_owned(),
+        ));
+    }
+    let think = think(&request)?;
+    let format = format(request.response_format)?;
+    let options = api::Options {
+        num_predict: request.max_completion_tokens.or(request.max_tokens),
+        temperature: request.temperature,
+        top_p: request.top_p,
+        seed: request.seed,
+        stop: request.stop.map(wire::Stop::into_vec),
+        frequency_penalty: request.frequency_penalty,
+        presence_penalty: request.presence_penalty,
+        ..api::Options::default()
+    };
+    Ok(api::ChatRequest {
+        messages: messages(&request.model, request.messages)?,
+        model: request.model,
+        tools: request.tools,
+        format,
+        options: Some(options),
+        stream: request.stream,
+        think,
+        ..api::ChatRequest::default()
+    })
+}
+
+/// `reasoning_effort` (or `reasoning.effort`) as Ollama maps it to `think`; else DeepSeek's
+/// `thinking: {"type": "enabled" | "disabled"}`; else the model's default.
+fn think(request: &wire::ChatCompletionRequest) -> Result<Option<api::Think>, Error> {
+    use api::{Think, ThinkLevel};
+    let effort = match (&request.reasoning_effort, &request.reasoning) {
+        (Some(effort), _) => Some(("reasoning_effort", effort.as_str())),
+        (
+            None,
+            Some(wire::ReasoningOptions {
+                effort: Some(effort),
+            }),
+        ) => Some(("reasoning.effort", effort.as_str())),
+        _ => None,
+    };
+    if let Some((field, effort)) = effort {
+        let think = match effort {
+            "none" => Think::Enabled(false),
+            "minimal" | "low" => Think::Level(ThinkLevel::Low),
+            "medium" => Think::Level(ThinkLevel::Medium),
+            "high" => Think::Level(ThinkLevel::High),
+            "max" | "xhigh" | "ultra" => Think::Level(ThinkLevel::Max),
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "{field}: invalid value {other:?} (expected none, minimal, low, medium, high, xhigh or max)"
+                )));
+            }
+        };
+        return Ok(Some(think));
+    }
+    match request
+        .thinking
+        .as_ref()
+        .map(|thinking| thinking.kind.as_str())
+    {
+        None => Ok(None),
+        Some("enabled") => Ok(Some(Think::Enabled(true))),
+        Some("disabled") => Ok(Some(Think::Enabled(false))),
+        Some(other) => Err(Error::BadRequest(format!(
+            "thinking.type: invalid value {other:?} (expected enabled or disabled)"
+        ))),
+    }
+}
+
+/// `response_format` as the native `format`.
+fn format(response_format: Option<wire::ResponseFormat>) -> Result<Option<api::Format>, Error> {
+    Ok(match response_format {
+        None | Some(wire::ResponseFormat::Text) => None,
+        Some(wire::ResponseFormat::JsonObject) => Some(api::Format::Json),
+        Some(wire::ResponseFormat::JsonSchema { json_schema }) => {
+            Some(api::Format::Schema(json_schema.schema.ok_or_else(
+                || Error::BadRequest("response_format.json_schema.schema is required".to_owned()),
+            )?))
+        }
+    })
+}
+
+/// The native messages: text parts joined, reasoning (under either name) as `thinking` (which
+/// the native chat strips from turns before the last user message), tool-call arguments parsed
+/// from their JSON strings, and a tool result's name taken from the call it answers.
+fn messages(model: &str, messages: Vec<wire::ChatMessage>) -> Result<Vec<api::Message>, Error> {
+    let mut call_names: HashMap<String, String> = HashMap::new();
+    let mut out = Vec::with_capacity(messages.len());
+    for (index, message) in messages.into_iter().enumerate() {
+        let content = match &message.content {
+            None => String::new(),
+            Some(wire::Content::Text(text)) => text.clone(),
+            Some(content @ wire::Content::Parts(parts)) => {
+                if parts
+                    .iter()
+                    .any(|part| !matches!(part, wire::ContentPart::Text { .. }))
+                {
+                    return Err(Error::BadRequest(format!(
+                        "messages[{index}].content: \"{model}\" supports only text parts"
+                    )));
+                }
+                content.text()
+            }
+        };
+        let mut tool_calls = Vec::new();
+        for (position, call) in message.tool_calls.iter().flatten().enumerate() {
+            let arguments = if call.function.arguments.trim().is_empty() {
+                std::collections::BTreeMap::new()
+            } else {
+                serde_json::from_str(&call.function.arguments).map_err(|error| {
+                    Error::BadRequest(format!(
+                        "messages[{index}].tool_calls[{position}].function.arguments: not a JSON object: {error}"
+                    ))
+                })?
+            };
+            if let Some(id) = &call.id {
+                call_names.insert(id.clone(), call.function.name.clone());
+            }
+            tool_calls.push(api::ToolCall {
+                id: call.id.clone(),
+                function: api::ToolCallFunction {
+                    index: call.index,
+                    name: call.function.name.clone(),
+                    arguments,
+                },
+            });
+        }
+        let tool_name = message.name.clone().or_else(|| {
+            message
+                .tool_call_id
+                .as_ref()
+                .and_then(|id| call_names.get(id).cloned())
+        });
+        out.push(api::Message {
+            thinking: message.reasoning_text().map(str::to_owned),
+            role: message.role,
+            content,
+            images: None,
+            tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+            tool_name,
+            tool_call_id: message.tool_call_id,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes one completion as OpenAI objects; `id` and `created` are the same in every chunk of
+/// a stream.
+struct Writer {
+    id: String,
+    created: i64,
+    model: String,
+    /// No chunk sent yet: the next delta carries the role.
+    first: bool,
+    /// Tool calls sent so far, which numbers the next ones.
+    calls: usize,
+}
+
+impl Writer {
+    /// The non-streaming answer from the joined native response.
+    fn completion(&self, whole: api::ChatResponse, usage: wire::Usage) -> wire::ChatCompletion {
+        let tool_calls = whole
+            .message
+            .tool_calls
+            .map(|calls| calls.into_iter().map(openai_tool_call).collect::<Vec<_>>());
+        let done_reason = whole.done_reason.as_deref().unwrap_or("stop");
+        let finish_reason = finish_reason(done_reason, tool_calls.is_some());
+        let thinking = whole.message.thinking;
+        wire::ChatCompletion {
+            id: self.id.clone(),
+            object: "chat.completion".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: Some(FINGERPRINT.to_owned()),
+            choices: vec![wire::ChatChoice {
+                index: 0,
+                message: wire::ChatMessage {
+                    role: "assistant".to_owned(),
+                    content: Some(wire::Content::Text(whole.message.content)),
+                    reasoning_content: thinking.clone(),
+                    reasoning: thinking,
+                    tool_calls,
+                    ..wire::ChatMessage::default()
+                },
+                finish_reason: Some(finish_reason),
+            }],
+            usage: Some(usage),
+        }
+    }
+
+    /// The SSE chunks: deltas (the first with the role; reasoning before content when a piece
+    /// carries both), one chunk with `finish_reason`, and the usage when asked for.
+    fn chunks(
+        mut self,
+        chunks: impl Stream<Item = Result<Chunk, Error>> + Send + 'static,
+        include_usage: bool,
+    ) -> impl Stream<Item = Result<wire::ChatCompletionChunk, Error>> + Send + 'static {
+        chunks.flat_map(move |chunk| {
+            let out = match chunk {
+                Err(error) => vec![Err(error)],
+                Ok(Chunk::Text { content, thinking }) => {
+                    let mut out = Vec::new();
+                    if !thinking.is_empty() {
+                        out.push(Ok(self.delta(
+                            wire::Delta {
+                                reasoning_content: Some(thinking.clone()),
+                                reasoning: Some(thinking),
+                                ..wire::Delta::default()
+                            },
+                            None,
+                        )));
+                    }
+                    if !content.is_empty() {
+                        out.push(Ok(self.delta(
+                            wire::Delta {
+                                content: Some(content),
+                                ..wire::Delta::default()
+                            },
+                            None,
+                        )));
+                    }
+                    out
+                }
+                Ok(Chunk::ToolCalls(calls)) => {
+                    let calls = calls
+                        .into_iter()
+                        .map(|call| {
+                            self.calls += 1;
+                            openai_tool_call(ollama::tool_call(self.calls - 1, call))
+                        })
+                        .collect();
+                    let delta = wire::Delta {
+                        tool_calls: Some(calls),
+                        ..wire::Delta::default()
+                    };
+                    vec![Ok(self.delta(delta, None))]
+                }
+                Ok(Chunk::Done(finished)) => {
+                    let done_reason = ollama::done_reason(finished.summary.done_reason);
+                    let reason = finish_reason(done_reason, self.calls > 0);
+                    let mut out = vec![Ok(self.delta(wire::Delta::default(), Some(reason)))];
+                    if include_usage {
+                        out.push(Ok(self.chunk(Vec::new(), Some(usage_of(&finished)))));
+                    }
+                    out
+                }
+            };
+            futures::stream::iter(out)
+        })
+    }
+
+    /// A chunk with one delta; the first of the stream names the role.
+    fn delta(
+        &mut self,
+        mut delta: wire::Delta,
+        finish_reason: Option<String>,
+    ) -> wire::ChatCompletionChunk {
+        if std::mem::take(&mut self.first) {
+            delta.role = Some("assistant".to_owned());
+        }
+        let choice = wire::ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason,
+        };
+        self.chunk(vec![choice], None)
+    }
+
+    fn chunk(
+        &self,
+        choices: Vec<wire::ChunkChoice>,
+        usage: Option<wire::Usage>,
+    ) -> wire::ChatCompletionChunk {
+        wire::ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: Some(FINGERPRINT.to_owned()),
+            choices,
+            usage,
+        }
+    }
+}
+
+/// OpenAI's `finish_reason` from Ollama's `done_reason`: `tool_calls` when the model stopped
+/// after calling tools.
+fn finish_reason(done_reason: &str, called: bool) -> String {
+    if called && done_reason == "stop" {
+        "tool_calls".to_owned()
+    } else {
+        done_reason.to_owned()
+    }
+}
+
+/// Token counts. The prompt is every token in the context before the answer; the part reused
+/// from the slot's cache and the part evaluated are DeepSeek's `prompt_cache_hit_tokens` and
+/// `prompt_cache_miss_tokens`.
+fn usage_of(finished: &Finished) -> wire::Usage {
+    let summary = &finished.summary;
+    let completion_tokens = u64::from(summary.eval_count);
+    let evaluated = u64::from(summary.prompt_eval_count);
+    let prompt_tokens = (summary.context.len() as u64)
+        .saturating_sub(completion_tokens)
+        .max(evaluated);
+    wire::Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+        completion_tokens_details: None,
+        prompt_cache_hit_tokens: Some(prompt_tokens - evaluated),
+        prompt_cache_miss_tokens: Some(evaluated),
+    }
+}
+
+/// A native tool call in OpenAI's shape: the arguments as a JSON string.
+fn openai_tool_call(call: api::ToolCall) -> wire::ToolCall {
+    wire::ToolCall {
+        id: call.id,
+        index: call.function.index,
+        kind: "function".to_owned(),
+        function: wire::FunctionCall {
+            arguments: serde_json::to_string(&call.function.arguments)
+                .unwrap_or_else(|_| "{}".to_owned()),
+            name: call.function.name,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: serde_json::Value) -> Result<api::ChatRequest, Error> {
+        chat_request(serde_json::from_value(json).unwrap())
+    }
+
+    #[test]
+    fn sampling_fields_become_options_and_formats() {
+        let native = request(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 5, "max_completion_tokens": 7, "temperature": 0.5, "top_p": 0.9,
+            "seed": 3, "stop": "END", "frequency_penalty": 0.1, "presence_penalty": 0.2,
+            "response_format": {"type": "json_object"}}))
+        .unwrap();
+        let options = native.options.unwrap();
+        assert_eq!(options.num_predict, Some(7));
+        assert_eq!(options.temperature, Some(0.5));
+        assert_eq!(options.top_p, Some(0.9));
+        assert_eq!(options.seed, Some(3));
+        assert_eq!(options.stop, Some(vec!["END".to_owned()]));
+        assert_eq!(options.frequency_penalty, Some(0.1));
+        assert_eq!(options.presence_penalty, Some(0.2));
+        assert_eq!(native.format, Some(api::Format::Json));
+        assert_eq!(native.think, None);
+
+        let schema = serde_json::json!({"type": "object"});
+        let native = request(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}))
+        .unwrap();
+        assert_eq!(native.format, Some(api::Format::Schema(schema)));
+    }
+
+    #[test]
+    fn reasoning_effort_and_thinking_map_to_think() {
+        use api::{Think, ThinkLevel};
+        let think = |extra: serde_json::Value| {
+            let mut json =
+                serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+            json.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            request(json).map(|native| native.think)
+        };
+        for (effort, want) in [
+            ("none", Think::Enabled(false)),
+            ("minimal", Think::Level(ThinkLevel::Low)),
+            ("medium", Think::Level(ThinkLevel::Medium)),
+            ("high", Think::Level(ThinkLevel::High)),
+            ("xhigh", Think::Level(ThinkLevel::Max)),
+        ] {
+            let got = think(serde_json::json!({"reasoning_effort": effort})).unwrap();
+            assert_eq!(got, Some(want), "{effort}");
+        }
+        let got = think(serde_json::json!({"reasoning": {"effort": "low"}})).unwrap();
+        assert_eq!(got, Some(Think::Level(ThinkLevel::Low)));
+        let got = think(serde_json::json!({"thinking": {"type": "disabled"}})).unwrap();
+        assert_eq!(got, Some(Think::Enabled(false)));
+        let error = think(serde_json::json!({"reasoning_effort": "lots"})).unwrap_err();
+        assert!(
+            error.to_string().starts_with("reasoning_effort: "),
+            "{error}"
+        );
+        assert!(think(serde_json::json!({"thinking": {"type": "maybe"}})).is_err());
+    }
+
+    #[test]
+    fn messages_carry_reasoning_and_tool_calls_across() {
+        let native = request(serde_json::json!({"model": "m", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": null, "reasoning_content": "r",
+             "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}}]},
+            {"role": "tool", "content": "2", "tool_call_id": "call_1"}]}))
+        .unwrap();
+        assert_eq!(native.messages[0].content, "ab");
+        let assistant = &native.messages[1];
+        assert_eq!(assistant.thinking.as_deref(), Some("r"));
+        let call = &assistant.tool_calls.as_ref().unwrap()[0];
+        assert_eq!(call.function.name, "f");
+        assert_eq!(call.function.arguments["x"], 1);
+        assert_eq!(native.messages[2].tool_name.as_deref(), Some("f"));
+
+        let error = request(serde_json::json!({"model": "m", "messages": [
+            {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1"}}]}]}))
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("messages[0].tool_calls[0].function.arguments"),
+            "{error}"
+        );
+        assert!(request(serde_json::json!({"model": "m", "messages": []})).is_err());
+    }
+
+    #[test]
+    fn finish_reasons() {
+        assert_eq!(finish_reason("stop", false), "stop");
+        assert_eq!(finish_reason("stop", true), "tool_calls");
+        assert_eq!(finish_reason("length", true), "length");
+    }
+}

@@ -1,0 +1,378 @@
+//! End-to-end: the OpenAI / DeepSeek-compatible `/v1/*` routes of a real `whaled`, checked
+//! against the native `/api/chat` answer to the same request under greedy sampling.
+
+use serde_json::{Value, json};
+use whale_tests::fixtures;
+use whale_tests::whaled::Whaled;
+
+/// Gemma 3 270M is a base model: with the messages' text as the whole prompt it counts on.
+const RAW_TEMPLATE: &str =
+    "{{ bos_token }}{% for message in messages %}{{ message.content }}{% endfor %}";
+
+/// DeepSeek R1's template in short: history keeps the text after `</think>`, and the
+/// generation prompt opens a think block, so the output starts as reasoning.
+const R1_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}<｜User｜>{{ message['content'] }}{% elif message['role'] == 'assistant' %}{% set content = message['content'] %}{% if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}<｜Assistant｜>{{ content }}<｜end▁of▁sentence｜>{% endif %}{% endfor %}{% if add_generation_prompt %}<｜Assistant｜><think>\n{% endif %}";
+
+const COUNT: &str = "1, 2, 3, 4, 5,";
+
+/// Creates `name` from the stored model `from` with another template.
+fn create_with_template(daemon: &Whaled, name: &str, from: &str, template: &str) {
+    let (status, body) = daemon.post(
+        "/api/create",
+        &json!({"model": name, "from": from, "template": template, "stream": false}),
+    );
+    assert_eq!(status, 200, "create {name}: {body}");
+}
+
+/// A daemon serving Gemma as `gemma` and, with the raw template, as `counter`.
+fn counter() -> Whaled {
+    let daemon = Whaled::start();
+    daemon.create_from_gguf("gemma", &fixtures::gemma());
+    create_with_template(&daemon, "counter", "gemma", RAW_TEMPLATE);
+    daemon
+}
+
+/// `POST path` reading a Server-Sent Events stream: the content type and each `data:` payload.
+fn events(daemon: &Whaled, path: &str, body: &Value) -> (String, Vec<String>) {
+    let response = Whaled::http()
+        .post(format!("{}{path}", daemon.url()))
+        .json(body)
+        .send()
+        .expect("request");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = response.text().expect("body");
+    assert_eq!(status, 200, "{path} answered {status}: {text}");
+    assert!(text.ends_with("\n\n"), "{text:?}");
+    let data = text
+        .split("\n\n")
+        .filter(|event| !event.is_empty())
+        .map(|event| {
+            event
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data event: {event:?}"))
+                .to_owned()
+        })
+        .collect();
+    (content_type, data)
+}
+
+/// The JSON chunks of a stream that ended with `data: [DONE]`.
+fn parse_chunks(data: &[String]) -> Vec<Value> {
+    let (done, chunks) = data.split_last().expect("events");
+    assert_eq!(done, "[DONE]", "{data:?}");
+    chunks
+        .iter()
+        .map(|chunk| serde_json::from_str(chunk).unwrap_or_else(|e| panic!("{chunk:?}: {e}")))
+        .collect()
+}
+
+/// One field of every delta, joined.
+fn joined(chunks: &[Value], field: &str) -> String {
+    chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"][field].as_str())
+        .collect()
+}
+
+fn assert_openai_error(status: u16, body: &Value, expected: u16, kind: &str, needle: &str) {
+    assert_eq!(status, expected, "{body}");
+    let error = &body["error"];
+    assert_eq!(error["type"], kind, "{body}");
+    assert_eq!(error["param"], Value::Null, "{body}");
+    assert_eq!(error["code"], Value::Null, "{body}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(needle)),
+        "{body} lacks {needle:?}"
+    );
+}
+
+#[test]
+fn chat_completions_answer_as_api_chat_does_and_stream_the_same_text() {
+    let daemon = counter();
+    let (status, native) = daemon.post(
+        "/api/chat",
+        &json!({"model": "counter", "messages": [{"role": "user", "content": COUNT}], "stream": false,
+                "options": {"temperature": 0, "seed": 7, "num_predict": 8}}),
+    );
+    assert_eq!(status, 200, "{native}");
+    let expected = native["message"]["content"].as_str().unwrap();
+    assert!(expected.starts_with(" 6, 7, 8"), "{native}");
+
+    let request = json!({"model": "counter", "messages": [{"role": "user", "content": COUNT}],
+                         "temperature": 0, "seed": 7, "max_tokens": 8});
+    let (status, answer) = daemon.post("/v1/chat/completions", &request);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["object"], "chat.completion", "{answer}");
+    assert!(answer["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert!(answer["created"].as_i64().unwrap() > 1_700_000_000);
+    assert_eq!(answer["model"], "counter");
+    assert_eq!(answer["system_fingerprint"], "fp_whale");
+    let choice = &answer["choices"][0];
+    assert_eq!(choice["index"], 0);
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert_eq!(choice["message"]["content"], expected, "{answer}");
+    assert!(
+        choice["message"].get("reasoning_content").is_none(),
+        "{answer}"
+    );
+    // max_tokens is num_predict: 8 tokens, cut short.
+    assert_eq!(choice["finish_reason"], "length", "{answer}");
+    // The prompt is counted whole; the part the slot's cache held is DeepSeek's cache hit.
+    let usage = &answer["usage"];
+    let prompt_tokens = native["prompt_eval_count"].as_u64().unwrap();
+    assert_eq!(usage["prompt_tokens"], prompt_tokens, "{answer}");
+    assert_eq!(usage["completion_tokens"], 8, "{answer}");
+    assert_eq!(usage["total_tokens"], prompt_tokens + 8, "{answer}");
+    assert_eq!(
+        usage["prompt_cache_hit_tokens"].as_u64().unwrap()
+            + usage["prompt_cache_miss_tokens"].as_u64().unwrap(),
+        prompt_tokens,
+        "{answer}"
+    );
+
+    // Text parts join; an assistant turn's reasoning (either name) is accepted and stripped.
+    let (status, parts) = daemon.post(
+        "/v1/chat/completions",
+        &json!({"model": "counter", "temperature": 0, "seed": 7, "max_completion_tokens": 8,
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "1, 2,"}]},
+                    {"role": "assistant", "content": " 3,", "reasoning_content": "count on"},
+                    {"role": "assistant", "content": " 4,", "reasoning": "and on"},
+                    {"role": "user", "content": [{"type": "text", "text": " 5"}, {"type": "text", "text": ","}]}]}),
+    );
+    assert_eq!(status, 200, "{parts}");
+    assert_eq!(
+        parts["choices"][0]["message"]["content"], expected,
+        "{parts}"
+    );
+
+    // A stop sequence ends the answer before it, with finish_reason stop.
+    let (status, stopped) = daemon.post(
+        "/v1/chat/completions",
+        &json!({"model": "counter", "messages": [{"role": "user", "content": COUNT}],
+                "temperature": 0, "max_tokens": 8, "stop": ", 8"}),
+    );
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["choices"][0]["message"]["content"], " 6, 7");
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+
+    // Streaming: the same text in deltas, one finish_reason, the usage, then [DONE].
+    let mut streaming = request.clone();
+    streaming["stream"] = json!(true);
+    streaming["stream_options"] = json!({"include_usage": true});
+    let (content_type, data) = events(&daemon, "/v1/chat/completions", &streaming);
+    assert_eq!(content_type, "text/event-stream");
+    let chunks = parse_chunks(&data);
+    assert!(chunks.len() >= 3, "{data:?}");
+    assert_eq!(joined(&chunks, "content"), expected, "{data:?}");
+    let id = &chunks[0]["id"];
+    for chunk in &chunks {
+        assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk}");
+        assert_eq!(&chunk["id"], id, "{chunk}");
+        assert_eq!(chunk["model"], "counter", "{chunk}");
+    }
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let finishes: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"].get(0))
+        .map(|choice| &choice["finish_reason"])
+        .filter(|reason| !reason.is_null())
+        .collect();
+    assert_eq!(finishes, [&json!("length")], "{data:?}");
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]), "{last}");
+    for field in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        assert_eq!(last["usage"][field], usage[field], "{last}");
+    }
+
+    // Without include_usage there is no usage chunk.
+    streaming["stream_options"] = json!({"include_usage": false});
+    let (_, data) = events(&daemon, "/v1/chat/completions", &streaming);
+    let plain = parse_chunks(&data);
+    assert!(plain.iter().all(|chunk| chunk.get("usage").is_none()));
+    assert_eq!(joined(&plain, "content"), expected);
+}
+
+#[test]
+fn models_list_what_api_tags_lists() {
+    let daemon = counter();
+    let (status, tags) = daemon.get("/api/tags");
+    assert_eq!(status, 200, "{tags}");
+    let mut names: Vec<&str> = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+
+    let (status, list) = daemon.get("/v1/models");
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["object"], "list");
+    let mut ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, names, "{list}");
+    assert_eq!(ids, ["counter:latest", "gemma:latest"]);
+    for model in list["data"].as_array().unwrap() {
+        assert_eq!(model["object"], "model", "{model}");
+        assert_eq!(model["owned_by"], "library", "{model}");
+        assert!(
+            model["created"].as_i64().unwrap() > 1_700_000_000,
+            "{model}"
+        );
+    }
+
+    let (status, one) = daemon.get("/v1/models/counter");
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["id"], "counter:latest");
+    let (status, full) = daemon.get("/v1/models/registry.ollama.ai/library/gemma:latest");
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["id"], "gemma:latest");
+    let (status, missing) = daemon.get("/v1/models/nope");
+    assert_openai_error(status, &missing, 404, "not_found_error", "not found");
+}
+
+#[test]
+fn errors_take_openais_shape_and_the_daemon_keeps_serving() {
+    let daemon = counter();
+    let url = format!("{}/v1/chat/completions", daemon.url());
+    let response = Whaled::http()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"model\": ")
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().unwrap();
+    assert_openai_error(status, &body, 400, "invalid_request_error", "EOF");
+
+    let user = json!([{"role": "user", "content": COUNT}]);
+    for (request, expected, kind, needle) in [
+        (
+            json!({"model": "nope", "messages": user}),
+            404,
+            "not_found_error",
+            "model 'nope' not found",
+        ),
+        (
+            json!({"model": "counter", "messages": []}),
+            400,
+            "invalid_request_error",
+            "too short",
+        ),
+        (
+            json!({"model": "counter", "messages": "hi"}),
+            400,
+            "invalid_request_error",
+            "",
+        ),
+        (
+            json!({"model": "counter", "messages": user, "temperature": 500}),
+            400,
+            "invalid_request_error",
+            "temperature",
+        ),
+        (
+            json!({"model": "counter", "messages": user, "reasoning_effort": "extreme"}),
+            400,
+            "invalid_request_error",
+            "reasoning_effort",
+        ),
+        (
+            json!({"model": "counter", "messages": user, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+            400,
+            "invalid_request_error",
+            "schema",
+        ),
+        (
+            json!({"model": "counter", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "data:;base64,AA=="}]}]}),
+            400,
+            "invalid_request_error",
+            "text",
+        ),
+    ] {
+        let (status, body) = daemon.post("/v1/chat/completions", &request);
+        assert_openai_error(status, &body, expected, kind, needle);
+    }
+    // The native routes keep Ollama's shape.
+    let (status, body) = daemon.post("/api/chat", &json!({"model": "nope", "messages": user}));
+    assert_eq!(status, 404);
+    assert_eq!(body["error"], "model 'nope' not found");
+
+    let (status, answer) = daemon.post(
+        "/v1/chat/completions",
+        &json!({"model": "counter", "messages": user, "temperature": 0, "max_tokens": 3}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with(" 6"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn reasoning_arrives_as_reasoning_content() {
+    let daemon = Whaled::start();
+    daemon.create_from_gguf("deepseek-tiny", &fixtures::deepseek2());
+    create_with_template(&daemon, "r1-tiny", "deepseek-tiny", R1_TEMPLATE);
+    let user = json!([{"role": "user", "content": "Hi"}]);
+    // Random weights: whatever the model writes inside the open think block is reasoning.
+    let (status, native) = daemon.post(
+        "/api/chat",
+        &json!({"model": "r1-tiny", "messages": user, "stream": false,
+                "options": {"temperature": 0, "seed": 1, "num_predict": 12}}),
+    );
+    assert_eq!(status, 200, "{native}");
+    let thinking = native["message"]["thinking"].as_str().unwrap();
+    assert!(!thinking.is_empty(), "{native}");
+    let content = native["message"]["content"].as_str().unwrap();
+
+    let request = json!({"model": "r1-tiny", "messages": user, "temperature": 0, "seed": 1,
+                         "max_tokens": 12});
+    let (status, answer) = daemon.post("/v1/chat/completions", &request);
+    assert_eq!(status, 200, "{answer}");
+    let message = &answer["choices"][0]["message"];
+    assert_eq!(message["reasoning_content"], thinking, "{answer}");
+    assert_eq!(message["reasoning"], thinking, "{answer}");
+    assert_eq!(message["content"], content, "{answer}");
+    assert_eq!(answer["usage"]["completion_tokens"], native["eval_count"]);
+
+    let mut streaming = request.clone();
+    streaming["stream"] = json!(true);
+    let (_, data) = events(&daemon, "/v1/chat/completions", &streaming);
+    let chunks = parse_chunks(&data);
+    assert_eq!(joined(&chunks, "reasoning_content"), thinking, "{data:?}");
+    assert_eq!(joined(&chunks, "reasoning"), thinking, "{data:?}");
+    assert_eq!(joined(&chunks, "content"), content, "{data:?}");
+
+    // reasoning_effort "none" is think off: no reasoning, as /api/chat with think false.
+    let (status, native_off) = daemon.post(
+        "/api/chat",
+        &json!({"model": "r1-tiny", "messages": user, "stream": false, "think": false,
+                "options": {"temperature": 0, "seed": 1, "num_predict": 12}}),
+    );
+    assert_eq!(status, 200, "{native_off}");
+    let mut off = request.clone();
+    off["reasoning_effort"] = json!("none");
+    let (status, answer) = daemon.post("/v1/chat/completions", &off);
+    assert_eq!(status, 200, "{answer}");
+    let message = &answer["choices"][0]["message"];
+    assert!(message.get("reasoning_content").is_none(), "{answer}");
+    assert_eq!(message["content"], native_off["message"]["content"]);
+}
