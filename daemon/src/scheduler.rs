@@ -52,6 +52,32 @@ pub struct LoadRequest {
     pub keep_alive: Option<KeepAlive>,
 }
 
+impl LoadRequest {
+    /// What the loaded model was made with: a request that differs in any of these reloads
+    /// it (as Ollama's `needsReload`), e.g. another `num_ctx` or `num_gpu`.
+    fn runner_options(&self) -> RunnerOptions {
+        RunnerOptions {
+            num_ctx: self.num_ctx,
+            num_batch: self.num_batch,
+            num_gpu: self.num_gpu,
+            num_thread: self.num_thread,
+            use_mmap: self.use_mmap,
+            embedding: self.embedding,
+        }
+    }
+}
+
+/// The options of a [`LoadRequest`] that shape the loaded model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RunnerOptions {
+    num_ctx: u32,
+    num_batch: u32,
+    num_gpu: Option<i32>,
+    num_thread: Option<u32>,
+    use_mmap: bool,
+    embedding: bool,
+}
+
 /// A loaded model.
 pub struct Runner {
     pub name: String,
@@ -61,9 +87,8 @@ pub struct Runner {
     pub estimate: MemoryEstimate,
     /// Context length per sequence, after capping at the model's trained length.
     pub num_ctx: u32,
-    /// The `num_ctx` requests asked for; a request asking for another one reloads the model.
-    requested_ctx: u32,
-    embedding: bool,
+    /// The options requests asked for; a request asking for others reloads the model.
+    requested: RunnerOptions,
     /// Leases outstanding: running requests plus those waiting for a slot.
     active: AtomicU32,
     /// Bumped on every acquire, so an expiry timer started earlier knows it is stale.
@@ -162,7 +187,7 @@ impl Scheduler {
         if let Some(lease) = self.shared.try_attach(request)? {
             return Ok(lease);
         }
-        // Loaded with other options (num_ctx, embedding): unload it first, once idle.
+        // Loaded with other options (num_ctx, num_gpu, embedding, …): unload it first, once idle.
         if let Some(stale) = self.shared.get(&request.key) {
             self.shared.wait_idle(&stale).await?;
             self.shared.remove(&request.key).await;
@@ -218,8 +243,7 @@ impl Scheduler {
             engine,
             estimate,
             num_ctx,
-            requested_ctx: request.num_ctx,
-            embedding: request.embedding,
+            requested: request.runner_options(),
             active: AtomicU32::new(1),
             generation: AtomicU64::new(0),
             keep_alive: Mutex::new(keep_alive),
@@ -293,7 +317,7 @@ impl Shared {
         let Some(runner) = self.get(&request.key) else {
             return Ok(None);
         };
-        if runner.embedding != request.embedding || runner.requested_ctx != request.num_ctx {
+        if runner.requested != request.runner_options() {
             return Ok(None);
         }
         let capacity = self.limits.num_parallel + self.limits.max_queue;

@@ -387,6 +387,23 @@ fn bad_input_gets_clear_errors_and_the_daemon_keeps_serving() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["prompt_eval_count"], 64, "{body}");
 
+    // The same options use the loaded model; other options that shape it (num_ctx, num_gpu,
+    // num_thread, num_batch, use_mmap) load it again, as Ollama does.
+    let loads = || {
+        // The log is read from whaled's stderr by another thread: let it catch up.
+        std::thread::sleep(Duration::from_millis(300));
+        daemon.log().matches("loaded model=gemma").count()
+    };
+    let before = loads();
+    let (status, body) = daemon.post("/api/generate", &request(None));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(loads(), before, "same options: no reload");
+    let mut other = request(None);
+    other["options"]["num_gpu"] = json!(0);
+    let (status, body) = daemon.post("/api/generate", &other);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(loads(), before + 1, "num_gpu changed: reloaded");
+
     let huge = vec![b' '; 40 << 20];
     let response = http.post(url("/api/chat")).body(huge).send().unwrap();
     assert_eq!(response.status().as_u16(), 413);
