@@ -81,17 +81,22 @@ install_linux_deps() {
   have curl || need+=(curl ca-certificates)
   has_libclang || need+=(libclang-dev)
   [ ${#need[@]} -gt 0 ] || return 0
-  have apt-get || die "missing ${need[*]} and no apt-get to install them" \
+  apt_install "${need[@]}"
+}
+
+# Installs Debian/Ubuntu packages, through sudo when not root.
+apt_install() {
+  have apt-get || die "missing $* and no apt-get to install them" \
     "install them with your package manager, then run ./install.sh again"
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
-    have sudo || die "missing ${need[*]}; installing them needs root" \
-      "run: apt-get install ${need[*]} as root, then ./install.sh again"
+    have sudo || die "missing $*; installing them needs root" \
+      "run: apt-get install $* as root, then ./install.sh again"
     sudo="sudo"
   fi
-  say "installing build dependencies: ${need[*]}"
+  say "installing build dependencies: $*"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 install_macos_deps() {
@@ -158,6 +163,15 @@ if [ "$gpu" = auto ]; then
   explicit_gpu=0
 else
   explicit_gpu=1
+fi
+
+# llama.cpp's Vulkan backend compiles its shaders with glslc and needs the SPIR-V headers.
+if [ "$gpu" = vulkan ] && [ "$os" = Linux ]; then
+  need=()
+  have glslc || need+=(glslc)
+  [ -f /usr/include/vulkan/vulkan.h ] || need+=(libvulkan-dev)
+  [ -d /usr/share/cmake/SPIRV-Headers ] || [ -d /usr/include/spirv ] || need+=(spirv-headers)
+  [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 fi
 
 # The feature must exist in whale-daemon's manifest; an auto-detected one that does not falls
