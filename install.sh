@@ -172,6 +172,18 @@ if [ "$gpu" = vulkan ] && [ "$os" = Linux ]; then
   [ -f /usr/include/vulkan/vulkan.h ] || need+=(libvulkan-dev)
   [ -d /usr/share/cmake/SPIRV-Headers ] || [ -d /usr/include/spirv ] || need+=(spirv-headers)
   [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+  # llama.cpp uses VK_EXT_layer_settings (Vulkan headers 1.3.261+; Debian 12 ships 1.3.239).
+  # Newer headers may also come through CPATH.
+  new_headers=0
+  cpath="${CPATH:-}"
+  for dir in ${cpath//:/ } /usr/include; do
+    grep -q VK_EXT_layer_settings "$dir/vulkan/vulkan_core.h" 2>/dev/null && new_headers=1
+  done
+  if [ "$new_headers" = 0 ]; then
+    [ "$explicit_gpu" = 1 ] || { say "the Vulkan headers are too old for llama.cpp: building for the CPU"; gpu=none; }
+    [ "$gpu" = none ] || die "the Vulkan headers in /usr/include/vulkan are older than 1.3.261, which llama.cpp needs" \
+      "install newer ones (Debian 13, Ubuntu 24.04, the LunarG SDK; or point CPATH at them) or build for the CPU with --gpu none"
+  fi
 fi
 
 # The feature must exist in whale-daemon's manifest; an auto-detected one that does not falls
