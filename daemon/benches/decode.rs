@@ -11,6 +11,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use whale_daemon::engine::{
     Engine, Event, GenerateJob, LoadParams, Prompt, Sampling, llama_backend,
 };
+use whale_tests::bench::median;
 use whale_tests::fixtures;
 use whale_tests::raw::RawDecode;
 
@@ -59,11 +60,6 @@ async fn engine_round(engine: &Engine) -> f64 {
     panic!("no summary");
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let path = fixtures::gemma();
@@ -105,8 +101,8 @@ async fn main() {
         raws.push(raw);
         engines.push(through_engine);
     }
-    let raw = median(&mut raws);
-    let through_engine = median(&mut engines);
+    let raw = median(&raws);
+    let through_engine = median(&engines);
     println!(
         "{:>5}  {raw:>12.1}  {through_engine:>12.1}  {:>6.3}",
         "median",

@@ -23,6 +23,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use serde_json::{Value, json};
+use whale_tests::bench::{load_average, median};
 use whale_tests::fixtures;
 use whale_tests::raw::RawDecode;
 use whale_tests::whaled::Whaled;
@@ -128,24 +129,6 @@ fn generate(
             };
         }
     }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").map_or_else(
-        |_| "unknown".to_owned(),
-        |text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        },
-    )
 }
 
 fn start_daemon(num_parallel: u32) -> Whaled {

@@ -18,6 +18,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use whale_tests::bench::load_average;
 use whale_tests::fixtures;
 use whale_tests::whaled::Whaled;
 
@@ -79,7 +80,7 @@ fn main() {
     let pid = daemon.pid();
     println!(
         "whaled pid {pid}, {RUNS} runs each, load average {}",
-        load()
+        load_average()
     );
     println!();
     println!("| whaled | VmRSS | VmHWM | threads |");
@@ -157,16 +158,4 @@ fn main() {
         };
         println!("| `{name}` | {min:.2} | {median:.2} | {p90:.2} | {ratio} |");
     }
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg").map_or_else(
-        |_| "unknown".to_owned(),
-        |text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        },
-    )
 }
