@@ -42,40 +42,22 @@ pub struct LoadRequest {
     /// Digest of the manifest, shown by `ps`.
     pub manifest_digest: String,
     pub path: PathBuf,
+    /// What the loaded model is made with.
+    pub options: RunnerOptions,
+    /// The request's `keep_alive`; `None` keeps the model's current setting.
+    pub keep_alive: Option<KeepAlive>,
+}
+
+/// The options that shape a loaded model: a request that differs in any of them reloads it
+/// (as Ollama's `needsReload`), e.g. another `num_ctx` or `num_gpu`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunnerOptions {
     pub num_ctx: u32,
     pub num_batch: u32,
     pub num_gpu: Option<i32>,
     pub num_thread: Option<u32>,
     pub use_mmap: bool,
     pub embedding: bool,
-    /// The request's `keep_alive`; `None` keeps the model's current setting.
-    pub keep_alive: Option<KeepAlive>,
-}
-
-impl LoadRequest {
-    /// What the loaded model was made with: a request that differs in any of these reloads
-    /// it (as Ollama's `needsReload`), e.g. another `num_ctx` or `num_gpu`.
-    fn runner_options(&self) -> RunnerOptions {
-        RunnerOptions {
-            num_ctx: self.num_ctx,
-            num_batch: self.num_batch,
-            num_gpu: self.num_gpu,
-            num_thread: self.num_thread,
-            use_mmap: self.use_mmap,
-            embedding: self.embedding,
-        }
-    }
-}
-
-/// The options of a [`LoadRequest`] that shape the loaded model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RunnerOptions {
-    num_ctx: u32,
-    num_batch: u32,
-    num_gpu: Option<i32>,
-    num_thread: Option<u32>,
-    use_mmap: bool,
-    embedding: bool,
 }
 
 /// A loaded model.
@@ -201,7 +183,7 @@ impl Scheduler {
                 name: request.name.clone(),
                 message: source.to_string(),
             })?;
-        let num_ctx = clamp_context(request.num_ctx, &gguf);
+        let num_ctx = clamp_context(request.options.num_ctx, &gguf);
         let num_parallel = self.shared.limits.num_parallel;
         let estimate = memory::estimate(&gguf, num_ctx, num_parallel, memory::KvType::F16);
         let layers = LayerSizes::new(
@@ -211,7 +193,7 @@ impl Scheduler {
         );
         let estimate = self
             .shared
-            .make_gpu_room(&layers, request.num_gpu, estimate)
+            .make_gpu_room(&layers, request.options.num_gpu, estimate)
             .await;
         self.shared.make_room(&request.name, &estimate).await?;
 
@@ -220,15 +202,18 @@ impl Scheduler {
             name: request.name.clone(),
             num_ctx,
             num_parallel: self.shared.limits.num_parallel,
-            num_batch: request.num_batch,
-            num_threads: request.num_thread.or(self.shared.limits.num_threads),
+            num_batch: request.options.num_batch,
+            num_threads: request
+                .options
+                .num_thread
+                .or(self.shared.limits.num_threads),
             placement: Placement {
                 gpu_layers: estimate.gpu_layers,
                 cpu_moe_layers: estimate.cpu_moe_layers,
                 vram: estimate.vram,
             },
-            use_mmap: request.use_mmap,
-            embedding: request.embedding,
+            use_mmap: request.options.use_mmap,
+            embedding: request.options.embedding,
         };
         let started = Instant::now();
         let engine = Engine::load(params).await.map_err(Error::from)?;
@@ -243,7 +228,7 @@ impl Scheduler {
             engine,
             estimate,
             num_ctx,
-            requested: request.runner_options(),
+            requested: request.options,
             active: AtomicU32::new(1),
             generation: AtomicU64::new(0),
             keep_alive: Mutex::new(keep_alive),
@@ -317,7 +302,7 @@ impl Shared {
         let Some(runner) = self.get(&request.key) else {
             return Ok(None);
         };
-        if runner.requested != request.runner_options() {
+        if runner.requested != request.options {
             return Ok(None);
         }
         let capacity = self.limits.num_parallel + self.limits.max_queue;

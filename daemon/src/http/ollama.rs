@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::gguf::GgufFile;
 use crate::model::{self, LocalModel};
 use crate::options::{self, RunOptions};
-use crate::scheduler::LoadRequest;
+use crate::scheduler::{LoadRequest, RunnerOptions};
 use crate::state::AppState;
 
 type SharedState = State<Arc<AppState>>;
@@ -149,12 +149,14 @@ async fn lease_for(
             name: name.to_owned(),
             manifest_digest: model.manifest_digest.to_string(),
             path: model.weights_path.clone(),
-            num_ctx: options.num_ctx,
-            num_batch: options.num_batch,
-            num_gpu: options.num_gpu,
-            num_thread: options.num_thread,
-            use_mmap: options.use_mmap,
-            embedding,
+            options: RunnerOptions {
+                num_ctx: options.num_ctx,
+                num_batch: options.num_batch,
+                num_gpu: options.num_gpu,
+                num_thread: options.num_thread,
+                use_mmap: options.use_mmap,
+                embedding,
+            },
             keep_alive,
         })
         .await
