@@ -1,6 +1,7 @@
 //! A JSON extractor whose rejections speak Ollama's error shape: an empty body is
 //! `missing request body`, malformed JSON and wrong field types are 400 with serde's message
-//! (which names the field), and a body over the limit is 413.
+//! (which names the field), and a body over the limit is 413 — at once when its
+//! `Content-Length` says so, before a byte of it is read.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -19,6 +20,13 @@ where
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > super::MAX_JSON_BODY as u64) {
+            return Err(Error::PayloadTooLarge);
+        }
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
