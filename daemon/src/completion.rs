@@ -65,93 +65,35 @@ pub struct Finished {
 
 /// Renders the prompt, starts the engine and returns the stream of chunks. The lease travels
 /// with the stream: dropping the stream (a client that went away) cancels the generation.
-pub fn start(
+pub async fn start(
     lease: Lease,
     mut plan: Plan,
     started: Instant,
     load_duration: Duration,
 ) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
-    let info = lease.engine().info();
-    let special = SpecialTokens {
-        bos: info.bos_token.clone(),
-        eos: info.eos_token.clone(),
-    };
     // `reasons`: the output opens with reasoning, so a grammar waits for `</think>`.
-    let (prompt, splitter, tools, reasons) = match &plan.input {
-        Input::Prompt {
-            prompt, raw: true, ..
-        } => (
+    let (prompt, splitter, tools, reasons) = if let Input::Prompt {
+        prompt, raw: true, ..
+    } = &plan.input
+    {
+        let text = prompt.clone();
+        (
             Prompt::Text {
-                text: prompt.clone(),
+                text,
                 add_special: true,
             },
             None,
             None,
             false,
-        ),
-        input => {
-            // A request's template is used as given. The model's `TEMPLATE` (Modelfile or
-            // registry layer; Jinja or Go) wins over the
-            // GGUF's Jinja template, except that a Go template gives way to a GGUF template
-            // with more capabilities (tools, thinking), as in Ollama HEAD: registry Go
-            // templates often predate a model's tool or thinking support.
-            let template = match &plan.request_template {
-                Some(source) => ChatTemplate::new(source, special.clone()),
-                None => ChatTemplate::select(
-                    plan.template.as_deref(),
-                    info.chat_template.as_deref(),
-                    special.clone(),
-                ),
-            }
-            .map_err(template_error)?;
-            let capabilities = template.capabilities();
-            let (messages, tools) = match input {
-                Input::Chat { messages, tools } => (messages.clone(), tools.clone()),
-                Input::Prompt { prompt, system, .. } => {
-                    let mut messages = Vec::new();
-                    if let Some(system) = system {
-                        messages.push(ChatMessage::new("system", system.clone()));
-                    }
-                    messages.push(ChatMessage::new("user", prompt.clone()));
-                    (messages, Vec::new())
-                }
-            };
-            if !tools.is_empty() && !capabilities.tools {
-                return Err(Error::BadRequest(format!(
-                    "{} does not support tools",
-                    plan.model_name
-                )));
-            }
-            let switch = chat::think::template_switch(&plan.model_name, capabilities, plan.think)
-                .map_err(template_error)?;
-            let rendered = template
-                .render(&RenderInput {
-                    messages: &messages,
-                    tools: (!tools.is_empty()).then_some(tools.as_slice()),
-                    add_generation_prompt: true,
-                    think: switch,
-                    think_level: match plan.think {
-                        Think::Level(level) => Some(level),
-                        _ => None,
-                    },
-                })
-                .map_err(template_error)?;
-            let think_plan =
-                chat::think::plan(&plan.model_name, capabilities, plan.think, &rendered)
-                    .map_err(template_error)?;
-            let add_special = !template.starts_with_bos(&rendered);
-            let text = rendered + &think_plan.prompt_suffix;
-            let splitter = (think_plan.mode != ThinkingMode::Inline || think_plan.starts_inside)
-                .then(|| ReasoningSplitter::new(think_plan.starts_inside, think_plan.mode));
-            let parser = (!tools.is_empty()).then(|| ToolCallParser::new(true));
-            let reasons = think_plan.mode == ThinkingMode::Separate;
-            (
-                Prompt::Text { text, add_special },
-                splitter,
-                parser,
-                reasons,
-            )
-        }
+        )
+    } else {
+        let templated = templated(&lease, &plan).await?;
+        let think = &templated.think;
+        let splitter = (think.mode != ThinkingMode::Inline || think.starts_inside)
+            .then(|| ReasoningSplitter::new(think.starts_inside, think.mode));
+        let parser = templated.tools.then(|| ToolCallParser::new(true));
+        let reasons = think.mode == ThinkingMode::Separate;
+        (templated.prompt, splitter, parser, reasons)
     };
     if let Some(grammar) = plan.grammar.take() {
         plan.job.grammar = Some(Grammar {
@@ -171,6 +113,150 @@ pub fn start(
         load_duration,
         finished: false,
     }))
+}
+
+/// A conversation rendered with the chat template, ready for the engine.
+struct Templated {
+    prompt: Prompt,
+    think: chat::think::ThinkPlan,
+    /// Tools were offered, so the output is searched for tool calls.
+    tools: bool,
+}
+
+/// Renders a chat (or a templated `/api/generate` prompt). A chat longer than the context loses
+/// its oldest turns, as Ollama's does with `truncate` on: system messages and the last message
+/// always stay, and the fewest turns after the system messages are dropped.
+async fn templated(lease: &Lease, plan: &Plan) -> Result<Templated, Error> {
+    let info = lease.engine().info();
+    let special = SpecialTokens {
+        bos: info.bos_token.clone(),
+        eos: info.eos_token.clone(),
+    };
+    // A request's template is used as given. The model's `TEMPLATE` (Modelfile or registry
+    // layer; Jinja or Go) wins over the GGUF's Jinja template, except that a Go template gives
+    // way to a GGUF template with more capabilities (tools, thinking), as in Ollama HEAD:
+    // registry Go templates often predate a model's tool or thinking support.
+    let template = match &plan.request_template {
+        Some(source) => ChatTemplate::new(source, special),
+        None => ChatTemplate::select(
+            plan.template.as_deref(),
+            info.chat_template.as_deref(),
+            special,
+        ),
+    }
+    .map_err(template_error)?;
+    let capabilities = template.capabilities();
+    let (messages, tools) = match &plan.input {
+        Input::Chat { messages, tools } => (messages.clone(), tools.clone()),
+        Input::Prompt { prompt, system, .. } => {
+            let mut messages = Vec::new();
+            if let Some(system) = system {
+                messages.push(ChatMessage::new("system", system.clone()));
+            }
+            messages.push(ChatMessage::new("user", prompt.clone()));
+            (messages, Vec::new())
+        }
+    };
+    if !tools.is_empty() && !capabilities.tools {
+        return Err(Error::BadRequest(format!(
+            "{} does not support tools",
+            plan.model_name
+        )));
+    }
+    let switch = chat::think::template_switch(&plan.model_name, capabilities, plan.think)
+        .map_err(template_error)?;
+    let render = |messages: &[ChatMessage]| -> Result<Rendered, Error> {
+        let rendered = template
+            .render(&RenderInput {
+                messages,
+                tools: (!tools.is_empty()).then_some(tools.as_slice()),
+                add_generation_prompt: true,
+                think: switch,
+                think_level: match plan.think {
+                    Think::Level(level) => Some(level),
+                    _ => None,
+                },
+            })
+            .map_err(template_error)?;
+        let think = chat::think::plan(&plan.model_name, capabilities, plan.think, &rendered)
+            .map_err(template_error)?;
+        let add_special = !template.starts_with_bos(&rendered);
+        Ok(Rendered {
+            text: rendered + &think.prompt_suffix,
+            add_special,
+            think,
+        })
+    };
+    let mut rendered = render(&messages)?;
+    let chat = matches!(plan.input, Input::Chat { .. });
+    let n_ctx = info.n_ctx as usize;
+    let mut prompt = None;
+    if chat && plan.job.truncate && rendered.may_exceed(n_ctx) {
+        let count = |rendered: &Rendered| {
+            let engine = lease.engine();
+            let (text, add_special) = (rendered.text.clone(), rendered.add_special);
+            async move { engine.tokenize(&text, add_special).await }
+        };
+        let tokens = count(&rendered).await?;
+        if tokens.len() > n_ctx && messages.len() > 1 {
+            // `kept(i)`: the system messages before `i`, then everything from `i` on. Cuts
+            // fall before user messages, so that whole turns go and templates that insist on
+            // alternating roles still render; the last message always stays. More dropped
+            // turns never make the prompt longer, so the first cut that fits is found by
+            // bisection; when none does, only the last message stays.
+            let kept = |from: usize| -> Vec<ChatMessage> {
+                let system = messages[..from].iter().filter(|m| m.role == "system");
+                system.chain(&messages[from..]).cloned().collect()
+            };
+            let last = messages.len() - 1;
+            let cuts: Vec<usize> = (1..last)
+                .filter(|&i| messages[i].role == "user")
+                .chain([last])
+                .collect();
+            let (mut low, mut high) = (0, cuts.len() - 1);
+            while low < high {
+                let mid = low + (high - low) / 2;
+                let candidate = render(&kept(cuts[mid]))?;
+                if candidate.may_exceed(n_ctx) && count(&candidate).await?.len() > n_ctx {
+                    low = mid + 1;
+                } else {
+                    high = mid;
+                }
+            }
+            let kept = kept(cuts[low]);
+            tracing::debug!(
+                dropped = messages.len() - kept.len(),
+                "chat history truncated to fit the context"
+            );
+            rendered = render(&kept)?;
+        } else {
+            prompt = Some(Prompt::Tokens(tokens));
+        }
+    }
+    Ok(Templated {
+        prompt: prompt.unwrap_or(Prompt::Text {
+            text: rendered.text,
+            add_special: rendered.add_special,
+        }),
+        think: rendered.think,
+        tools: !tools.is_empty(),
+    })
+}
+
+/// One rendering of a conversation.
+struct Rendered {
+    text: String,
+    add_special: bool,
+    think: chat::think::ThinkPlan,
+}
+
+impl Rendered {
+    /// Whether the text could hold more than `n_ctx` tokens. Every token but the few special
+    /// ones the tokenizer adds (BOS, EOS, a leading space) stands for at least one byte, so a
+    /// text with fewer bytes fits without being tokenized.
+    fn may_exceed(&self, n_ctx: usize) -> bool {
+        self.text.len() + 4 > n_ctx
+    }
 }
 
 fn template_error(error: chat::ChatError) -> Error {

@@ -320,6 +320,49 @@ fn second_turn_evaluates_only_new_tokens() {
     );
 }
 
+/// A chat longer than `num_ctx` loses its oldest turns whole, keeping the system message and
+/// the last message (Ollama's `truncate`); with `truncate: false` it is refused.
+#[test]
+fn a_long_chat_drops_its_oldest_turns() {
+    let daemon = Whaled::start();
+    daemon.create_from_gguf("gemma", &fixtures::gemma());
+    let mut messages = vec![json!({"role": "system", "content": "Answer with numbers."})];
+    for turn in 0..6 {
+        let words = format!("turn {turn} ").repeat(12);
+        messages.push(json!({"role": "user", "content": format!("Question {words}")}));
+        messages.push(json!({"role": "assistant", "content": format!("Answer {words}")}));
+    }
+    messages.push(json!({"role": "user", "content": "1, 2, 3, 4, 5,"}));
+    // `keep_alive: 0` unloads after each answer, so that no answer reuses another's cache and
+    // `prompt_eval_count` is the whole prompt.
+    let chat = |messages: &[Value], truncate: bool| {
+        daemon.post(
+            "/api/chat",
+            &json!({"model": "gemma", "messages": messages, "stream": false, "keep_alive": 0,
+                    "truncate": truncate,
+                    "options": {"num_ctx": 256, "num_predict": 1, "temperature": 0}}),
+        )
+    };
+    let (status, body) = chat(&messages, false);
+    assert_eq!(status, 400, "the whole chat should not fit: {body}");
+    let (status, truncated) = chat(&messages, true);
+    assert_eq!(status, 200, "{truncated}");
+    let count = truncated["prompt_eval_count"].as_u64().unwrap();
+    assert!(count <= 256, "{truncated}");
+    // The same count as the longest tail of whole turns that fits, after the system message.
+    let fitting = (3..messages.len())
+        .step_by(2)
+        .find_map(|from| {
+            let mut kept = vec![messages[0].clone()];
+            kept.extend_from_slice(&messages[from..]);
+            let (status, body) = chat(&kept, false);
+            (status == 200).then(|| (from, body["prompt_eval_count"].as_u64().unwrap()))
+        })
+        .expect("some tail fits");
+    assert!(fitting.0 > 3, "dropping one turn should not be enough here");
+    assert_eq!(count, fitting.1, "dropped through message {}", fitting.0);
+}
+
 #[test]
 fn bad_input_gets_clear_errors_and_the_daemon_keeps_serving() {
     let daemon = Whaled::start();

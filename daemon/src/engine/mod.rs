@@ -74,6 +74,8 @@ pub struct ModelInfo {
     pub n_vocab: u32,
     pub n_embd: u32,
     pub n_layer: u32,
+    /// Context of each slot (`num_ctx`, after clamping): the most tokens one sequence holds.
+    pub n_ctx: u32,
     pub n_params: u64,
     pub size_bytes: u64,
     /// `tokenizer.chat_template`, the Jinja template the chat module renders.

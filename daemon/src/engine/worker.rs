@@ -247,6 +247,7 @@ fn model_info(backend: &LlamaBackend, model: &LlamaModel, params: &LoadParams) -
         n_vocab: model.n_vocab() as u32,
         n_embd: model.n_embd() as u32,
         n_layer,
+        n_ctx: params.num_ctx,
         n_params: model.n_params(),
         size_bytes: model.size(),
         chat_template: metadata.get("tokenizer.chat_template").cloned(),

@@ -267,7 +267,7 @@ pub async fn generate(
         job: job(&options, request.truncate, request.shift),
         grammar,
     };
-    let chunks = completion::start(lease, plan, started, load_duration)?;
+    let chunks = completion::start(lease, plan, started, load_duration).await?;
     let model_name = name.clone();
     let responses =
         chunks.map(move |chunk| chunk.map(|chunk| generate_response(&model_name, chunk, raw)));
@@ -447,7 +447,7 @@ pub(super) async fn chat_chunks(
         job: job(&options, request.truncate, request.shift),
         grammar,
     };
-    completion::start(lease, plan, started, load_duration)
+    completion::start(lease, plan, started, load_duration).await
 }
 
 /// The whole answer of a chat: the streamed responses joined, the last one's metrics kept.
