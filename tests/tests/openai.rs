@@ -376,3 +376,159 @@ fn reasoning_arrives_as_reasoning_content() {
     assert!(message.get("reasoning_content").is_none(), "{answer}");
     assert_eq!(message["content"], native_off["message"]["content"]);
 }
+
+#[test]
+fn completions_answer_as_api_generate_does_and_stream_the_same_text() {
+    let daemon = counter();
+    let (status, native) = daemon.post(
+        "/api/generate",
+        &json!({"model": "counter", "prompt": COUNT, "stream": false,
+                "options": {"temperature": 0, "num_predict": 8}}),
+    );
+    assert_eq!(status, 200, "{native}");
+    let expected = native["response"].as_str().unwrap();
+    assert!(expected.starts_with(" 6, 7, 8"), "{native}");
+
+    let request = json!({"model": "counter", "prompt": COUNT, "temperature": 0, "max_tokens": 8});
+    let (status, answer) = daemon.post("/v1/completions", &request);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["object"], "text_completion", "{answer}");
+    assert!(answer["id"].as_str().unwrap().starts_with("cmpl-"));
+    assert_eq!(answer["model"], "counter");
+    assert_eq!(answer["system_fingerprint"], "fp_whale");
+    let choice = &answer["choices"][0];
+    assert_eq!(choice["text"], expected, "{answer}");
+    assert_eq!(choice["index"], 0);
+    assert_eq!(choice["finish_reason"], "length", "{answer}");
+    assert_eq!(answer["usage"]["completion_tokens"], 8, "{answer}");
+    assert_eq!(
+        answer["usage"]["prompt_tokens"], native["prompt_eval_count"],
+        "{answer}"
+    );
+
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let (content_type, data) = events(&daemon, "/v1/completions", &streamed);
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let chunks = parse_chunks(&data);
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+    let text: String = chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["text"].as_str())
+        .collect();
+    assert_eq!(text, expected);
+    let (usage, rest) = chunks.split_last().unwrap();
+    assert_eq!(usage["choices"], json!([]), "{usage}");
+    assert_eq!(usage["usage"]["completion_tokens"], 8, "{usage}");
+    assert_eq!(
+        rest.last().unwrap()["choices"][0]["finish_reason"],
+        "length"
+    );
+
+    let (status, body) = daemon.post("/v1/completions", &json!({"model": "counter"}));
+    assert_openai_error(status, &body, 400, "invalid_request_error", "prompt");
+    let (status, body) = daemon.post(
+        "/v1/completions",
+        &json!({"model": "nope", "prompt": COUNT}),
+    );
+    assert_openai_error(status, &body, 404, "not_found_error", "nope");
+}
+
+#[test]
+fn embeddings_are_api_embeds_vectors_as_floats_or_base64() {
+    use base64::prelude::{BASE64_STANDARD, Engine as _};
+    let daemon = Whaled::start();
+    daemon.create_from_gguf("gemma", &fixtures::gemma());
+    let inputs = json!(["Why is the sky blue?", "Whales are large."]);
+    let (status, native) = daemon.post("/api/embed", &json!({"model": "gemma", "input": inputs}));
+    assert_eq!(status, 200, "{native}");
+    let vector = |value: &Value| -> Vec<f64> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let close = |a: &[f64], b: &[f64]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5)
+    };
+
+    let (status, list) = daemon.post(
+        "/v1/embeddings",
+        &json!({"model": "gemma", "input": inputs}),
+    );
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["object"], "list");
+    assert_eq!(list["model"], "gemma");
+    assert_eq!(
+        list["usage"]["prompt_tokens"], native["prompt_eval_count"],
+        "{list}"
+    );
+    assert_eq!(
+        list["usage"]["total_tokens"], native["prompt_eval_count"],
+        "{list}"
+    );
+    for index in 0..2 {
+        let item = &list["data"][index];
+        assert_eq!(item["object"], "embedding");
+        assert_eq!(item["index"], index);
+        assert!(close(
+            &vector(&item["embedding"]),
+            &vector(&native["embeddings"][index])
+        ));
+    }
+
+    // base64: the same floats, little-endian f32.
+    let (status, encoded) = daemon.post(
+        "/v1/embeddings",
+        &json!({"model": "gemma", "input": "Why is the sky blue?", "encoding_format": "base64"}),
+    );
+    assert_eq!(status, 200, "{encoded}");
+    let bytes = BASE64_STANDARD
+        .decode(encoded["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let floats: Vec<f64> = bytes
+        .chunks_exact(4)
+        .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        .collect();
+    assert!(close(&floats, &vector(&native["embeddings"][0])));
+
+    // dimensions: the first values, normalised again (here and on /api/embed).
+    let (status, short) = daemon.post(
+        "/v1/embeddings",
+        &json!({"model": "gemma", "input": inputs, "dimensions": 64}),
+    );
+    assert_eq!(status, 200, "{short}");
+    let (status, native_short) = daemon.post(
+        "/api/embed",
+        &json!({"model": "gemma", "input": inputs, "dimensions": 64}),
+    );
+    assert_eq!(status, 200, "{native_short}");
+    let cut = vector(&short["data"][0]["embedding"]);
+    assert_eq!(cut.len(), 64);
+    assert!(close(&cut, &vector(&native_short["embeddings"][0])));
+    let norm = cut.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    let full = vector(&native["embeddings"][0]);
+    let scale = full[..64].iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!(close(
+        &cut,
+        &full[..64].iter().map(|x| x / scale).collect::<Vec<_>>()
+    ));
+
+    for (body, needle) in [
+        (json!({"model": "gemma", "input": []}), "invalid input"),
+        (
+            json!({"model": "gemma", "input": "a", "encoding_format": "hex"}),
+            "encoding format",
+        ),
+    ] {
+        let (status, error) = daemon.post("/v1/embeddings", &body);
+        assert_openai_error(status, &error, 400, "invalid_request_error", needle);
+    }
+}

@@ -241,13 +241,26 @@ impl Embeddings {
     /// L2-normalises every vector, as Ollama's `/api/embed` returns them. A zero vector stays
     /// zero.
     pub fn normalize(&mut self) {
+        self.vectors.iter_mut().for_each(|vector| normalize(vector));
+    }
+
+    /// Cuts every vector longer than `dimensions` to its first `dimensions` values and
+    /// normalises it again (`dimensions` of `/api/embed` and `/v1/embeddings`); 0 keeps all.
+    pub fn shorten(&mut self, dimensions: usize) {
         for vector in &mut self.vectors {
-            let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if norm > 0.0 {
-                for x in vector.iter_mut() {
-                    *x /= norm;
-                }
+            if dimensions > 0 && dimensions < vector.len() {
+                vector.truncate(dimensions);
+                normalize(vector);
             }
+        }
+    }
+}
+
+fn normalize(vector: &mut [f32]) {
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        for x in vector.iter_mut() {
+            *x /= norm;
         }
     }
 }

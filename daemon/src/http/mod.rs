@@ -41,6 +41,8 @@ pub fn router(state: &Arc<AppState>) -> Router {
         .route("/api/embed", post(ollama::embed))
         .route("/api/embeddings", post(ollama::embeddings))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         // Names may hold slashes (`hf.co/user/repo:tag`).
         .route("/v1/models/{*model}", get(openai::model))

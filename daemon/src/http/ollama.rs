@@ -197,6 +197,49 @@ pub async fn generate(
 ) -> Result<Response, Error> {
     let started = Instant::now();
     let name = request.model.clone();
+    if request.prompt.is_empty() {
+        check_generate(&request)?;
+        let (model, options) = model_and_options(&state, &name, request.options.as_ref()).await?;
+        let reason = load_or_unload(&state, &model, &name, &options, request.keep_alive).await?;
+        return Ok(axum::Json(api::GenerateResponse {
+            model: name,
+            created_at: now(),
+            done: true,
+            done_reason: Some(reason.to_owned()),
+            ..api::GenerateResponse::default()
+        })
+        .into_response());
+    }
+    let raw = request.raw == Some(true);
+    let stream = request.stream != Some(false);
+    let chunks = generate_chunks(&state, request, started).await?;
+    let model_name = name.clone();
+    let responses =
+        chunks.map(move |chunk| chunk.map(|chunk| generate_response(&model_name, chunk, raw)));
+    if !stream {
+        let mut all = api::GenerateResponse::default();
+        let mut thinking = String::new();
+        let mut responses = Box::pin(responses);
+        while let Some(response) = responses.next().await {
+            let response = response?;
+            all.response.push_str(&response.response);
+            thinking.push_str(response.thinking.as_deref().unwrap_or_default());
+            if response.done {
+                let text = std::mem::take(&mut all.response);
+                all = response;
+                all.response = text;
+            }
+        }
+        all.thinking = (!thinking.is_empty()).then_some(thinking);
+        return Ok(axum::Json(all).into_response());
+    }
+    Ok(ndjson::response(responses))
+}
+
+/// Refuses what `/api/generate` cannot do: raw mode with a template, system or context, images
+/// (no vision models here), and `suffix` (no fill-in-the-middle templates).
+fn check_generate(request: &api::GenerateRequest) -> Result<(), Error> {
+    let name = &request.model;
     if request.raw == Some(true)
         && (request.template.is_some() || request.system.is_some() || request.context.is_some())
     {
@@ -222,25 +265,24 @@ pub async fn generate(
             "\"{name}\" does not support insert"
         )));
     }
-    let (model, options) = model_and_options(&state, &name, request.options.as_ref()).await?;
-    let keep_alive = request.keep_alive;
-    let prompt = request.prompt.clone();
-    if prompt.is_empty() {
-        let reason = load_or_unload(&state, &model, &name, &options, keep_alive).await?;
-        return Ok(axum::Json(api::GenerateResponse {
-            model: name,
-            created_at: now(),
-            done: true,
-            done_reason: Some(reason.to_owned()),
-            ..api::GenerateResponse::default()
-        })
-        .into_response());
-    }
+    Ok(())
+}
+
+/// Starts the generation of a non-empty prompt. `/v1/completions` translates its requests into
+/// this one, so both share one pipeline.
+pub(super) async fn generate_chunks(
+    state: &AppState,
+    request: api::GenerateRequest,
+    started: Instant,
+) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
+    check_generate(&request)?;
+    let name = request.model.clone();
+    let (model, options) = model_and_options(state, &name, request.options.as_ref()).await?;
     let think = think(request.think.as_ref());
     let grammar = grammar(request.format.as_ref())?;
-    let lease = lease_for(&state, &model, &name, &options, keep_alive, false).await?;
+    let lease = lease_for(state, &model, &name, &options, request.keep_alive, false).await?;
     let load_duration = started.elapsed();
-    let mut prompt_text = prompt;
+    let mut prompt = request.prompt;
     if let Some(context) = request
         .context
         .as_ref()
@@ -251,44 +293,22 @@ pub async fn generate(
             .filter_map(|&t| i32::try_from(t).ok())
             .collect();
         let earlier = lease.engine().detokenize(&tokens).await?;
-        prompt_text = earlier + &prompt_text;
+        prompt = earlier + &prompt;
     }
-    let raw = request.raw == Some(true);
     let plan = Plan {
         input: Input::Prompt {
-            prompt: prompt_text,
-            system: request.system.clone().or_else(|| model.system.clone()),
-            raw,
+            prompt,
+            system: request.system.or_else(|| model.system.clone()),
+            raw: request.raw == Some(true),
         },
-        model_name: name.clone(),
+        model_name: name,
         template: model.template.clone(),
-        request_template: request.template.clone(),
+        request_template: request.template,
         think,
         job: job(&options, request.truncate, request.shift),
         grammar,
     };
-    let chunks = completion::start(lease, plan, started, load_duration).await?;
-    let model_name = name.clone();
-    let responses =
-        chunks.map(move |chunk| chunk.map(|chunk| generate_response(&model_name, chunk, raw)));
-    if request.stream == Some(false) {
-        let mut all = api::GenerateResponse::default();
-        let mut thinking = String::new();
-        let mut responses = Box::pin(responses);
-        while let Some(response) = responses.next().await {
-            let response = response?;
-            all.response.push_str(&response.response);
-            thinking.push_str(response.thinking.as_deref().unwrap_or_default());
-            if response.done {
-                let text = std::mem::take(&mut all.response);
-                all = response;
-                all.response = text;
-            }
-        }
-        all.thinking = (!thinking.is_empty()).then_some(thinking);
-        return Ok(axum::Json(all).into_response());
-    }
-    Ok(ndjson::response(responses))
+    completion::start(lease, plan, started, load_duration).await
 }
 
 fn generate_response(name: &str, chunk: Chunk, raw: bool) -> api::GenerateResponse {
@@ -914,6 +934,7 @@ pub async fn embed(
     )
     .await?;
     embeddings.normalize();
+    embeddings.shorten(request.dimensions.unwrap_or(0) as usize);
     Ok(axum::Json(api::EmbedResponse {
         model: request.model.clone(),
         embeddings: embeddings.vectors,
@@ -949,7 +970,7 @@ pub async fn embeddings(
 }
 
 /// Loads `name` for embeddings and embeds `inputs`; also returns how long loading took.
-async fn run_embedding(
+pub(super) async fn run_embedding(
     state: &AppState,
     name: &str,
     request_options: Option<&api::Options>,

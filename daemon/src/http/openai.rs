@@ -4,7 +4,8 @@
 //! `options::resolve`) and runs through [`ollama::chat_chunks`]; the chunks become one
 //! `chat.completion` (joined as `/api/chat` joins them) or `chat.completion.chunk` events.
 //! Reasoning goes out under DeepSeek's `reasoning_content` and Ollama's `reasoning`; both are
-//! accepted on input. Errors use the status table of [`Error`] and OpenAI's body
+//! accepted on input. `/v1/completions` runs through [`ollama::generate_chunks`] the same way,
+//! and `/v1/embeddings` through `/api/embed`'s path. Errors use the status table of [`Error`] and OpenAI's body
 //! ([`OpenAiError`]).
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::time::{Instant, SystemTime};
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use futures::{Stream, StreamExt};
 use whale_api as api;
 use whale_api::openai as wire;
@@ -61,6 +63,178 @@ pub async fn chat_completions(
     });
     let whole = ollama::collect_chat(responses).await?;
     Ok(axum::Json(writer.completion(whole, usage)).into_response())
+}
+
+/// `/v1/completions`: a templated `/api/generate` (as Ollama's, not raw), its text in one
+/// `text_completion` or streamed as `text_completion` chunks.
+pub async fn completions(
+    State(state): SharedState,
+    body: Result<Json<wire::CompletionRequest>, Error>,
+) -> Result<Response, OpenAiError> {
+    let started = Instant::now();
+    let Json(request) = body?;
+    let stream = request.stream == Some(true);
+    let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+    let options = api::Options {
+        num_predict: request.max_tokens,
+        temperature: request.temperature,
+        top_p: request.top_p,
+        seed: request.seed,
+        stop: request.stop.map(wire::Stop::into_vec),
+        frequency_penalty: request.frequency_penalty,
+        presence_penalty: request.presence_penalty,
+        ..api::Options::default()
+    };
+    if request.prompt.is_empty() {
+        return Err(Error::BadRequest("prompt is required".to_owned()).into());
+    }
+    let native = api::GenerateRequest {
+        model: request.model.clone(),
+        prompt: request.prompt,
+        suffix: request.suffix,
+        options: Some(options),
+        ..api::GenerateRequest::default()
+    };
+    let chunks = ollama::generate_chunks(&state, native, started).await?;
+    let writer = TextWriter {
+        id: format!("cmpl-{}", ollama::random_id(24)),
+        created: unix(SystemTime::now()),
+        model: request.model,
+    };
+    // Reasoning is not part of a text completion.
+    let pieces = chunks.filter_map(|chunk| {
+        futures::future::ready(match chunk {
+            Ok(Chunk::Text { content, .. }) if content.is_empty() => None,
+            Ok(Chunk::Text { content, .. }) => Some(Ok(Piece::Text(content))),
+            Ok(Chunk::Done(finished)) => Some(Ok(Piece::Done(
+                ollama::done_reason(finished.summary.done_reason).to_owned(),
+                usage_of(&finished),
+            ))),
+            Ok(Chunk::ToolCalls(_)) => None,
+            Err(error) => Some(Err(error)),
+        })
+    });
+    if stream {
+        let events = pieces.flat_map(move |piece| {
+            let out = match piece {
+                Err(error) => vec![Err(error)],
+                Ok(Piece::Text(text)) => vec![Ok(writer.completion(text, None, None))],
+                Ok(Piece::Done(reason, usage)) => {
+                    let mut out = vec![Ok(writer.completion(String::new(), Some(reason), None))];
+                    if include_usage {
+                        let mut last = writer.completion(String::new(), None, Some(usage));
+                        last.choices.clear();
+                        out.push(Ok(last));
+                    }
+                    out
+                }
+            };
+            futures::stream::iter(out)
+        });
+        return Ok(sse::response(events));
+    }
+    let mut text = String::new();
+    let mut pieces = std::pin::pin!(pieces);
+    while let Some(piece) = pieces.next().await {
+        match piece? {
+            Piece::Text(piece) => text.push_str(&piece),
+            Piece::Done(reason, usage) => {
+                return Ok(
+                    axum::Json(writer.completion(text, Some(reason), Some(usage))).into_response(),
+                );
+            }
+        }
+    }
+    Err(Error::Internal("the generation ended without a final chunk".to_owned()).into())
+}
+
+/// What a text completion is made of.
+enum Piece {
+    Text(String),
+    /// `finish_reason` and usage.
+    Done(String, wire::Usage),
+}
+
+/// Builds the `text_completion` objects of one answer.
+struct TextWriter {
+    id: String,
+    created: i64,
+    model: String,
+}
+
+impl TextWriter {
+    fn completion(
+        &self,
+        text: String,
+        finish_reason: Option<String>,
+        usage: Option<wire::Usage>,
+    ) -> wire::Completion {
+        wire::Completion {
+            id: self.id.clone(),
+            object: "text_completion".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: Some(FINGERPRINT.to_owned()),
+            choices: vec![wire::CompletionChoice {
+                text,
+                index: 0,
+                finish_reason,
+            }],
+            usage,
+        }
+    }
+}
+
+/// `/v1/embeddings`: `/api/embed`'s normalised vectors, as floats or base64 (little-endian
+/// f32), cut to `dimensions`.
+pub async fn embeddings(
+    State(state): SharedState,
+    body: Result<Json<wire::EmbeddingRequest>, Error>,
+) -> Result<axum::Json<wire::EmbeddingList>, OpenAiError> {
+    let Json(request) = body?;
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "invalid encoding format: {other} (float or base64)"
+            ))
+            .into());
+        }
+    };
+    let inputs = request.input.into_vec();
+    if inputs.is_empty() {
+        return Err(Error::BadRequest("invalid input".to_owned()).into());
+    }
+    let (mut embeddings, _) =
+        ollama::run_embedding(&state, &request.model, None, None, inputs, true).await?;
+    embeddings.normalize();
+    embeddings.shorten(request.dimensions.unwrap_or(0) as usize);
+    let data = embeddings
+        .vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, vector)| wire::Embedding {
+            object: "embedding".to_owned(),
+            embedding: if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                wire::EmbeddingVector::Base64(BASE64_STANDARD.encode(bytes))
+            } else {
+                wire::EmbeddingVector::Float(vector)
+            },
+            index: index as u32,
+        })
+        .collect();
+    let tokens = u64::from(embeddings.prompt_tokens);
+    Ok(axum::Json(wire::EmbeddingList {
+        object: "list".to_owned(),
+        data,
+        model: request.model,
+        usage: wire::EmbeddingUsage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    }))
 }
 
 pub async fn models(State(state): SharedState) -> Result<axum::Json<wire::ModelList>, OpenAiError> {
