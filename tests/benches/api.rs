@@ -5,9 +5,11 @@
 //! 2. Four concurrent streams against the same four requests one after another, through a
 //!    daemon with four slots (target: aggregate ≥ 2.5× the single stream), and the same with
 //!    the raw loop (one sequence against four decoded in one batch): what batching itself
-//!    gives on this machine and model, the ceiling for whaled's ratio.
+//!    gives on this machine and model, the ceiling for whaled's ratio. Twice: on Gemma, whose
+//!    decoding on a CPU is bound by arithmetic (batching saves only weight reads), and on the
+//!    wide llama fixture, bound by memory as real models are on a GPU (or a large one on a CPU).
 //!
-//! Gemma 3 270M `Q4_K_M`, 2 threads, greedy (no penalties on either side: whaled's default
+//! Gemma 3 270M `Q4_K_M` (and the wide llama fixture, f32), 2 threads, greedy (no penalties on either side: whaled's default
 //! `repeat_penalty` is 1.0, so its sampler chain is greedy alone, as the raw loop's), raw mode,
 //! 128 generated tokens per request, 512 tokens of context per sequence. Raw and API rounds
 //! alternate and never overlap: each waits for the other to finish, so they never compete for
@@ -24,7 +26,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use serde_json::{Value, json};
 use whale_tests::bench::{load_average, median};
-use whale_tests::fixtures;
+use whale_tests::fixtures::{self, Fixture};
 use whale_tests::raw::RawDecode;
 use whale_tests::whaled::Whaled;
 
@@ -56,6 +58,14 @@ fn raw_round(backend: &LlamaBackend, model: &LlamaModel, prompts: &[&str]) -> f6
     .run(backend, model)
 }
 
+/// A model the benchmark runs: its name in whaled and its GGUF.
+struct Subject {
+    name: &'static str,
+    /// How the tables name it.
+    label: &'static str,
+    path: std::path::PathBuf,
+}
+
 /// What one streamed `/api/generate` gave.
 struct Streamed {
     /// `eval_count` of the final object.
@@ -85,11 +95,12 @@ impl Streamed {
 fn generate(
     client: &reqwest::blocking::Client,
     daemon: &Whaled,
+    model: &str,
     prompt: &str,
     num_predict: usize,
 ) -> Streamed {
     let body = json!({
-        "model": "gemma",
+        "model": model,
         "prompt": prompt,
         "raw": true,
         "keep_alive": -1,
@@ -131,29 +142,30 @@ fn generate(
     }
 }
 
-fn start_daemon(num_parallel: u32) -> Whaled {
+fn start_daemon(num_parallel: u32, subject: &Subject) -> Whaled {
     let daemon = Whaled::builder()
         .env("WHALE_NUM_THREADS", THREADS.to_string())
         .env("WHALE_NUM_PARALLEL", num_parallel.to_string())
         .env("WHALE_KEEP_ALIVE", "-1")
         .env("WHALE_LOG", "warn")
         .start();
-    daemon.create_from_gguf("gemma", &fixtures::gemma());
+    daemon.create_from_gguf(subject.name, &subject.path);
     daemon
 }
 
 /// Part 1: one stream through the API against the raw loop, alternating.
-fn api_against_raw(backend: &LlamaBackend, model: &LlamaModel) {
-    let daemon = start_daemon(1);
+fn api_against_raw(backend: &LlamaBackend, model: &LlamaModel, subject: &Subject) {
+    let daemon = start_daemon(1, subject);
     let client = Whaled::http();
     // Loads the model in whaled and pages in both copies of the weights.
-    let warm = generate(&client, &daemon, PROMPT, TOKENS);
+    let warm = generate(&client, &daemon, subject.name, PROMPT, TOKENS);
     assert_eq!(warm.eval_count, TOKENS as u64, "the API stopped early");
     raw_round(backend, model, &[PROMPT]);
 
     println!(
-        "decode, gemma-3-270m Q4_K_M, {THREADS} threads, greedy, {TOKENS} tokens, raw llama-cpp-2 \
-         vs whaled /api/generate (load average {})",
+        "decode, {}, {THREADS} threads, greedy, {TOKENS} tokens, raw llama-cpp-2 vs whaled \
+         /api/generate (load average {})",
+        subject.label,
         load_average()
     );
     println!(
@@ -166,7 +178,7 @@ fn api_against_raw(backend: &LlamaBackend, model: &LlamaModel) {
         std::thread::sleep(SETTLE);
         let raw = raw_round(backend, model, &[PROMPT]);
         std::thread::sleep(SETTLE);
-        let api = generate(&client, &daemon, PROMPT, TOKENS);
+        let api = generate(&client, &daemon, subject.name, PROMPT, TOKENS);
         assert_eq!(api.eval_count, TOKENS as u64, "the API stopped early");
         let (eval, wall) = (api.eval_rate(), api.wall_rate());
         println!(
@@ -212,18 +224,19 @@ fn batch_rate(runs: &[Streamed], started: Instant) -> f64 {
 /// Part 2: the four prompts concurrently against the same four one after another, through
 /// whaled and, as the ceiling of what batching gives on this machine and model, through the raw
 /// loop (one sequence against the four decoded together).
-fn parallel_against_single(backend: &LlamaBackend, model: &LlamaModel) {
-    let daemon = start_daemon(4);
+fn parallel_against_single(backend: &LlamaBackend, model: &LlamaModel, subject: &Subject) {
+    let daemon = start_daemon(4, subject);
     let client = Whaled::http();
     for prompt in PROMPTS {
-        generate(&client, &daemon, prompt, TOKENS);
+        generate(&client, &daemon, subject.name, prompt, TOKENS);
     }
     raw_round(backend, model, &PROMPTS);
     println!();
     println!(
-        "aggregate decode, {} sequences of {TOKENS} tokens: raw llama-cpp-2 (1 sequence vs the 4 \
-         in one batch) and whaled with WHALE_NUM_PARALLEL=4 (4 requests one at a time vs all at \
-         once), tok/s (load average {})",
+        "aggregate decode, {}, {} sequences of {TOKENS} tokens: raw llama-cpp-2 (1 sequence vs \
+         the 4 in one batch) and whaled with WHALE_NUM_PARALLEL=4 (4 requests one at a time vs \
+         all at once), tok/s (load average {})",
+        subject.label,
         PROMPTS.len(),
         load_average()
     );
@@ -241,7 +254,7 @@ fn parallel_against_single(backend: &LlamaBackend, model: &LlamaModel) {
         let started = Instant::now();
         let sequential: Vec<Streamed> = PROMPTS
             .iter()
-            .map(|prompt| generate(&client, &daemon, prompt, TOKENS))
+            .map(|prompt| generate(&client, &daemon, subject.name, prompt, TOKENS))
             .collect();
         let single = batch_rate(&sequential, started);
         std::thread::sleep(SETTLE);
@@ -251,7 +264,7 @@ fn parallel_against_single(backend: &LlamaBackend, model: &LlamaModel) {
                 .iter()
                 .map(|prompt| {
                     let (client, daemon) = (&client, &daemon);
-                    scope.spawn(move || generate(client, daemon, prompt, TOKENS))
+                    scope.spawn(move || generate(client, daemon, subject.name, prompt, TOKENS))
                 })
                 .collect();
             handles
@@ -277,8 +290,10 @@ fn parallel_against_single(backend: &LlamaBackend, model: &LlamaModel) {
         .collect();
     print_parallel_row("median", &medians);
     println!(
-        "median 4 streams / 1 stream through whaled: {:.2}x (target >= 2.5x); raw llama-cpp-2 \
-         batching gives {:.2}x here; whaled's 4 streams reach {:.3} of raw's 4; load average {}",
+        "{}: median 4 streams / 1 stream through whaled: {:.2}x (target >= 2.5x); raw \
+         llama-cpp-2 batching gives {:.2}x here; whaled's 4 streams reach {:.3} of raw's 4; load \
+         average {}",
+        subject.label,
         medians[5],
         medians[2],
         medians[6],
@@ -294,11 +309,27 @@ fn print_parallel_row(label: &str, row: &[f64]) {
 }
 
 fn main() {
-    let path = fixtures::gemma();
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(false));
     let backend = LlamaBackend::init().expect("llama.cpp backend");
-    let model = LlamaModel::load_from_file(&backend, &path, &LlamaModelParams::default())
-        .expect("load the model in-process");
-    api_against_raw(&backend, &model);
-    parallel_against_single(&backend, &model);
+    let load = |subject: &Subject| {
+        LlamaModel::load_from_file(&backend, &subject.path, &LlamaModelParams::default())
+            .expect("load the model in-process")
+    };
+    let gemma = Subject {
+        name: "gemma",
+        label: "gemma-3-270m Q4_K_M",
+        path: fixtures::gemma(),
+    };
+    let model = load(&gemma);
+    api_against_raw(&backend, &model, &gemma);
+    parallel_against_single(&backend, &model, &gemma);
+    drop(model);
+    let wide = Subject {
+        name: "wide",
+        label: "wide llama fixture f32",
+        path: Fixture::WideLlama.path(),
+    };
+    let model = load(&wide);
+    println!();
+    parallel_against_single(&backend, &model, &wide);
 }

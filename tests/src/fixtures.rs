@@ -60,6 +60,10 @@ pub enum Fixture {
     Qwen2,
     /// `llama` as the R1 distills Llama 8B/70B: GQA, no biases.
     Llama,
+    /// `llama` wide enough (1024, 12 blocks, f32 weights, about 1.2 GB) that decoding one token
+    /// reads far more bytes than it computes on, as real models decode on a GPU or any large
+    /// model on a CPU. Not in [`Fixture::ALL`]: only benchmarks use it.
+    WideLlama,
 }
 
 impl Fixture {
@@ -70,40 +74,41 @@ impl Fixture {
         match self {
             Fixture::DeepSeek2 => "deepseek2",
             Fixture::Qwen2 => "qwen2",
-            Fixture::Llama => "llama",
+            Fixture::Llama | Fixture::WideLlama => "llama",
+        }
+    }
+
+    /// The name of the fixture's file (without generator version and extension).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fixture::WideLlama => "wide-llama",
+            other => other.architecture(),
         }
     }
 
     /// Path of the fixture's GGUF, generated first if absent.
     pub fn path(self) -> PathBuf {
         self.try_path()
-            .unwrap_or_else(|e| panic!("fixture {}: {e}", self.architecture()))
+            .unwrap_or_else(|e| panic!("fixture {}: {e}", self.name()))
     }
 
     /// Like [`Fixture::path`] but returning the error.
     pub fn try_path(self) -> Result<PathBuf, Error> {
         let dir = root().join("generated");
-        let path = dir.join(format!(
-            "tiny-{}-v{GENERATOR_VERSION}.gguf",
-            self.architecture()
-        ));
+        let path = dir.join(format!("tiny-{}-v{GENERATOR_VERSION}.gguf", self.name()));
         if path.exists() {
             return Ok(path);
         }
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        let _lock = FileLock::acquire(&dir.join(format!(".{}.lock", self.architecture())))?;
+        let _lock = FileLock::acquire(&dir.join(format!(".{}.lock", self.name())))?;
         if path.exists() {
             return Ok(path);
         }
         let builder = self.build()?;
-        let temp = dir.join(format!(
-            ".tiny-{}.{}.tmp",
-            self.architecture(),
-            std::process::id()
-        ));
+        let temp = dir.join(format!(".tiny-{}.{}.tmp", self.name(), std::process::id()));
         builder.write(&temp).map_err(io_error(&temp))?;
         fs::rename(&temp, &path).map_err(io_error(&path))?;
-        remove_stale(&dir, self.architecture());
+        remove_stale(&dir, self.name());
         Ok(path)
     }
 
@@ -118,6 +123,7 @@ impl Fixture {
             Fixture::DeepSeek2 => deepseek2_model(&mut builder, &mut weights),
             Fixture::Qwen2 => dense_model(&mut builder, &mut weights, &QWEN2),
             Fixture::Llama => dense_model(&mut builder, &mut weights, &LLAMA),
+            Fixture::WideLlama => dense_model(&mut builder, &mut weights, &WIDE_LLAMA),
         }
         Ok(builder)
     }
@@ -131,6 +137,10 @@ impl Fixture {
                 "Tiny DeepSeek R1 Distill Llama (whale test fixture)",
                 "tiny",
             ),
+            Fixture::WideLlama => (
+                "Wide DeepSeek R1 Distill Llama (whale benchmark fixture)",
+                "300M",
+            ),
         };
         builder.set("general.architecture", arch);
         builder.set("general.type", "model");
@@ -138,8 +148,9 @@ impl Fixture {
         builder.set("general.size_label", size_label);
         builder.set("general.license", "mit");
         builder.set("general.alignment", 32u32);
-        // 1 = mostly f16; the embedding and output are q8_0 to keep the files small
-        builder.set("general.file_type", 1u32);
+        // 1 = mostly f16 (the embedding and output are q8_0 to keep the files small), 0 = all f32
+        let file_type = u32::from(self != Fixture::WideLlama);
+        builder.set("general.file_type", file_type);
         builder.set("general.quantization_version", 2u32);
     }
 }
@@ -215,10 +226,10 @@ fn ensure_fetched(wanted: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Removes generated files of other generator versions for this architecture.
-fn remove_stale(dir: &Path, architecture: &str) {
-    let current = format!("tiny-{architecture}-v{GENERATOR_VERSION}.gguf");
-    let prefix = format!("tiny-{architecture}-v");
+/// Removes generated files of other generator versions for this fixture.
+fn remove_stale(dir: &Path, name: &str) {
+    let current = format!("tiny-{name}-v{GENERATOR_VERSION}.gguf");
+    let prefix = format!("tiny-{name}-v");
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -434,6 +445,7 @@ impl Weights {
             Fixture::DeepSeek2 => 0xdee9_5eec,
             Fixture::Qwen2 => 0x0c0e_2002,
             Fixture::Llama => 0x11a3_a008,
+            Fixture::WideLlama => 0x0019_a11a,
         };
         Weights(StdRng::seed_from_u64(seed))
     }
@@ -457,12 +469,13 @@ impl Weights {
 /// Embedding width of every tiny fixture: small, and a multiple of 32 for q8_0.
 const N_EMBD: u64 = 64;
 
-/// Embedding and output head (the bulk of the file with a 129k vocabulary), q8_0.
-fn embedding_and_head(builder: &mut Builder, weights: &mut Weights) {
+/// Embedding (q8_0) and output head (`head`) of width `embd`: the bulk of a tiny file with a
+/// 129k vocabulary.
+fn embedding_and_head(builder: &mut Builder, weights: &mut Weights, embd: u64, head: TensorType) {
     let vocab = DEEPSEEK_VOCAB_SIZE as u64;
-    builder.push_tensor(weights.random("token_embd.weight", &[N_EMBD, vocab], TensorType::Q8_0));
-    builder.push_tensor(Weights::ones("output_norm.weight", N_EMBD));
-    builder.push_tensor(weights.random("output.weight", &[N_EMBD, vocab], TensorType::Q8_0));
+    builder.push_tensor(weights.random("token_embd.weight", &[embd, vocab], TensorType::Q8_0));
+    builder.push_tensor(Weights::ones("output_norm.weight", embd));
+    builder.push_tensor(weights.random("output.weight", &[embd, vocab], head));
 }
 
 /// The `deepseek2` hyperparameters: V3's structure at toy sizes.
@@ -525,7 +538,7 @@ fn deepseek2_model(builder: &mut Builder, weights: &mut Weights) {
     // the converter writes 0.1 × mscale_all_dim (V3: mscale_all_dim = 1.0)
     builder.set(key("rope.scaling.yarn_log_multiplier"), 0.1f32);
 
-    embedding_and_head(builder, weights);
+    embedding_and_head(builder, weights, N_EMBD, TensorType::Q8_0);
     let f16 = TensorType::F16;
     for layer in 0..BLOCK_COUNT {
         let name = |t: &str| format!("blk.{layer}.{t}.weight");
@@ -590,6 +603,7 @@ fn deepseek2_model(builder: &mut Builder, weights: &mut Weights) {
 /// Shape of a dense (Qwen2 / Llama) fixture.
 struct DenseShape {
     arch: &'static str,
+    embd: u64,
     blocks: u64,
     heads: u64,
     kv_heads: u64,
@@ -599,11 +613,16 @@ struct DenseShape {
     rms_eps: f32,
     /// Qwen2 has q/k/v biases; Llama none.
     qkv_bias: bool,
+    /// Type of the blocks' matrices.
+    weights: TensorType,
+    /// Type of the output head.
+    head: TensorType,
 }
 
 /// R1-Distill-Qwen: 7:1 GQA (28 heads / 4 KV heads on 7B), rope base 10000, 128K context.
 const QWEN2: DenseShape = DenseShape {
     arch: "qwen2",
+    embd: N_EMBD,
     blocks: 2,
     heads: 4,
     kv_heads: 2,
@@ -612,11 +631,14 @@ const QWEN2: DenseShape = DenseShape {
     rope_base: 10_000.0,
     rms_eps: 1e-6,
     qkv_bias: true,
+    weights: TensorType::F16,
+    head: TensorType::Q8_0,
 };
 
 /// R1-Distill-Llama: 4:1 GQA (32 / 8 on 8B), rope base 500000, 128K context.
 const LLAMA: DenseShape = DenseShape {
     arch: "llama",
+    embd: N_EMBD,
     blocks: 2,
     heads: 4,
     kv_heads: 1,
@@ -625,14 +647,30 @@ const LLAMA: DenseShape = DenseShape {
     rope_base: 500_000.0,
     rms_eps: 1e-5,
     qkv_bias: false,
+    weights: TensorType::F16,
+    head: TensorType::Q8_0,
+};
+
+/// [`LLAMA`] at 1024 wide, 12 blocks, f32 (the type with the most bytes per multiply): 135 M
+/// parameters in the blocks and 132 M in the head, all read for every decoded token.
+const WIDE_LLAMA: DenseShape = DenseShape {
+    embd: 1024,
+    blocks: 12,
+    heads: 16,
+    kv_heads: 4,
+    ffn: 2816,
+    context: 8192,
+    weights: TensorType::F32,
+    head: TensorType::F32,
+    ..LLAMA
 };
 
 fn dense_model(builder: &mut Builder, weights: &mut Weights, shape: &DenseShape) {
     let key = |k: &str| format!("{}.{k}", shape.arch);
-    let head_dim = N_EMBD / shape.heads;
+    let head_dim = shape.embd / shape.heads;
     builder.set(key("block_count"), shape.blocks as u32);
     builder.set(key("context_length"), shape.context);
-    builder.set(key("embedding_length"), N_EMBD as u32);
+    builder.set(key("embedding_length"), shape.embd as u32);
     builder.set(key("feed_forward_length"), shape.ffn as u32);
     builder.set(key("attention.head_count"), shape.heads as u32);
     builder.set(key("attention.head_count_kv"), shape.kv_heads as u32);
@@ -643,26 +681,30 @@ fn dense_model(builder: &mut Builder, weights: &mut Weights, shape: &DenseShape)
         builder.set(key("vocab_size"), DEEPSEEK_VOCAB_SIZE as u32);
     }
 
-    embedding_and_head(builder, weights);
-    let f16 = TensorType::F16;
+    embedding_and_head(builder, weights, shape.embd, shape.head);
+    let matrix = shape.weights;
     let kv = shape.kv_heads * head_dim;
     for layer in 0..shape.blocks {
         let name = |t: &str| format!("blk.{layer}.{t}.weight");
         let bias = |t: &str| format!("blk.{layer}.{t}.bias");
-        builder.push_tensor(Weights::ones(&name("attn_norm"), N_EMBD));
-        builder.push_tensor(weights.random(&name("attn_q"), &[N_EMBD, N_EMBD], f16));
-        builder.push_tensor(weights.random(&name("attn_k"), &[N_EMBD, kv], f16));
-        builder.push_tensor(weights.random(&name("attn_v"), &[N_EMBD, kv], f16));
+        builder.push_tensor(Weights::ones(&name("attn_norm"), shape.embd));
+        builder.push_tensor(weights.random(&name("attn_q"), &[shape.embd, shape.embd], matrix));
+        builder.push_tensor(weights.random(&name("attn_k"), &[shape.embd, kv], matrix));
+        builder.push_tensor(weights.random(&name("attn_v"), &[shape.embd, kv], matrix));
         if shape.qkv_bias {
             let f32 = TensorType::F32;
-            builder.push_tensor(weights.random(&bias("attn_q"), &[N_EMBD], f32));
+            builder.push_tensor(weights.random(&bias("attn_q"), &[shape.embd], f32));
             builder.push_tensor(weights.random(&bias("attn_k"), &[kv], f32));
             builder.push_tensor(weights.random(&bias("attn_v"), &[kv], f32));
         }
-        builder.push_tensor(weights.random(&name("attn_output"), &[N_EMBD, N_EMBD], f16));
-        builder.push_tensor(Weights::ones(&name("ffn_norm"), N_EMBD));
-        builder.push_tensor(weights.random(&name("ffn_gate"), &[N_EMBD, shape.ffn], f16));
-        builder.push_tensor(weights.random(&name("ffn_up"), &[N_EMBD, shape.ffn], f16));
-        builder.push_tensor(weights.random(&name("ffn_down"), &[shape.ffn, N_EMBD], f16));
+        builder.push_tensor(weights.random(
+            &name("attn_output"),
+            &[shape.embd, shape.embd],
+            matrix,
+        ));
+        builder.push_tensor(Weights::ones(&name("ffn_norm"), shape.embd));
+        builder.push_tensor(weights.random(&name("ffn_gate"), &[shape.embd, shape.ffn], matrix));
+        builder.push_tensor(weights.random(&name("ffn_up"), &[shape.embd, shape.ffn], matrix));
+        builder.push_tensor(weights.random(&name("ffn_down"), &[shape.ffn, shape.embd], matrix));
     }
 }
