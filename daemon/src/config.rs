@@ -29,6 +29,8 @@ pub const ENV_NUM_THREADS: &str = "WHALE_NUM_THREADS";
 pub const ENV_REGISTRY_MIRROR: &str = "WHALE_REGISTRY_MIRROR";
 /// Memory the scheduler may use for models, overriding what the system reports.
 pub const ENV_MAX_MEMORY: &str = "WHALE_MAX_MEMORY";
+/// GPU memory left unused on each GPU, on top of the planner's own margin.
+pub const ENV_GPU_OVERHEAD: &str = "WHALE_GPU_OVERHEAD";
 /// Log filter (`info`, `debug`, `whale_daemon=trace`, …).
 pub const ENV_LOG: &str = "WHALE_LOG";
 
@@ -78,6 +80,10 @@ pub struct Config {
     /// Memory the scheduler may fill with models, in bytes or with a unit (`12GiB`) [default: available RAM].
     #[arg(long, env = ENV_MAX_MEMORY, value_parser = parse_bytes)]
     pub max_memory: Option<u64>,
+
+    /// GPU memory to leave unused for other programs, in bytes or with a unit (`2GiB`), on top of the 1 GiB the planner always leaves.
+    #[arg(long, env = ENV_GPU_OVERHEAD, default_value = "0", value_parser = parse_bytes)]
+    pub gpu_overhead: u64,
 
     /// Log filter, as in `RUST_LOG`.
     #[arg(long, env = ENV_LOG, default_value = "info")]
@@ -197,5 +203,8 @@ mod tests {
         let config = Config::try_parse_from(["whaled"]).unwrap();
         assert_eq!(config.num_parallel, 1);
         assert_eq!(config.keep_alive, KeepAlive::For(Duration::from_mins(5)));
+        assert_eq!(config.gpu_overhead, 0);
+        let config = Config::try_parse_from(["whaled", "--gpu-overhead", "2GiB"]).unwrap();
+        assert_eq!(config.gpu_overhead, 2 << 30);
     }
 }

@@ -45,6 +45,7 @@ pub fn state(config: Config) -> anyhow::Result<AppState> {
         max_queue: config.max_queue,
         max_loaded_models: config.max_loaded_models,
         max_memory: config.max_memory,
+        gpu_overhead: config.gpu_overhead,
         default_keep_alive: config.keep_alive,
         num_threads: config.num_threads,
     });

@@ -28,6 +28,8 @@ pub struct Limits {
     pub max_queue: u32,
     pub max_loaded_models: u32,
     pub max_memory: Option<u64>,
+    /// GPU bytes never planned into (`WHALE_GPU_OVERHEAD`).
+    pub gpu_overhead: u64,
     pub default_keep_alive: KeepAlive,
     pub num_threads: Option<u32>,
 }
@@ -399,10 +401,22 @@ impl Shared {
         loop {
             let free = tokio::task::spawn_blocking(engine::gpu_free_memory)
                 .await
-                .unwrap_or(None);
+                .unwrap_or(None)
+                .map(|free| free.saturating_sub(self.limits.gpu_overhead));
             let placement = layers.place(free, num_gpu);
             let whole =
                 placement.gpu_layers > layers.weights.len() as u32 && placement.cpu_moe_layers == 0;
+            if free.is_some() {
+                tracing::info!(
+                    free,
+                    num_gpu,
+                    gpu_layers = placement.gpu_layers,
+                    layers = layers.weights.len() + 1,
+                    experts_in_ram_layers = placement.cpu_moe_layers,
+                    vram = placement.vram,
+                    "GPU plan"
+                );
+            }
             if free.is_none() || whole || num_gpu.is_some_and(|n| n >= 0) {
                 return estimate.place(placement);
             }
