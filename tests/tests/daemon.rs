@@ -333,15 +333,19 @@ fn a_long_chat_drops_its_oldest_turns() {
         messages.push(json!({"role": "assistant", "content": format!("Answer {words}")}));
     }
     messages.push(json!({"role": "user", "content": "1, 2, 3, 4, 5,"}));
-    // `keep_alive: 0` unloads after each answer, so that no answer reuses another's cache and
-    // `prompt_eval_count` is the whole prompt.
+    // The model is unloaded after each answer (and waited for), so that no answer reuses
+    // another's cache and `prompt_eval_count` is the whole prompt.
     let chat = |messages: &[Value], truncate: bool| {
-        daemon.post(
+        let answer = daemon.post(
             "/api/chat",
-            &json!({"model": "gemma", "messages": messages, "stream": false, "keep_alive": 0,
-                    "truncate": truncate,
+            &json!({"model": "gemma", "messages": messages, "stream": false, "truncate": truncate,
                     "options": {"num_ctx": 256, "num_predict": 1, "temperature": 0}}),
-        )
+        );
+        let (status, body) =
+            daemon.post("/api/generate", &json!({"model": "gemma", "keep_alive": 0}));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["done_reason"], "unload", "{body}");
+        answer
     };
     let (status, body) = chat(&messages, false);
     assert_eq!(status, 400, "the whole chat should not fit: {body}");
