@@ -34,6 +34,12 @@ pub struct ChatRequest {
     pub truncate: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shift: Option<bool>,
+    /// Return each generated token's log probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    /// With `logprobs`, this many most likely tokens at each position too (0–20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
 }
 
 /// One chat message, in requests and in responses.
@@ -116,6 +122,9 @@ pub struct ChatResponse {
     pub done: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done_reason: Option<String>,
+    /// The log probabilities of this chunk's tokens, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<crate::Logprob>>,
     #[serde(flatten)]
     pub metrics: Metrics,
 }

@@ -43,6 +43,12 @@ pub struct GenerateRequest {
     pub truncate: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shift: Option<bool>,
+    /// Return each generated token's log probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    /// With `logprobs`, this many most likely tokens at each position too (0–20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
 }
 
 /// One NDJSON line of `/api/generate` (or the whole answer when not streaming).
@@ -60,8 +66,30 @@ pub struct GenerateResponse {
     pub done_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Vec<i64>>,
+    /// The log probabilities of this chunk's tokens, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<Logprob>>,
     #[serde(flatten)]
     pub metrics: Metrics,
+}
+
+/// A generated token's log probability, and the most likely tokens at its position.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Logprob {
+    #[serde(flatten)]
+    pub token: TokenLogprob,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_logprobs: Vec<TokenLogprob>,
+}
+
+/// One token: its text, log probability, and UTF-8 bytes (a token may hold part of a
+/// character).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<Vec<u8>>,
 }
 
 /// Final-chunk timings and counts; durations in nanoseconds, omitted when absent.
@@ -91,6 +119,7 @@ mod tests {
             r#"{"model":"llama3.2","prompt":"Why is the sky blue?"}"#,
             r#"{"model":"deepseek-r1","prompt":"hi","format":"json","stream":false,"keep_alive":"5m0s","think":true}"#,
             r#"{"model":"m","prompt":"p","options":{"temperature":0.6,"stop":["a"]},"raw":true,"images":["aGk="],"context":[1,2]}"#,
+            r#"{"model":"m","prompt":"p","logprobs":true,"top_logprobs":5}"#,
         ] {
             let request: GenerateRequest = serde_json::from_str(json).unwrap();
             assert_eq!(
@@ -101,6 +130,7 @@ mod tests {
         }
         for json in [
             r#"{"model":"llama3.2","created_at":"2025-01-01T00:00:00.1Z","response":"The","done":false}"#,
+            r#"{"model":"m","created_at":"2025-01-01T00:00:00.1Z","response":" 6","done":false,"logprobs":[{"token":" 6","logprob":-0.01,"bytes":[32,54],"top_logprobs":[{"token":" 6","logprob":-0.01,"bytes":[32,54]},{"token":" six","logprob":-5.5}]}]}"#,
             r#"{"model":"llama3.2","created_at":"2025-01-01T00:00:00.3Z","response":"","done":true,"done_reason":"stop","context":[1,2,3],"total_duration":5043500667,"load_duration":5025959,"prompt_eval_count":26,"prompt_eval_duration":325953000,"eval_count":290,"eval_duration":4709213000}"#,
         ] {
             let response: GenerateResponse = serde_json::from_str(json).unwrap();

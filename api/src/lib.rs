@@ -27,7 +27,7 @@ pub use client::{Client, DEFAULT_HOST, WHALE_HOST};
 pub use embed::{EmbedInput, EmbedRequest, EmbedResponse, EmbeddingRequest, EmbeddingResponse};
 pub use error::{ClientError, Error, ParseError};
 pub use format::Format;
-pub use generate::{GenerateRequest, GenerateResponse, Metrics};
+pub use generate::{GenerateRequest, GenerateResponse, Logprob, Metrics, TokenLogprob};
 pub use keep_alive::KeepAlive;
 pub use model::{
     CopyRequest, CreateRequest, DeleteRequest, ErrorResponse, License, ListModel, ListResponse,

@@ -24,7 +24,7 @@ impl Stop {
     }
 }
 
-/// Body of `POST /v1/chat/completions`. Unknown fields (`logprobs`, `n`, `user`, …) are ignored.
+/// Body of `POST /v1/chat/completions`. Unknown fields (`n`, `user`, …) are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletionRequest {
     pub model: String,
@@ -64,6 +64,10 @@ pub struct ChatCompletionRequest {
     /// DeepSeek's `{"type": "enabled" | "disabled"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thinking: Option<ThinkingOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
 }
 
 /// `stream_options`.
@@ -248,6 +252,31 @@ pub struct ChatChoice {
     pub message: ChatMessage,
     /// `stop`, `length` or `tool_calls`.
     pub finish_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<ChoiceLogprobs>,
+}
+
+/// `choices[].logprobs`: one entry per generated token of the answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChoiceLogprobs {
+    pub content: Vec<TokenLogprob>,
+}
+
+/// A token's log probability and the most likely tokens at its position.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f64,
+    pub bytes: Option<Vec<u8>>,
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// One of the most likely tokens at a position.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f64,
+    pub bytes: Option<Vec<u8>>,
 }
 
 /// Token usage.
@@ -290,6 +319,8 @@ pub struct ChunkChoice {
     pub index: u32,
     pub delta: Delta,
     pub finish_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<ChoiceLogprobs>,
 }
 
 /// The increment in a chunk.

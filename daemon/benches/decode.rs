@@ -46,11 +46,12 @@ async fn engine_round(engine: &Engine) -> f64 {
             grammar: None,
             shift: true,
             truncate: true,
+            logprobs: None,
         })
         .expect("engine running");
     while let Some(event) = events.recv().await {
         match event {
-            Event::Text(_) => {}
+            Event::Text(..) => {}
             Event::Done(summary) => {
                 return f64::from(summary.eval_count) / summary.eval_duration.as_secs_f64();
             }

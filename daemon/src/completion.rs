@@ -13,7 +13,7 @@ use crate::chat::{
     self, ChatMessage, ChatTemplate, ReasoningSplitter, RenderInput, SpecialTokens, Think,
     ThinkingMode, ToolCall, ToolCallParser,
 };
-use crate::engine::{Event, GenerateJob, Grammar, Prompt, Summary};
+use crate::engine::{Event, GenerateJob, Grammar, Logprobs, Prompt, Summary};
 use crate::error::Error;
 use crate::scheduler::Lease;
 
@@ -50,7 +50,13 @@ pub struct Plan {
 /// A piece of the answer as it is produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Chunk {
-    Text { content: String, thinking: String },
+    /// Text of the answer and of the reasoning, and the log probabilities of the tokens
+    /// generated since the last chunk (when asked for).
+    Text {
+        content: String,
+        thinking: String,
+        logprobs: Vec<Logprobs>,
+    },
     ToolCalls(Vec<ToolCall>),
     Done(Box<Finished>),
 }
@@ -281,7 +287,7 @@ struct Running {
 
 impl Running {
     /// Routes a piece of generated text through reasoning and tool-call parsing.
-    fn text(&mut self, piece: &str, last: bool) {
+    fn text(&mut self, piece: &str, logprobs: Vec<Logprobs>, last: bool) {
         let (mut thinking, content) = match &mut self.splitter {
             Some(splitter) => {
                 let mut delta = splitter.push(piece);
@@ -306,10 +312,11 @@ impl Running {
             }
             None => (content, Vec::new()),
         };
-        if !content.is_empty() || !thinking.is_empty() {
+        if !content.is_empty() || !thinking.is_empty() || !logprobs.is_empty() {
             self.pending.push_back(Ok(Chunk::Text {
                 content,
                 thinking: std::mem::take(&mut thinking),
+                logprobs,
             }));
         }
         if !calls.is_empty() {
@@ -328,9 +335,9 @@ fn chunks(running: Running) -> impl Stream<Item = Result<Chunk, Error>> + Send +
                 return None;
             }
             match running.events.recv().await {
-                Some(Event::Text(piece)) => running.text(&piece, false),
+                Some(Event::Text(piece, logprobs)) => running.text(&piece, logprobs, false),
                 Some(Event::Done(summary)) => {
-                    running.text("", true);
+                    running.text("", Vec::new(), true);
                     running.finished = true;
                     running.pending.push_back(Ok(Chunk::Done(Box::new(Finished {
                         summary,

@@ -54,6 +54,7 @@ fn job(prompt: &str, num_predict: i32) -> GenerateJob {
         grammar: None,
         shift: true,
         truncate: true,
+        logprobs: None,
     }
 }
 
@@ -62,7 +63,7 @@ async fn collect(mut events: Receiver<Event>) -> (String, Summary) {
     let mut text = String::new();
     while let Some(event) = events.recv().await {
         match event {
-            Event::Text(piece) => text.push_str(&piece),
+            Event::Text(piece, _) => text.push_str(&piece),
             Event::Done(summary) => return (text, summary),
             Event::Error(error) | Event::Rejected(error) => panic!("job failed: {error}"),
         }
@@ -111,7 +112,7 @@ async fn stop_string_across_tokens_is_never_emitted() {
     let mut pieces = Vec::new();
     let summary = loop {
         match events.recv().await.expect("events until Done") {
-            Event::Text(piece) => pieces.push(piece),
+            Event::Text(piece, _) => pieces.push(piece),
             Event::Done(summary) => break summary,
             Event::Error(error) | Event::Rejected(error) => panic!("job failed: {error}"),
         }
@@ -163,7 +164,7 @@ async fn dropped_receiver_frees_the_slot() {
     let mut long = engine.generate(job(COUNTING, 400)).unwrap();
     // Wait until it is generating, then walk away.
     match long.recv().await {
-        Some(Event::Text(_)) => {}
+        Some(Event::Text(..)) => {}
         other => panic!("unexpected {other:?}"),
     }
     drop(long);
@@ -173,7 +174,7 @@ async fn dropped_receiver_frees_the_slot() {
         .await
         .expect("the second job starts while the first would still be running")
         .expect("an event");
-    assert!(matches!(first, Event::Text(_)), "got {first:?}");
+    assert!(matches!(first, Event::Text(..)), "got {first:?}");
     let (_, summary) = collect(next).await;
     assert_eq!(summary.eval_count, 3);
     engine.shutdown().await;

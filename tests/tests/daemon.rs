@@ -820,3 +820,98 @@ fn embed_and_legacy_embeddings() {
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].is_string(), "{body}");
 }
+
+/// `logprobs` gives every generated token with its log probability and, with `top_logprobs`,
+/// the most likely tokens at its position; under greedy sampling the chosen token is the most
+/// likely one.
+#[test]
+fn logprobs_come_with_each_token() {
+    let daemon = Whaled::start();
+    daemon.create_from_gguf("gemma", &fixtures::gemma());
+    let request = |extra: Value| {
+        let mut request = json!({"model": "gemma", "prompt": "1, 2, 3, 4, 5,", "raw": true,
+                                 "stream": false, "options": {"temperature": 0, "num_predict": 6}});
+        for (key, value) in extra.as_object().unwrap() {
+            request[key] = value.clone();
+        }
+        request
+    };
+    let (status, plain) = daemon.post("/api/generate", &request(json!({})));
+    assert_eq!(status, 200, "{plain}");
+    assert!(plain.get("logprobs").is_none(), "{plain}");
+
+    let (status, body) = daemon.post(
+        "/api/generate",
+        &request(json!({"logprobs": true, "top_logprobs": 3})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["response"], plain["response"], "{body}");
+    let logprobs = body["logprobs"].as_array().expect("logprobs");
+    assert_eq!(logprobs.len() as u64, body["eval_count"].as_u64().unwrap());
+    let joined: String = logprobs
+        .iter()
+        .map(|entry| entry["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, body["response"].as_str().unwrap());
+    for entry in logprobs {
+        let logprob = entry["logprob"].as_f64().unwrap();
+        assert!(logprob <= 0.0, "{entry}");
+        let bytes: Vec<u8> = serde_json::from_value(entry["bytes"].clone()).unwrap();
+        assert_eq!(
+            bytes,
+            entry["token"].as_str().unwrap().as_bytes(),
+            "{entry}"
+        );
+        let top = entry["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3, "{entry}");
+        assert_eq!(
+            top[0]["token"], entry["token"],
+            "greedy picks the likeliest: {entry}"
+        );
+        assert!((top[0]["logprob"].as_f64().unwrap() - logprob).abs() < 1e-6);
+        let values: Vec<f64> = top.iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
+        assert!(values.windows(2).all(|w| w[0] >= w[1]), "{entry}");
+        let mass: f64 = values.iter().map(|v| v.exp()).sum();
+        assert!(mass <= 1.0 + 1e-4, "{entry}");
+    }
+
+    // Streamed, the chunks carry the same entries between them.
+    let mut streamed = request(json!({"logprobs": true, "top_logprobs": 3}));
+    streamed["stream"] = json!(true);
+    let chunks = daemon.stream("/api/generate", &streamed);
+    let entries: Vec<Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk["logprobs"].as_array())
+        .flatten()
+        .cloned()
+        .collect();
+    assert_eq!(&entries, logprobs);
+
+    // Chat too; without `top_logprobs` no alternatives are listed.
+    let (status, chat) = daemon.post(
+        "/api/chat",
+        &json!({"model": "gemma", "messages": [{"role": "user", "content": "Hi"}], "stream": false,
+                "logprobs": true, "options": {"temperature": 0, "num_predict": 4}}),
+    );
+    assert_eq!(status, 200, "{chat}");
+    let entries = chat["logprobs"].as_array().expect("chat logprobs");
+    assert_eq!(entries.len() as u64, chat["eval_count"].as_u64().unwrap());
+    assert!(
+        entries
+            .iter()
+            .all(|entry| entry.get("top_logprobs").is_none())
+    );
+
+    let (status, error) = daemon.post(
+        "/api/generate",
+        &request(json!({"logprobs": true, "top_logprobs": 21})),
+    );
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("top_logprobs must be between 0 and 20"),
+        "{error}"
+    );
+}

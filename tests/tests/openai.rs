@@ -532,3 +532,52 @@ fn embeddings_are_api_embeds_vectors_as_floats_or_base64() {
         assert_openai_error(status, &error, 400, "invalid_request_error", needle);
     }
 }
+
+#[test]
+fn chat_completions_give_logprobs_in_openais_shape() {
+    let daemon = counter();
+    let request = json!({"model": "counter", "messages": [{"role": "user", "content": COUNT}],
+                         "temperature": 0, "max_tokens": 6, "logprobs": true, "top_logprobs": 2});
+    let (status, answer) = daemon.post("/v1/chat/completions", &request);
+    assert_eq!(status, 200, "{answer}");
+    let choice = &answer["choices"][0];
+    let content = choice["logprobs"]["content"]
+        .as_array()
+        .expect("logprobs.content");
+    assert_eq!(
+        content.len() as u64,
+        answer["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    let joined: String = content
+        .iter()
+        .map(|t| t["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, choice["message"]["content"].as_str().unwrap());
+    for token in content {
+        assert!(token["logprob"].as_f64().unwrap() <= 0.0, "{token}");
+        assert!(token["bytes"].is_array(), "{token}");
+        let top = token["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 2, "{token}");
+        assert_eq!(top[0]["token"], token["token"], "{token}");
+    }
+
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    let (_, data) = events(&daemon, "/v1/chat/completions", &streamed);
+    let chunks = parse_chunks(&data);
+    let entries: Vec<Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["logprobs"]["content"].as_array())
+        .flatten()
+        .cloned()
+        .collect();
+    assert_eq!(&entries, content);
+
+    let (status, plain) = daemon.post(
+        "/v1/chat/completions",
+        &json!({"model": "counter", "messages": [{"role": "user", "content": COUNT}],
+                "max_tokens": 2}),
+    );
+    assert_eq!(status, 200, "{plain}");
+    assert!(plain["choices"][0].get("logprobs").is_none(), "{plain}");
+}

@@ -184,6 +184,30 @@ pub struct GenerateJob {
     /// A prompt longer than the context keeps its first tokens and its end, dropping what lies
     /// between, rather than being refused with [`EngineError::ContextTooLong`].
     pub truncate: bool,
+    /// Report each generated token's log probability, with this many of the most likely
+    /// tokens at its position (at most [`MAX_TOP_LOGPROBS`]); `None` reports none.
+    pub logprobs: Option<usize>,
+}
+
+/// Most alternatives a job may ask for at each position (as Ollama and OpenAI).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// A token and its log probability under the model (the log-softmax of the raw logits, before
+/// any sampling setting).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: String,
+    /// The token's bytes: a token may hold part of a UTF-8 character.
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// A generated token's log probability, and the most likely tokens at its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logprobs {
+    pub chosen: TokenLogprob,
+    /// Most likely first.
+    pub top: Vec<TokenLogprob>,
 }
 
 /// An unbounded generation (`num_predict` −1) ends after this many times the context length,
@@ -194,7 +218,10 @@ pub const UNBOUNDED_FACTOR: u32 = 10;
 /// a prefix of) a stop string that later matched. The last event is `Done` or `Error`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Text(String),
+    /// Text, and the log probabilities of the tokens sampled since the last event (when the
+    /// job asked for them; a token's text may come in a later event than its log probability,
+    /// when stop strings or an incomplete UTF-8 character hold it back).
+    Text(String, Vec<Logprobs>),
     Done(Summary),
     /// The job was refused before it started: its own input is wrong (too long for the context
     /// with `truncate` off, empty, invalid tokens).

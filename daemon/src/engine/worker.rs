@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::output::{Pushed, TextOutput};
 use super::sampler::SequenceSampler;
 use super::{
-    DoneReason, EngineError, Event, GenerateJob, LoadParams, ModelInfo, Prompt, Summary,
-    UNBOUNDED_FACTOR, llama_backend,
+    DoneReason, EngineError, Event, GenerateJob, LoadParams, Logprobs, MAX_TOP_LOGPROBS, ModelInfo,
+    Prompt, Summary, TokenLogprob, UNBOUNDED_FACTOR, llama_backend,
 };
 use crate::engine::Embeddings;
 use crate::offload;
@@ -264,6 +264,7 @@ fn model_info(backend: &LlamaBackend, model: &LlamaModel, params: &LoadParams) -
 struct Outbox {
     events: mpsc::Sender<Event>,
     unsent: String,
+    unsent_logprobs: Vec<Logprobs>,
     last: Option<Event>,
 }
 
@@ -272,6 +273,7 @@ impl Outbox {
         Self {
             events,
             unsent: String::new(),
+            unsent_logprobs: Vec::new(),
             last: None,
         }
     }
@@ -285,6 +287,11 @@ impl Outbox {
         self.flush();
     }
 
+    /// Queues a token's log probabilities; they go with the next text sent.
+    fn logprobs(&mut self, logprobs: Logprobs) {
+        self.unsent_logprobs.push(logprobs);
+    }
+
     /// Queues the final event (after any unsent text).
     fn finish(&mut self, event: Event) {
         self.last = Some(event);
@@ -294,14 +301,16 @@ impl Outbox {
     /// Sends what it can; true when nothing is left to send (or nobody is listening).
     fn flush(&mut self) -> bool {
         use mpsc::error::TrySendError;
-        if !self.unsent.is_empty() {
-            match self
-                .events
-                .try_send(Event::Text(std::mem::take(&mut self.unsent)))
-            {
+        if !self.unsent.is_empty() || (self.last.is_some() && !self.unsent_logprobs.is_empty()) {
+            let text = Event::Text(
+                std::mem::take(&mut self.unsent),
+                std::mem::take(&mut self.unsent_logprobs),
+            );
+            match self.events.try_send(text) {
                 Ok(()) => {}
-                Err(TrySendError::Full(Event::Text(text))) => {
+                Err(TrySendError::Full(Event::Text(text, logprobs))) => {
                     self.unsent = text;
+                    self.unsent_logprobs = logprobs;
                     return false;
                 }
                 Err(TrySendError::Full(_)) => unreachable!("only text was sent"),
@@ -341,6 +350,8 @@ struct Running {
     limit: u32,
     /// Whether a full context is shifted (else the job ends with `Length`).
     shift: bool,
+    /// Alternatives reported with each token's log probability; `None`: no log probabilities.
+    logprobs: Option<usize>,
     prompt_eval_count: u32,
     started: Instant,
     prefilled: Option<Instant>,
@@ -620,6 +631,7 @@ impl<'m> Worker<'m> {
             next: None,
             limit,
             shift,
+            logprobs: job.logprobs.map(|top| top.min(MAX_TOP_LOGPROBS)),
             started: Instant::now(),
             prefilled: None,
             in_batch: 0,
@@ -764,6 +776,10 @@ impl<'m> Worker<'m> {
         if vocab.is_eog(token) {
             self.finish(index, DoneReason::Stop, None);
             return;
+        }
+        if let Some(top) = job.logprobs {
+            let logits = self.context.get_logits_ith(row);
+            job.outbox.logprobs(logprobs(model, logits, token, top));
         }
         job.generated.push(token);
         self.piece.clear();
@@ -945,4 +961,35 @@ impl<'m> Worker<'m> {
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The log probability of `chosen` under `logits` (log-softmax), and the `top` most likely
+/// tokens with theirs.
+fn logprobs(model: &LlamaModel, logits: &[f32], chosen: LlamaToken, top: usize) -> Logprobs {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+    let entry = |id: usize| {
+        let token = LlamaToken(id as i32);
+        let mut bytes = Vec::new();
+        model
+            .vocab()
+            .token_to_piece_into(token, &mut bytes, true, None);
+        TokenLogprob {
+            token: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
+            logprob: logits[id] - log_sum,
+        }
+    };
+    let mut ids: Vec<usize> = (0..logits.len()).collect();
+    let top = top.min(ids.len());
+    let by_logit = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]);
+    if top > 0 && top < ids.len() {
+        ids.select_nth_unstable_by(top - 1, by_logit);
+    }
+    ids.truncate(top);
+    ids.sort_by(by_logit);
+    Logprobs {
+        chosen: entry(chosen.0 as usize),
+        top: ids.into_iter().map(entry).collect(),
+    }
 }

@@ -163,7 +163,12 @@ async fn lease_for(
 }
 
 /// The engine job of a request; `truncate` and `shift` default to true, as in Ollama.
-fn job(options: &RunOptions, truncate: Option<bool>, shift: Option<bool>) -> GenerateJob {
+fn job(
+    options: &RunOptions,
+    truncate: Option<bool>,
+    shift: Option<bool>,
+    logprobs: Option<usize>,
+) -> GenerateJob {
     GenerateJob {
         prompt: crate::engine::Prompt::Tokens(Vec::new()),
         sampling: options.sampling.clone(),
@@ -172,7 +177,42 @@ fn job(options: &RunOptions, truncate: Option<bool>, shift: Option<bool>) -> Gen
         grammar: None,
         shift: shift.unwrap_or(true),
         truncate: truncate.unwrap_or(true),
+        logprobs,
     }
+}
+
+/// What `logprobs` and `top_logprobs` ask of the engine: the number of alternatives per token,
+/// or `None` for no log probabilities.
+pub(super) fn logprobs_wanted(
+    logprobs: Option<bool>,
+    top_logprobs: Option<u32>,
+) -> Result<Option<usize>, Error> {
+    let top = top_logprobs.unwrap_or(0) as usize;
+    if top > crate::engine::MAX_TOP_LOGPROBS {
+        return Err(Error::BadRequest(format!(
+            "top_logprobs must be between 0 and {}",
+            crate::engine::MAX_TOP_LOGPROBS
+        )));
+    }
+    Ok((logprobs == Some(true)).then_some(top))
+}
+
+/// The engine's log probabilities in Ollama's shape; `None` when there are none.
+pub(super) fn wire_logprobs(logprobs: Vec<crate::engine::Logprobs>) -> Option<Vec<api::Logprob>> {
+    let token = |entry: crate::engine::TokenLogprob| api::TokenLogprob {
+        token: entry.token,
+        logprob: f64::from(entry.logprob),
+        bytes: Some(entry.bytes),
+    };
+    (!logprobs.is_empty()).then(|| {
+        logprobs
+            .into_iter()
+            .map(|entry| api::Logprob {
+                token: token(entry.chosen),
+                top_logprobs: entry.top.into_iter().map(token).collect(),
+            })
+            .collect()
+    })
 }
 
 /// Handles the empty-prompt forms: load the model, or unload it with `keep_alive: 0`.
@@ -219,11 +259,13 @@ pub async fn generate(
     if !stream {
         let mut all = api::GenerateResponse::default();
         let mut thinking = String::new();
+        let mut logprobs = Vec::new();
         let mut responses = Box::pin(responses);
         while let Some(response) = responses.next().await {
-            let response = response?;
+            let mut response = response?;
             all.response.push_str(&response.response);
             thinking.push_str(response.thinking.as_deref().unwrap_or_default());
+            logprobs.extend(response.logprobs.take().unwrap_or_default());
             if response.done {
                 let text = std::mem::take(&mut all.response);
                 all = response;
@@ -231,6 +273,7 @@ pub async fn generate(
             }
         }
         all.thinking = (!thinking.is_empty()).then_some(thinking);
+        all.logprobs = (!logprobs.is_empty()).then_some(logprobs);
         return Ok(axum::Json(all).into_response());
     }
     Ok(ndjson::response(responses))
@@ -276,6 +319,7 @@ pub(super) async fn generate_chunks(
     started: Instant,
 ) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
     check_generate(&request)?;
+    let logprobs = logprobs_wanted(request.logprobs, request.top_logprobs)?;
     let name = request.model.clone();
     let (model, options) = model_and_options(state, &name, request.options.as_ref()).await?;
     let think = think(request.think.as_ref());
@@ -305,7 +349,7 @@ pub(super) async fn generate_chunks(
         template: model.template.clone(),
         request_template: request.template,
         think,
-        job: job(&options, request.truncate, request.shift),
+        job: job(&options, request.truncate, request.shift, logprobs),
         grammar,
     };
     completion::start(lease, plan, started, load_duration).await
@@ -318,9 +362,14 @@ fn generate_response(name: &str, chunk: Chunk, raw: bool) -> api::GenerateRespon
         ..api::GenerateResponse::default()
     };
     match chunk {
-        Chunk::Text { content, thinking } => {
+        Chunk::Text {
+            content,
+            thinking,
+            logprobs,
+        } => {
             response.response = content;
             response.thinking = (!thinking.is_empty()).then_some(thinking);
+            response.logprobs = wire_logprobs(logprobs);
         }
         Chunk::ToolCalls(_) => {}
         Chunk::Done(finished) => {
@@ -445,6 +494,7 @@ pub(super) async fn chat_chunks(
     request: api::ChatRequest,
     started: Instant,
 ) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
+    let logprobs = logprobs_wanted(request.logprobs, request.top_logprobs)?;
     let name = request.model.clone();
     let (model, options) = model_and_options(state, &name, request.options.as_ref()).await?;
     let messages = conversation(&model, &request.messages)?;
@@ -464,7 +514,7 @@ pub(super) async fn chat_chunks(
         template: model.template.clone(),
         request_template: None,
         think,
-        job: job(&options, request.truncate, request.shift),
+        job: job(&options, request.truncate, request.shift, logprobs),
         grammar,
     };
     completion::start(lease, plan, started, load_duration).await
@@ -477,18 +527,21 @@ pub(super) async fn collect_chat(
     let mut content = String::new();
     let mut thinking = String::new();
     let mut calls = Vec::new();
+    let mut logprobs = Vec::new();
     let mut last = api::ChatResponse::default();
     let mut responses = std::pin::pin!(responses);
     while let Some(response) = responses.next().await {
-        let response = response?;
+        let mut response = response?;
         content.push_str(&response.message.content);
         thinking.push_str(response.message.thinking.as_deref().unwrap_or_default());
-        calls.extend(response.message.tool_calls.clone().unwrap_or_default());
+        calls.extend(response.message.tool_calls.take().unwrap_or_default());
+        logprobs.extend(response.logprobs.take().unwrap_or_default());
         last = response;
     }
     last.message.content = content;
     last.message.thinking = (!thinking.is_empty()).then_some(thinking);
     last.message.tool_calls = (!calls.is_empty()).then_some(calls);
+    last.logprobs = (!logprobs.is_empty()).then_some(logprobs);
     Ok(last)
 }
 
@@ -500,9 +553,14 @@ pub(super) fn chat_response(name: &str, chunk: Chunk) -> api::ChatResponse {
         ..api::ChatResponse::default()
     };
     match chunk {
-        Chunk::Text { content, thinking } => {
+        Chunk::Text {
+            content,
+            thinking,
+            logprobs,
+        } => {
             response.message.content = content;
             response.message.thinking = (!thinking.is_empty()).then_some(thinking);
+            response.logprobs = wire_logprobs(logprobs);
         }
         Chunk::ToolCalls(calls) => {
             response.message.tool_calls = Some(

@@ -298,6 +298,8 @@ fn chat_request(request: wire::ChatCompletionRequest) -> Result<api::ChatRequest
         options: Some(options),
         stream: request.stream,
         think,
+        logprobs: request.logprobs,
+        top_logprobs: request.top_logprobs,
         ..api::ChatRequest::default()
     })
 }
@@ -461,6 +463,7 @@ impl Writer {
                     ..wire::ChatMessage::default()
                 },
                 finish_reason: Some(finish_reason),
+                logprobs: whole.logprobs.map(openai_logprobs),
             }],
             usage: Some(usage),
         }
@@ -476,7 +479,11 @@ impl Writer {
         chunks.flat_map(move |chunk| {
             let out = match chunk {
                 Err(error) => vec![Err(error)],
-                Ok(Chunk::Text { content, thinking }) => {
+                Ok(Chunk::Text {
+                    content,
+                    thinking,
+                    logprobs,
+                }) => {
                     let mut out = Vec::new();
                     if !thinking.is_empty() {
                         out.push(Ok(self.delta(
@@ -496,6 +503,14 @@ impl Writer {
                             },
                             None,
                         )));
+                    }
+                    if let Some(logprobs) = ollama::wire_logprobs(logprobs) {
+                        if out.is_empty() {
+                            out.push(Ok(self.delta(wire::Delta::default(), None)));
+                        }
+                        if let Some(Ok(last)) = out.last_mut() {
+                            last.choices[0].logprobs = Some(openai_logprobs(logprobs));
+                        }
                     }
                     out
                 }
@@ -540,6 +555,7 @@ impl Writer {
             index: 0,
             delta,
             finish_reason,
+            logprobs: None,
         };
         self.chunk(vec![choice], None)
     }
@@ -588,6 +604,29 @@ fn usage_of(finished: &Finished) -> wire::Usage {
         completion_tokens_details: None,
         prompt_cache_hit_tokens: Some(prompt_tokens - evaluated),
         prompt_cache_miss_tokens: Some(evaluated),
+    }
+}
+
+/// Log probabilities in OpenAI's shape.
+fn openai_logprobs(logprobs: Vec<api::Logprob>) -> wire::ChoiceLogprobs {
+    wire::ChoiceLogprobs {
+        content: logprobs
+            .into_iter()
+            .map(|entry| wire::TokenLogprob {
+                token: entry.token.token,
+                logprob: entry.token.logprob,
+                bytes: entry.token.bytes,
+                top_logprobs: entry
+                    .top_logprobs
+                    .into_iter()
+                    .map(|top| wire::TopLogprob {
+                        token: top.token,
+                        logprob: top.logprob,
+                        bytes: top.bytes,
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 
