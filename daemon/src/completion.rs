@@ -27,6 +27,8 @@ pub enum Input {
     Prompt {
         prompt: String,
         system: Option<String>,
+        /// Text after the cursor, for fill-in-the-middle (templates with `.Suffix`).
+        suffix: Option<String>,
         raw: bool,
     },
 }
@@ -79,9 +81,17 @@ pub async fn start(
 ) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
     // `reasons`: the output opens with reasoning, so a grammar waits for `</think>`.
     let (prompt, splitter, tools, reasons) = if let Input::Prompt {
-        prompt, raw: true, ..
+        prompt,
+        raw: true,
+        suffix,
+        ..
     } = &plan.input
     {
+        if suffix.as_ref().is_some_and(|suffix| !suffix.is_empty()) {
+            return Err(Error::BadRequest(
+                "raw mode does not support suffix".to_owned(),
+            ));
+        }
         let text = prompt.clone();
         (
             Prompt::Text {
@@ -169,21 +179,38 @@ async fn templated(lease: &Lease, plan: &Plan) -> Result<Templated, Error> {
             plan.model_name
         )));
     }
+    let insert = match &plan.input {
+        Input::Prompt {
+            prompt,
+            suffix: Some(suffix),
+            ..
+        } if !suffix.is_empty() => Some((prompt.as_str(), suffix.as_str())),
+        _ => None,
+    };
+    if insert.is_some() && !capabilities.insert {
+        return Err(Error::BadRequest(format!(
+            "\"{}\" does not support insert",
+            plan.model_name
+        )));
+    }
     let switch = chat::think::template_switch(&plan.model_name, capabilities, plan.think)
         .map_err(template_error)?;
     let render = |messages: &[ChatMessage]| -> Result<Rendered, Error> {
-        let rendered = template
-            .render(&RenderInput {
-                messages,
-                tools: (!tools.is_empty()).then_some(tools.as_slice()),
-                add_generation_prompt: true,
-                think: switch,
-                think_level: match plan.think {
-                    Think::Level(level) => Some(level),
-                    _ => None,
-                },
-            })
-            .map_err(template_error)?;
+        let input = RenderInput {
+            messages,
+            tools: (!tools.is_empty()).then_some(tools.as_slice()),
+            add_generation_prompt: true,
+            think: switch,
+            think_level: match plan.think {
+                Think::Level(level) => Some(level),
+                _ => None,
+            },
+        };
+        let rendered = match insert {
+            Some((prompt, suffix)) => template.render_insert(prompt, suffix, &input),
+            None => template.render(&input),
+        }
+        .map_err(template_error)?;
         let think = chat::think::plan(&plan.model_name, capabilities, plan.think, &rendered)
             .map_err(template_error)?;
         let add_special = !template.starts_with_bos(&rendered);

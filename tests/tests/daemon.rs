@@ -915,3 +915,46 @@ fn logprobs_come_with_each_token() {
         "{error}"
     );
 }
+
+/// `suffix` fills in the middle with a template that places `.Suffix`; a model whose template
+/// has no place for it answers 400, as does raw mode.
+#[test]
+fn suffix_goes_where_the_template_puts_it() {
+    let daemon = Whaled::start();
+    daemon.create_from_gguf("gemma", &fixtures::gemma());
+    // The suffix first, then the prompt: what Gemma sees is a count to continue.
+    let template = "{{ if .Suffix }}{{ .Suffix }}{{ .Prompt }}{{ else }}{{ .Prompt }}{{ end }}";
+    let (status, body) = daemon.post(
+        "/api/create",
+        &json!({"model": "infill", "from": "gemma", "template": template, "stream": false}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let options = json!({"temperature": 0, "num_predict": 6});
+    let (status, body) = daemon.post(
+        "/api/generate",
+        &json!({"model": "infill", "prompt": " 4, 5,", "suffix": "1, 2, 3,", "stream": false,
+                "options": options}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let response = body["response"].as_str().unwrap();
+    assert!(response.starts_with(" 6, 7"), "{body}");
+
+    let (status, body) = daemon.post(
+        "/api/generate",
+        &json!({"model": "gemma", "prompt": "a", "suffix": "b", "options": options}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not support insert"),
+        "{body}"
+    );
+    let (status, body) = daemon.post(
+        "/api/generate",
+        &json!({"model": "infill", "prompt": "a", "suffix": "b", "raw": true, "options": options}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("suffix"), "{body}");
+}

@@ -89,6 +89,7 @@ impl GoTemplate {
             thinking: ["think", "thinking", "isthinkset"]
                 .iter()
                 .any(|name| names.contains(*name)),
+            insert: names.contains("suffix"),
         };
         Ok(Self {
             env,
@@ -156,6 +157,21 @@ impl GoTemplate {
         };
         out += &self.exchange(last, &exchange, &think, &tools)?;
         Ok(out)
+    }
+
+    /// Renders a fill-in-the-middle prompt (see [`super::ChatTemplate::render_insert`]).
+    pub(crate) fn render_insert(
+        &self,
+        prompt: &str,
+        suffix: &str,
+        input: &RenderInput,
+    ) -> Result<String, ChatError> {
+        let root = Think::new(input).extend(vec![
+            ("Prompt", Value::from(prompt)),
+            ("Suffix", Value::from(suffix)),
+            ("Response", Value::from("")),
+        ]);
+        self.execute(FULL, root)
     }
 
     fn exchange(
@@ -448,6 +464,34 @@ mod tests {
             ChatMessage::new("assistant", "Hello!"),
             ChatMessage::new("user", "Bye"),
         ]
+    }
+
+    #[test]
+    fn a_suffix_template_fills_in_the_middle() {
+        // deepseek-coder-v2's shape: fill-in-the-middle with a suffix, a chat turn without.
+        let source = "{{ if .Suffix }}<｜fim▁begin｜>{{ .Prompt }}<｜fim▁hole｜>{{ .Suffix }}<｜fim▁end｜>{{ else }}User: {{ .Prompt }}\n\nAssistant: {{ .Response }}{{ end }}";
+        let template = GoTemplate::new(source).unwrap();
+        assert!(template.capabilities().insert);
+        let input = RenderInput {
+            messages: &[],
+            tools: None,
+            add_generation_prompt: true,
+            think: None,
+            think_level: None,
+        };
+        assert_eq!(
+            template
+                .render_insert("def f(", "    return x", &input)
+                .unwrap(),
+            "<｜fim▁begin｜>def f(<｜fim▁hole｜>    return x<｜fim▁end｜>"
+        );
+        assert_eq!(eval(source), "User: hi\n\nAssistant: ");
+        assert!(
+            !GoTemplate::new("{{ .Prompt }}")
+                .unwrap()
+                .capabilities()
+                .insert
+        );
     }
 
     #[test]

@@ -62,13 +62,18 @@ pub struct TemplateCapabilities {
     /// The template knows reasoning blocks (`<think>` and `</think>` in Jinja, `.Thinking`,
     /// `.Think` or `.IsThinkSet` in Go).
     pub thinking: bool,
+    /// The template fills in the middle: it places the text after the cursor (`.Suffix` in
+    /// Go; no Jinja chat template does).
+    pub insert: bool,
 }
 
 impl TemplateCapabilities {
     /// Whether `self` has every capability of `other` and more (Ollama's `hasMoreCapabilities`
     /// for these two).
     fn exceeds(self, other: Self) -> bool {
-        let covers = (self.tools || !other.tools) && (self.thinking || !other.thinking);
+        let covers = (self.tools || !other.tools)
+            && (self.thinking || !other.thinking)
+            && (self.insert || !other.insert);
         covers && self != other
     }
 }
@@ -280,6 +285,25 @@ impl ChatTemplate {
             })
     }
 
+    /// Renders a fill-in-the-middle prompt: the text before the cursor and after it, as
+    /// Ollama executes a template for a request with a `suffix` (`.Prompt`, `.Suffix`, an empty
+    /// `.Response`, and the think settings). Only templates with the `insert` capability can.
+    pub fn render_insert(
+        &self,
+        prompt: &str,
+        suffix: &str,
+        input: &RenderInput,
+    ) -> Result<String, ChatError> {
+        match &self.renderer {
+            Renderer::Go(template) if self.capabilities.insert => {
+                template.render_insert(prompt, suffix, input)
+            }
+            _ => Err(ChatError::TemplateRender {
+                detail: "the template has no place for a suffix".to_owned(),
+            }),
+        }
+    }
+
     /// The syntax the template was written in.
     pub fn syntax(&self) -> TemplateSyntax {
         match self.renderer {
@@ -421,6 +445,7 @@ fn detect_capabilities(source: &str) -> TemplateCapabilities {
     TemplateCapabilities {
         tools,
         thinking: source.contains("<think>") && source.contains("</think>"),
+        insert: false,
     }
 }
 

@@ -129,10 +129,12 @@ mod tests {
     const THINKING: TemplateCapabilities = TemplateCapabilities {
         tools: false,
         thinking: true,
+        insert: false,
     };
     const PLAIN: TemplateCapabilities = TemplateCapabilities {
         tools: false,
         thinking: false,
+        insert: false,
     };
     const R1_PROMPT: &str = "<｜User｜>hi<｜Assistant｜><think>\n";
 

@@ -237,7 +237,8 @@ pub async fn generate(
 ) -> Result<Response, Error> {
     let started = Instant::now();
     let name = request.model.clone();
-    if request.prompt.is_empty() {
+    let suffix = request.suffix.as_deref().unwrap_or_default();
+    if request.prompt.is_empty() && suffix.is_empty() {
         check_generate(&request)?;
         let (model, options) = model_and_options(&state, &name, request.options.as_ref()).await?;
         let reason = load_or_unload(&state, &model, &name, &options, request.keep_alive).await?;
@@ -279,8 +280,9 @@ pub async fn generate(
     Ok(ndjson::response(responses))
 }
 
-/// Refuses what `/api/generate` cannot do: raw mode with a template, system or context, images
-/// (no vision models here), and `suffix` (no fill-in-the-middle templates).
+/// Refuses what `/api/generate` cannot do: raw mode with a template, system or context, and
+/// images (no vision models here). A `suffix` is refused later if the template has no place
+/// for it.
 fn check_generate(request: &api::GenerateRequest) -> Result<(), Error> {
     let name = &request.model;
     if request.raw == Some(true)
@@ -299,20 +301,11 @@ fn check_generate(request: &api::GenerateRequest) -> Result<(), Error> {
             "\"{name}\" does not support images"
         )));
     }
-    if request
-        .suffix
-        .as_ref()
-        .is_some_and(|suffix| !suffix.is_empty())
-    {
-        return Err(Error::BadRequest(format!(
-            "\"{name}\" does not support insert"
-        )));
-    }
     Ok(())
 }
 
-/// Starts the generation of a non-empty prompt. `/v1/completions` translates its requests into
-/// this one, so both share one pipeline.
+/// Starts the generation of a prompt (or, filling in the middle, a suffix). `/v1/completions`
+/// translates its requests into this one, so both share one pipeline.
 pub(super) async fn generate_chunks(
     state: &AppState,
     request: api::GenerateRequest,
@@ -343,6 +336,7 @@ pub(super) async fn generate_chunks(
         input: Input::Prompt {
             prompt,
             system: request.system.or_else(|| model.system.clone()),
+            suffix: request.suffix,
             raw: request.raw == Some(true),
         },
         model_name: name,
