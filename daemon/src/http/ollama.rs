@@ -699,6 +699,9 @@ pub async fn show(
         if found.tools {
             capabilities.push("tools".to_owned());
         }
+        if found.insert {
+            capabilities.push("insert".to_owned());
+        }
         if found.thinking {
             capabilities.push("thinking".to_owned());
         }
