@@ -980,8 +980,12 @@ fn logprobs(model: &LlamaModel, logits: &[f32], chosen: LlamaToken, top: usize) 
             logprob: logits[id] - log_sum,
         }
     };
-    let mut ids: Vec<usize> = (0..logits.len()).collect();
-    let top = top.min(ids.len());
+    let top = top.min(logits.len());
+    let mut ids: Vec<usize> = if top > 0 {
+        (0..logits.len()).collect()
+    } else {
+        Vec::new()
+    };
     let by_logit = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]);
     if top > 0 && top < ids.len() {
         ids.select_nth_unstable_by(top - 1, by_logit);
