@@ -931,7 +931,11 @@ fn suffix_goes_where_the_template_puts_it() {
     assert_eq!(status, 200, "{body}");
     let (status, show) = daemon.post("/api/show", &json!({"model": "infill"}));
     assert_eq!(status, 200, "{show}");
-    assert_eq!(show["capabilities"], json!(["completion", "insert"]), "{show}");
+    assert_eq!(
+        show["capabilities"],
+        json!(["completion", "insert"]),
+        "{show}"
+    );
     let options = json!({"temperature": 0, "num_predict": 6});
     let (status, body) = daemon.post(
         "/api/generate",

@@ -75,16 +75,7 @@ pub async fn completions(
     let Json(request) = body?;
     let stream = request.stream == Some(true);
     let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-    let options = api::Options {
-        num_predict: request.max_tokens,
-        temperature: request.temperature,
-        top_p: request.top_p,
-        seed: request.seed,
-        stop: request.stop.map(wire::Stop::into_vec),
-        frequency_penalty: request.frequency_penalty,
-        presence_penalty: request.presence_penalty,
-        ..api::Options::default()
-    };
+    let options = request.sampling.into_options(request.max_tokens);
     if request.prompt.is_empty() {
         return Err(Error::BadRequest("prompt is required".to_owned()).into());
     }
@@ -280,16 +271,9 @@ fn chat_request(request: wire::ChatCompletionRequest) -> Result<api::ChatRequest
     }
     let think = think(&request)?;
     let format = format(request.response_format)?;
-    let options = api::Options {
-        num_predict: request.max_completion_tokens.or(request.max_tokens),
-        temperature: request.temperature,
-        top_p: request.top_p,
-        seed: request.seed,
-        stop: request.stop.map(wire::Stop::into_vec),
-        frequency_penalty: request.frequency_penalty,
-        presence_penalty: request.presence_penalty,
-        ..api::Options::default()
-    };
+    let options = request
+        .sampling
+        .into_options(request.max_completion_tokens.or(request.max_tokens));
     Ok(api::ChatRequest {
         messages: messages(&request.model, request.messages)?,
         model: request.model,
