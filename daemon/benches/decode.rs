@@ -76,7 +76,6 @@ async fn main() {
         num_threads: Some(THREADS),
         placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
-        embedding: false,
     })
     .await
     .expect("engine");

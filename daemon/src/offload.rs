@@ -24,7 +24,7 @@ use crate::gguf::GgufFile;
 pub const GPU_MARGIN: u64 = 1 << 30;
 
 /// Where a model's bytes go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Placement {
     /// llama.cpp's `n_gpu_layers`: the last `gpu_layers` repeating layers are offloaded, and the
     /// output layer when this is `n_layer + 1`.

@@ -38,7 +38,6 @@ fn params(num_parallel: u32) -> LoadParams {
         num_threads: Some(2),
         placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
-        embedding: false,
     }
 }
 
@@ -248,11 +247,8 @@ async fn prompt_longer_than_context_is_truncated_or_refused() {
 
 #[tokio::test]
 async fn embeddings_are_pooled_vectors_that_normalise() {
-    let mut embedding = params(1);
-    embedding.embedding = true;
-    let engine = Engine::load(embedding)
-        .await
-        .expect("gemma loads for embeddings");
+    let engine = Engine::load(params(1)).await.expect("gemma loads");
+    let (before, _) = run(&engine, job(COUNTING, 4)).await;
     let mut result = engine
         .embed(vec!["hello world".to_owned(), "goodbye".to_owned()], true)
         .await
@@ -276,6 +272,8 @@ async fn embeddings_are_pooled_vectors_that_normalise() {
         matches!(error, EngineError::ContextTooLong { .. }),
         "{error}"
     );
+    let (after, _) = run(&engine, job(COUNTING, 4)).await;
+    assert_eq!(before, after, "the same engine generates and embeds");
     engine.shutdown().await;
 }
 

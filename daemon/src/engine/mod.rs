@@ -1,7 +1,9 @@
 //! The llama.cpp engine: one OS thread per loaded model, reached only by messages.
 //!
 //! This module is the only place in the daemon that touches `llama-cpp-2`; everything it
-//! exposes is plain Rust. A [`LlamaContext`](llama_cpp_2::context::LlamaContext) is `!Send`,
+//! exposes is plain Rust. whaled itself never runs it: each loaded model's engine runs in a
+//! runner process of its own (see [`crate::runner`]), so that a llama.cpp abort ends that model
+//! only. Tests and benchmarks also run it in-process. A [`LlamaContext`](llama_cpp_2::context::LlamaContext) is `!Send`,
 //! so each [`Engine`] owns a named thread (`engine:<model>`) that holds the model and its one
 //! context. The thread runs continuous batching over `num_parallel` sequence slots: every
 //! iteration admits waiting jobs into free slots (longest cached prefix first), builds one batch
@@ -23,9 +25,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use worker::Command;
+pub use worker::{Command, Reply, UNLOADED};
 
 use crate::offload::Placement;
 
@@ -44,7 +47,7 @@ ws     ::= | " " | "\n" [ \t]{0,20}
 "#;
 
 /// What a loaded model runs with. Changing any of these means reloading the model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadParams {
     /// The GGUF file (a blob in the store).
     pub model_path: PathBuf,
@@ -62,12 +65,10 @@ pub struct LoadParams {
     pub placement: Placement,
     /// Memory-map the weights instead of reading them.
     pub use_mmap: bool,
-    /// Load for embeddings (pooled vectors) instead of generation.
-    pub embedding: bool,
 }
 
 /// What the model file says about itself, read once at load.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub architecture: String,
     pub n_ctx_train: u32,
@@ -91,14 +92,14 @@ pub struct ModelInfo {
 }
 
 /// The prompt of a job: text to tokenize, or tokens already made (e.g. a deprecated `context`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Prompt {
     Text { text: String, add_special: bool },
     Tokens(Vec<i32>),
 }
 
 /// Sampling options of one job (Ollama's `options`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
     /// 0 (or less) means greedy.
     pub temperature: f32,
@@ -146,28 +147,37 @@ impl Sampling {
     }
 }
 
-/// A GBNF grammar constraining the output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A grammar constraining the output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Grammar {
-    /// The grammar, with a `root` rule.
-    pub gbnf: String,
+    pub source: GrammarSource,
     /// Apply the grammar only once the model has produced `</think>` (reasoning models think
     /// freely, then answer in the required format).
     pub after_think: bool,
+}
+
+/// Where a grammar comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum GrammarSource {
+    /// GBNF text with a `root` rule.
+    Gbnf(String),
+    /// A JSON schema (`format: {...}`), turned into GBNF by llama.cpp's converter in the
+    /// engine: that converter is llama.cpp code, and the schema is a request's input.
+    JsonSchema(serde_json::Value),
 }
 
 impl Grammar {
     /// The grammar for `format: "json"`.
     pub fn json(after_think: bool) -> Self {
         Self {
-            gbnf: JSON_GBNF.to_owned(),
+            source: GrammarSource::Gbnf(JSON_GBNF.to_owned()),
             after_think,
         }
     }
 }
 
 /// One generation request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerateJob {
     pub prompt: Prompt,
     pub sampling: Sampling,
@@ -194,7 +204,7 @@ pub const MAX_TOP_LOGPROBS: usize = 20;
 
 /// A token and its log probability under the model (the log-softmax of the raw logits, before
 /// any sampling setting).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenLogprob {
     pub token: String,
     /// The token's bytes: a token may hold part of a UTF-8 character.
@@ -203,7 +213,7 @@ pub struct TokenLogprob {
 }
 
 /// A generated token's log probability, and the most likely tokens at its position.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Logprobs {
     pub chosen: TokenLogprob,
     /// Most likely first.
@@ -216,7 +226,7 @@ pub const UNBOUNDED_FACTOR: u32 = 10;
 
 /// What a job's channel carries. `Text` pieces are complete UTF-8 and never contain (or end in
 /// a prefix of) a stop string that later matched. The last event is `Done` or `Error`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     /// Text, and the log probabilities of the tokens sampled since the last event (when the
     /// job asked for them; a token's text may come in a later event than its log probability,
@@ -230,7 +240,7 @@ pub enum Event {
 }
 
 /// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DoneReason {
     /// End-of-generation token or a stop string.
     Stop,
@@ -242,7 +252,7 @@ pub enum DoneReason {
 }
 
 /// Counts and timings of a finished job.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub done_reason: DoneReason,
     /// Prompt tokens actually evaluated (tokens reused from the slot's cache are not counted).
@@ -257,7 +267,7 @@ pub struct Summary {
 
 /// Pooled embedding vectors, one per input, as the model computes them: not normalised
 /// (Ollama's legacy `/api/embeddings` returns them so; `/api/embed` calls [`Self::normalize`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Embeddings {
     pub vectors: Vec<Vec<f32>>,
     /// Tokens evaluated over all inputs.
@@ -292,8 +302,8 @@ fn normalize(vector: &mut [f32]) {
     }
 }
 
-/// Errors of the engine.
-#[derive(Debug, thiserror::Error)]
+/// Errors of the engine. They cross the runner's channel, so they are plain data.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum EngineError {
     #[error("failed to load model {}: {message}", path.display())]
     Load { path: PathBuf, message: String },
@@ -305,18 +315,44 @@ pub enum EngineError {
     Llama(String),
     #[error("the model's engine thread has stopped")]
     Gone,
+    /// A runner process could not be started.
+    #[error("cannot start a model runner: {0}")]
+    Spawn(String),
+    /// The runner process running the model died (abort, signal, out of memory).
+    #[error("model runner crashed: {0}")]
+    Crashed(String),
+    /// The model was unloaded (or whaled is shutting down) while the request ran.
+    #[error("{0}")]
+    Stopped(String),
 }
 
-/// Free memory of the GPUs llama.cpp can offload to, summed over devices (it splits layers
-/// across them), or `None` when this build has no GPU backend or the machine no GPU.
-pub fn gpu_free_memory() -> Option<u64> {
+/// A GPU llama.cpp can offload to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gpu {
+    /// llama.cpp's device name (`CUDA0`, `Vulkan0`).
+    pub name: String,
+    /// What the driver calls it (`NVIDIA H200`).
+    pub description: String,
+    pub total: u64,
+    pub free: u64,
+}
+
+/// The GPUs this build of llama.cpp can offload to; empty on a CPU-only build or machine.
+pub fn gpus() -> Vec<Gpu> {
     use llama_cpp_2::LlamaBackendDeviceType as Kind;
-    llama_backend().ok()?;
-    let gpus: Vec<_> = llama_cpp_2::list_llama_ggml_backend_devices()
+    if llama_backend().is_err() {
+        return Vec::new();
+    }
+    llama_cpp_2::list_llama_ggml_backend_devices()
         .into_iter()
         .filter(|device| matches!(device.device_type, Kind::Gpu | Kind::IntegratedGpu))
-        .collect();
-    (!gpus.is_empty()).then(|| gpus.iter().map(|gpu| gpu.memory_free as u64).sum())
+        .map(|device| Gpu {
+            name: device.name,
+            description: device.description,
+            total: device.memory_total as u64,
+            free: device.memory_free as u64,
+        })
+        .collect()
 }
 
 /// The process-wide llama.cpp backend, initialised on first use (llama.cpp keeps global state,
@@ -334,10 +370,10 @@ pub fn llama_backend() -> Result<&'static LlamaBackend, EngineError> {
         .map_err(|message| EngineError::Llama(message.clone()))
 }
 
-/// A loaded model. Cheap to share behind an `Arc`; dropping it stops the engine thread
-/// (jobs still running get an `Event::Error`), `shutdown` also waits for it.
+/// A model loaded in this process. Dropping it stops the engine thread (jobs still running
+/// get an `Event::Error`); `shutdown` also waits for it.
 pub struct Engine {
-    /// The only way into the engine thread. Every command carries its own reply channel.
+    /// The only way into the engine thread. Every command carries its own reply.
     commands: std::sync::mpsc::Sender<Command>,
     info: Arc<ModelInfo>,
     thread: Option<JoinHandle<()>>,
@@ -351,7 +387,7 @@ impl Engine {
         let path = params.model_path.clone();
         let thread = std::thread::Builder::new()
             .name(format!("engine:{}", params.name))
-            .spawn(move || worker::run(&params, &receiver, ready_tx))
+            .spawn(move || run(&params, &receiver, reply_to(ready_tx)))
             .map_err(|error| EngineError::Load {
                 path: path.clone(),
                 message: format!("cannot start the engine thread: {error}"),
@@ -386,7 +422,7 @@ impl Engine {
         self.send(Command::Tokenize {
             text: text.to_owned(),
             add_special,
-            reply,
+            reply: reply_to(reply),
         })?;
         answer.await.map_err(|_| EngineError::Gone)?
     }
@@ -396,7 +432,7 @@ impl Engine {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Detokenize {
             tokens: tokens.to_vec(),
-            reply,
+            reply: reply_to(reply),
         })?;
         answer.await.map_err(|_| EngineError::Gone)?
     }
@@ -407,13 +443,13 @@ impl Engine {
         let (events, receiver) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         self.send(Command::Generate {
             job: Box::new(job),
-            events,
+            events: Box::new(events),
         })?;
         Ok(receiver)
     }
 
-    /// Embeds each input (requires a model loaded with `embedding: true`). Inputs longer than
-    /// the context are cut to fit when `truncate`, else rejected.
+    /// Embeds each input. Inputs longer than the context are cut to fit when `truncate`, else
+    /// rejected.
     pub async fn embed(
         &self,
         inputs: Vec<String>,
@@ -423,14 +459,14 @@ impl Engine {
         self.send(Command::Embed {
             inputs,
             truncate,
-            reply,
+            reply: reply_to(reply),
         })?;
         answer.await.map_err(|_| EngineError::Gone)?
     }
 
     /// Stops the engine thread, frees the model and waits for the thread to end.
     pub async fn shutdown(mut self) {
-        let _ = self.commands.send(Command::Shutdown);
+        let _ = self.commands.send(Command::Shutdown(UNLOADED.to_owned()));
         if let Some(thread) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -445,6 +481,53 @@ impl Drop for Engine {
     fn drop(&mut self) {
         // The thread notices the closed channel (or this command) and exits on its own;
         // joining here could block an async runtime.
-        let _ = self.commands.send(Command::Shutdown);
+        let _ = self.commands.send(Command::Shutdown(UNLOADED.to_owned()));
     }
+}
+
+/// A [`Reply`] that answers on a oneshot channel.
+fn reply_to<T: Send + 'static>(sender: oneshot::Sender<Result<T, EngineError>>) -> Reply<T> {
+    Box::new(move |result| {
+        let _ = sender.send(result);
+    })
+}
+
+/// Where a job's events go: a channel in this process, or the runner's connection to whaled.
+/// The engine never blocks on a sink: a full one gets the event back, and the engine coalesces
+/// text until there is room.
+pub trait EventSink: Send {
+    /// Delivers `event`, or hands it back when there is no room now.
+    fn try_send(&mut self, event: Event) -> Result<(), SinkError>;
+    /// Whether nobody listens any more (the job is cancelled).
+    fn is_closed(&self) -> bool;
+}
+
+/// Why a sink did not take an event.
+#[derive(Debug)]
+pub enum SinkError {
+    Full(Event),
+    Closed,
+}
+
+impl EventSink for mpsc::Sender<Event> {
+    fn try_send(&mut self, event: Event) -> Result<(), SinkError> {
+        mpsc::Sender::try_send(self, event).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(event) => SinkError::Full(event),
+            mpsc::error::TrySendError::Closed(_) => SinkError::Closed,
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        mpsc::Sender::is_closed(self)
+    }
+}
+
+/// Runs an engine on the calling thread until `commands` closes or says `Shutdown`: loads the
+/// model, answers `ready`, then serves. A runner process calls this on its main thread.
+pub fn run(
+    params: &LoadParams,
+    commands: &std::sync::mpsc::Receiver<Command>,
+    ready: Reply<ModelInfo>,
+) {
+    worker::run(params, commands, ready);
 }

@@ -12,7 +12,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
-use super::{EngineError, Grammar, Sampling};
+use super::{EngineError, Grammar, GrammarSource, Sampling};
 
 /// The marker after which an `after_think` grammar starts to apply.
 const THINK_END: &str = "</think>";
@@ -49,10 +49,18 @@ impl SequenceSampler {
             .iter()
             .copied()
             .collect();
-        let (active, deferred) = match grammar {
-            Some(g) if g.after_think => (None, Some(g.gbnf.clone())),
-            Some(g) => (Some(g.gbnf.as_str()), None),
-            None => (None, None),
+        let gbnf = match grammar.map(|g| &g.source) {
+            Some(GrammarSource::Gbnf(gbnf)) => Some(gbnf.as_str()),
+            Some(GrammarSource::JsonSchema(_)) => {
+                return Err(EngineError::InvalidInput(
+                    "a JSON schema must be turned into GBNF before sampling".to_owned(),
+                ));
+            }
+            None => None,
+        };
+        let (active, deferred) = match (grammar, gbnf) {
+            (Some(g), Some(gbnf)) if g.after_think => (None, Some(gbnf.to_owned())),
+            (_, gbnf) => (gbnf, None),
         };
         let chain = build_chain(model, options, active, &history, n_ctx)?;
         Ok(Self {

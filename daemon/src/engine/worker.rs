@@ -11,6 +11,15 @@ use std::num::NonZeroU32;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
+use super::output::{Pushed, TextOutput};
+use super::sampler::SequenceSampler;
+use super::{
+    DoneReason, EngineError, Event, EventSink, GenerateJob, GrammarSource, LoadParams, Logprobs,
+    MAX_TOP_LOGPROBS, ModelInfo, Prompt, SinkError, Summary, TokenLogprob, UNBOUNDED_FACTOR,
+    llama_backend,
+};
+use crate::engine::Embeddings;
+use crate::offload;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -18,53 +27,47 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::token::LlamaToken;
-use tokio::sync::{mpsc, oneshot};
-
-use super::output::{Pushed, TextOutput};
-use super::sampler::SequenceSampler;
-use super::{
-    DoneReason, EngineError, Event, GenerateJob, LoadParams, Logprobs, MAX_TOP_LOGPROBS, ModelInfo,
-    Prompt, Summary, TokenLogprob, UNBOUNDED_FACTOR, llama_backend,
-};
-use crate::engine::Embeddings;
-use crate::offload;
 
 /// How long an idle loop waits before retrying delivery to a client whose channel was full.
 const DELIVERY_RETRY: Duration = Duration::from_millis(5);
 
-/// What the async side asks of the engine thread. Each request carries its own reply channel.
-pub(super) enum Command {
+/// How the engine thread answers a command: called once, on the engine thread, so it must be
+/// quick (send on a channel).
+pub type Reply<T> = Box<dyn FnOnce(Result<T, EngineError>) + Send>;
+
+/// What the engine thread is asked. Each command carries its own reply.
+pub enum Command {
     Generate {
         job: Box<GenerateJob>,
-        events: mpsc::Sender<Event>,
+        events: Box<dyn EventSink>,
     },
     Tokenize {
         text: String,
         add_special: bool,
-        reply: oneshot::Sender<Result<Vec<i32>, EngineError>>,
+        reply: Reply<Vec<i32>>,
     },
     Detokenize {
         tokens: Vec<i32>,
-        reply: oneshot::Sender<Result<String, EngineError>>,
+        reply: Reply<String>,
     },
     Embed {
         inputs: Vec<String>,
         truncate: bool,
-        reply: oneshot::Sender<Result<Embeddings, EngineError>>,
+        reply: Reply<Embeddings>,
     },
-    Shutdown,
+    /// Stop: jobs still running or waiting end with this message.
+    Shutdown(String),
 }
+
+/// What jobs still running are told when their model is unloaded.
+pub const UNLOADED: &str = "the model was unloaded";
 
 /// Tokens at the start of a slot that a context shift never drops (Ollama's `num_keep`
 /// default).
 const NUM_KEEP: usize = 4;
 
 /// Entry point of the engine thread.
-pub(super) fn run(
-    params: &LoadParams,
-    commands: &Receiver<Command>,
-    ready: oneshot::Sender<Result<ModelInfo, EngineError>>,
-) {
+pub(super) fn run(params: &LoadParams, commands: &Receiver<Command>, ready: Reply<ModelInfo>) {
     let load_error = |message: String| EngineError::Load {
         path: params.model_path.clone(),
         message,
@@ -72,21 +75,21 @@ pub(super) fn run(
     let backend = match llama_backend() {
         Ok(backend) => backend,
         Err(error) => {
-            let _ = ready.send(Err(error));
+            ready(Err(error));
             return;
         }
     };
     let model = match load_model(backend, params) {
         Ok(model) => model,
         Err(message) => {
-            let _ = ready.send(Err(load_error(message)));
+            ready(Err(load_error(message)));
             return;
         }
     };
-    let context = match new_context(backend, &model, params) {
+    let context = match new_context(backend, &model, params, false) {
         Ok(context) => context,
         Err(message) => {
-            let _ = ready.send(Err(load_error(message)));
+            ready(Err(load_error(message)));
             return;
         }
     };
@@ -96,9 +99,7 @@ pub(super) fn run(
         .get(&format!("{}.attention.sliding_window", info.architecture))
         .and_then(|value| value.parse().ok());
     let can_shift = can_shift_context(&info, sliding_window);
-    if ready.send(Ok(info)).is_err() {
-        return;
-    }
+    ready(Ok(info));
     tracing::info!(model = %params.name, can_shift, "engine ready");
     let mut worker = Worker::new(&model, context, params, sliding_window);
     worker.can_shift = can_shift;
@@ -161,20 +162,28 @@ fn load_model(backend: &LlamaBackend, params: &LoadParams) -> Result<LlamaModel,
     model
 }
 
+/// The generation context (`num_parallel` slots of `num_ctx`), or with `embedding` the one
+/// that embeds: a single sequence whose batch holds a whole input, pooled.
 fn new_context<'m>(
     backend: &LlamaBackend,
     model: &'m LlamaModel,
     params: &LoadParams,
+    embedding: bool,
 ) -> Result<LlamaContext<'m>, String> {
     let threads = params
         .num_threads
         .map_or_else(default_threads, |n| n as i32);
-    let total_ctx = params
-        .num_ctx
-        .checked_mul(params.num_parallel)
-        .ok_or("num_ctx * num_parallel overflows")?;
+    let (total_ctx, n_seq) = if embedding {
+        (params.num_ctx, 1)
+    } else {
+        let total = params
+            .num_ctx
+            .checked_mul(params.num_parallel)
+            .ok_or("num_ctx * num_parallel overflows")?;
+        (total, params.num_parallel)
+    };
     // Embeddings of a whole input come from one decode, so the batch must hold a full input.
-    let n_batch = if params.embedding {
+    let n_batch = if embedding {
         params.num_ctx
     } else {
         params.num_batch.max(params.num_parallel)
@@ -182,16 +191,12 @@ fn new_context<'m>(
     let mut context_params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(total_ctx))
         .with_n_batch(n_batch)
-        .with_n_ubatch(if params.embedding {
-            n_batch
-        } else {
-            n_batch.min(512)
-        })
-        .with_n_seq_max(params.num_parallel)
+        .with_n_ubatch(if embedding { n_batch } else { n_batch.min(512) })
+        .with_n_seq_max(n_seq)
         .with_n_threads(threads)
         .with_n_threads_batch(threads)
-        .with_embeddings(params.embedding);
-    if params.embedding {
+        .with_embeddings(embedding);
+    if embedding {
         // Ollama returns one pooled vector per input; models without a pooling type of their own
         // (generative models) get mean pooling.
         let arch = model
@@ -262,14 +267,14 @@ fn model_info(backend: &LlamaBackend, model: &LlamaModel, params: &LoadParams) -
 /// Where a job's events go. Sending never blocks the engine: text that does not fit is kept and
 /// coalesced, and retried on the next step.
 struct Outbox {
-    events: mpsc::Sender<Event>,
+    events: Box<dyn EventSink>,
     unsent: String,
     unsent_logprobs: Vec<Logprobs>,
     last: Option<Event>,
 }
 
 impl Outbox {
-    fn new(events: mpsc::Sender<Event>) -> Self {
+    fn new(events: Box<dyn EventSink>) -> Self {
         Self {
             events,
             unsent: String::new(),
@@ -300,7 +305,6 @@ impl Outbox {
 
     /// Sends what it can; true when nothing is left to send (or nobody is listening).
     fn flush(&mut self) -> bool {
-        use mpsc::error::TrySendError;
         if !self.unsent.is_empty() || (self.last.is_some() && !self.unsent_logprobs.is_empty()) {
             let text = Event::Text(
                 std::mem::take(&mut self.unsent),
@@ -308,19 +312,19 @@ impl Outbox {
             );
             match self.events.try_send(text) {
                 Ok(()) => {}
-                Err(TrySendError::Full(Event::Text(text, logprobs))) => {
+                Err(SinkError::Full(Event::Text(text, logprobs))) => {
                     self.unsent = text;
                     self.unsent_logprobs = logprobs;
                     return false;
                 }
-                Err(TrySendError::Full(_)) => unreachable!("only text was sent"),
-                Err(TrySendError::Closed(_)) => return true,
+                Err(SinkError::Full(_)) => unreachable!("only text was sent"),
+                Err(SinkError::Closed) => return true,
             }
         }
         if let Some(event) = self.last.take() {
             match self.events.try_send(event) {
-                Ok(()) | Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(event)) => {
+                Ok(()) | Err(SinkError::Closed) => {}
+                Err(SinkError::Full(event)) => {
                     self.last = Some(event);
                     return false;
                 }
@@ -375,7 +379,12 @@ struct Worker<'m> {
     /// Context per slot.
     n_ctx: u32,
     n_batch: usize,
-    embedding: bool,
+    /// The context `embed` uses, made on the first embedding request: a model serves chat and
+    /// embeddings without being loaded twice.
+    embed_context: Option<LlamaContext<'m>>,
+    /// The batch of `embed_context`, a whole input long.
+    embed_batch: Option<LlamaBatch<'static>>,
+    params: LoadParams,
     sliding_window: Option<usize>,
     slots: Vec<Slot>,
     waiting: VecDeque<Waiting>,
@@ -403,7 +412,9 @@ impl<'m> Worker<'m> {
             batch: LlamaBatch::new(n_batch, 1),
             n_ctx: params.num_ctx,
             n_batch,
-            embedding: params.embedding,
+            embed_context: None,
+            embed_batch: None,
+            params: params.clone(),
             sliding_window,
             slots: (0..params.num_parallel)
                 .map(|seq| Slot {
@@ -445,8 +456,8 @@ impl<'m> Worker<'m> {
             };
             let mut next = first;
             while let Some(command) = next {
-                if !self.handle(command) {
-                    self.stop_all();
+                if let Err(reason) = self.handle(command) {
+                    self.stop_all(&reason);
                     return;
                 }
                 next = commands.try_recv().ok();
@@ -456,34 +467,34 @@ impl<'m> Worker<'m> {
             self.admit();
             self.step();
         }
-        self.stop_all();
+        self.stop_all(UNLOADED);
     }
 
-    /// Handles one command; false means shut down.
-    fn handle(&mut self, command: Command) -> bool {
+    /// Handles one command; `Err` with the reason means shut down.
+    fn handle(&mut self, command: Command) -> Result<(), String> {
         match command {
-            Command::Shutdown => return false,
+            Command::Shutdown(reason) => return Err(reason),
             Command::Tokenize {
                 text,
                 add_special,
                 reply,
             } => {
                 let tokens = self.tokenize(&text, add_special);
-                let _ = reply.send(Ok(tokens.into_iter().map(|t| t.0).collect()));
+                reply(Ok(tokens.into_iter().map(|t| t.0).collect()));
             }
             Command::Detokenize { tokens, reply } => {
-                let _ = reply.send(self.detokenize(&tokens));
+                reply(self.detokenize(&tokens));
             }
             Command::Embed {
                 inputs,
                 truncate,
                 reply,
             } => {
-                let _ = reply.send(self.embed(&inputs, truncate));
+                reply(self.embed(&inputs, truncate));
             }
-            Command::Generate { job, events } => {
+            Command::Generate { mut job, events } => {
                 let mut outbox = Outbox::new(events);
-                match self.prepare(&job) {
+                match self.prepare(&mut job) {
                     Ok(prompt) => self.waiting.push_back(Waiting {
                         prompt,
                         job,
@@ -494,7 +505,7 @@ impl<'m> Worker<'m> {
                 // An undeliverable error is dropped with the outbox: the channel has room for it.
             }
         }
-        true
+        Ok(())
     }
 
     fn tokenize(&self, text: &str, add_special: bool) -> Vec<LlamaToken> {
@@ -519,12 +530,16 @@ impl<'m> Worker<'m> {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    /// Tokenizes and checks a job before it waits for a slot.
-    fn prepare(&self, job: &GenerateJob) -> Result<Vec<LlamaToken>, EngineError> {
-        if self.embedding {
-            return Err(EngineError::InvalidInput(
-                "this model was loaded for embeddings and cannot generate".to_owned(),
-            ));
+    /// Tokenizes and checks a job before it waits for a slot; a JSON-schema grammar becomes
+    /// GBNF here, so that a schema llama.cpp cannot convert refuses the job.
+    fn prepare(&self, job: &mut GenerateJob) -> Result<Vec<LlamaToken>, EngineError> {
+        if let Some(grammar) = &mut job.grammar
+            && let GrammarSource::JsonSchema(schema) = &grammar.source
+        {
+            let gbnf = super::grammar_from_json_schema(schema).map_err(|error| {
+                EngineError::InvalidInput(format!("invalid format schema: {error}"))
+            })?;
+            grammar.source = GrammarSource::Gbnf(gbnf);
         }
         let prompt = match &job.prompt {
             Prompt::Text { text, add_special } => self.tokenize(text, *add_special),
@@ -893,8 +908,7 @@ impl<'m> Worker<'m> {
     }
 
     /// Engine going away: every job still running or waiting is told so.
-    fn stop_all(&mut self) {
-        let message = "the model was unloaded";
+    fn stop_all(&mut self, message: &str) {
         for slot in &mut self.slots {
             if let Some(mut job) = slot.job.take() {
                 job.outbox.finish(Event::Error(message.to_owned()));
@@ -905,16 +919,10 @@ impl<'m> Worker<'m> {
         }
     }
 
-    /// Embeds each input alone in sequence 0 of an embedding context.
+    /// Embeds each input alone in the embedding context, made on first use.
     fn embed(&mut self, inputs: &[String], truncate: bool) -> Result<Embeddings, EngineError> {
-        if !self.embedding {
-            return Err(EngineError::InvalidInput(
-                "this model was not loaded for embeddings".to_owned(),
-            ));
-        }
         let limit = self.n_ctx as usize;
-        let mut vectors = Vec::with_capacity(inputs.len());
-        let mut prompt_tokens = 0;
+        let mut all = Vec::with_capacity(inputs.len());
         for input in inputs {
             let mut tokens = self.tokenize(input, true);
             if tokens.len() > limit {
@@ -929,18 +937,32 @@ impl<'m> Worker<'m> {
             if tokens.is_empty() {
                 return Err(EngineError::InvalidInput("an input is empty".to_owned()));
             }
-            self.context.clear_kv_cache();
-            self.batch.clear();
+            all.push(tokens);
+        }
+        if self.embed_context.is_none() {
+            let backend = llama_backend()?;
+            let context =
+                new_context(backend, self.model, &self.params, true).map_err(EngineError::Llama)?;
+            self.embed_batch = Some(LlamaBatch::new(context.n_batch() as usize, 1));
+            self.embed_context = Some(context);
+        }
+        let (Some(context), Some(batch)) = (self.embed_context.as_mut(), self.embed_batch.as_mut())
+        else {
+            unreachable!("made above");
+        };
+        let llama = |error: &dyn std::fmt::Display| EngineError::Llama(error.to_string());
+        let mut vectors = Vec::with_capacity(all.len());
+        let mut prompt_tokens = 0;
+        for tokens in &all {
+            context.clear_kv_cache();
+            batch.clear();
             for (position, &token) in tokens.iter().enumerate() {
-                self.batch
+                batch
                     .add(token, position as i32, &[0], true)
-                    .map_err(|error| EngineError::Llama(error.to_string()))?;
+                    .map_err(|error| llama(&error))?;
             }
-            self.context
-                .decode(&mut self.batch)
-                .map_err(|error| EngineError::Llama(error.to_string()))?;
-            let pooled = self
-                .context
+            context.decode(batch).map_err(|error| llama(&error))?;
+            let pooled = context
                 .embeddings_seq_ith(0)
                 .map_err(|_| EngineError::Llama("no pooled embedding".to_owned()))?;
             if pooled.iter().any(|x| !x.is_finite()) {
@@ -951,7 +973,7 @@ impl<'m> Worker<'m> {
             vectors.push(pooled.to_vec());
             prompt_tokens += tokens.len() as u32;
         }
-        self.context.clear_kv_cache();
+        context.clear_kv_cache();
         Ok(Embeddings {
             vectors,
             prompt_tokens,
