@@ -1,9 +1,10 @@
 //! The HTTP surface: one router for Ollama's `/api/*`, the OpenAI/DeepSeek `/v1/*`, and the
 //! store's read-only `/v2/` registry routes. Handlers are thin: they extract, validate into
-//! typed requests, call the core, and map the result; errors become `{"error": ...}` through
-//! [`crate::error::Error`], and OpenAI's error object on `/v1/*` through
-//! [`crate::error::OpenAiError`]. Streams are NDJSON on `/api/*` and Server-Sent Events on `/v1/*`.
+//! typed requests, call the core ([`crate::inference`]), and map the result; errors become
+//! `{"error": ...}` (OpenAI's error object on `/v1/*`) through the one table in [`error`].
+//! Streams are NDJSON on `/api/*` and Server-Sent Events on `/v1/*`.
 
+pub mod error;
 mod extract;
 mod ndjson;
 mod ollama;

@@ -1,4 +1,5 @@
-//! Ollama's native API, field for field (see `shared/reference/ollama.md` §1).
+//! Ollama's native API, field for field (see `shared/reference/ollama.md` §1). Generation and
+//! embedding handlers translate Ollama's requests into [`inference`]'s and its answers back.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -8,20 +9,16 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use whale_api as api;
 use whale_registry::{Digest, ProgressEvent, PullOptions, Puller, PushOptions, Pusher};
 
 use super::{Json, ndjson};
 use crate::chat::{self, ChatMessage, Think, ThinkLevel};
-use crate::completion::{self, Chunk, Input, Plan};
-use crate::config::KeepAlive;
-use crate::engine::GenerateJob;
 use crate::error::Error;
 use crate::gguf::GgufFile;
+use crate::inference::{self, Chunk, EmbedRequest, GenerateRequest, Input};
 use crate::model::{self, LocalModel};
-use crate::options::{self, RunOptions};
-use crate::scheduler::{LoadRequest, RunnerOptions};
 use crate::state::AppState;
 
 type SharedState = State<Arc<AppState>>;
@@ -49,7 +46,7 @@ fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_nanos(time).to_string()
 }
 
-fn metrics(finished: &completion::Finished) -> api::Metrics {
+fn metrics(finished: &inference::Finished) -> api::Metrics {
     api::Metrics {
         total_duration: nanos(finished.total_duration),
         load_duration: nanos(finished.load_duration),
@@ -61,34 +58,18 @@ fn metrics(finished: &completion::Finished) -> api::Metrics {
 }
 
 /// A parsed tool call on the wire: `call_` + 8 random characters as its id, as Ollama gives.
-pub(super) fn tool_call(index: usize, call: chat::ToolCall) -> api::ToolCall {
+fn tool_call(index: usize, call: chat::ToolCall) -> api::ToolCall {
     let arguments = match call.arguments {
         serde_json::Value::Object(map) => map.into_iter().collect(),
         _ => std::collections::BTreeMap::new(),
     };
     api::ToolCall {
-        id: Some(format!("call_{}", random_id(8))),
+        id: Some(format!("call_{}", inference::random_id(8))),
         function: api::ToolCallFunction {
             index: Some(index as u32),
             name: call.name,
             arguments,
         },
-    }
-}
-
-/// `length` random lowercase letters and digits, for ids that only need to differ.
-pub(super) fn random_id(length: usize) -> String {
-    rand::random_iter::<u8>()
-        .map(|b| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[usize::from(b) % 36]))
-        .take(length)
-        .collect()
-}
-
-/// Ollama's `done_reason` words.
-pub(super) fn done_reason(reason: crate::engine::DoneReason) -> &'static str {
-    match reason {
-        crate::engine::DoneReason::Stop | crate::engine::DoneReason::Cancelled => "stop",
-        crate::engine::DoneReason::Length => "length",
     }
 }
 
@@ -111,94 +92,8 @@ fn think(value: Option<&api::Think>) -> Think {
     }
 }
 
-/// The grammar for `format`: any JSON, or a JSON schema.
-fn grammar(format: Option<&api::Format>) -> Result<Option<String>, Error> {
-    match format {
-        None => Ok(None),
-        Some(api::Format::Json) => Ok(Some(crate::engine::JSON_GBNF.to_owned())),
-        Some(api::Format::Schema(schema)) => crate::engine::grammar_from_json_schema(schema)
-            .map(Some)
-            .map_err(|error| Error::BadRequest(format!("invalid format schema: {error}"))),
-    }
-}
-
-/// Finds the model `name` and resolves its options under the request's `options`.
-async fn model_and_options(
-    state: &AppState,
-    name: &str,
-    request: Option<&api::Options>,
-) -> Result<(LocalModel, RunOptions), Error> {
-    let model = LocalModel::find(&state.store, name).await?;
-    let options = options::resolve(&model.params, request, state.config.context_length)?;
-    Ok((model, options))
-}
-
-/// Loads (or finds loaded) the model for a generation; returns the lease and options.
-async fn lease_for(
-    state: &AppState,
-    model: &LocalModel,
-    name: &str,
-    options: &RunOptions,
-    keep_alive: Option<KeepAlive>,
-    embedding: bool,
-) -> Result<crate::scheduler::Lease, Error> {
-    state
-        .scheduler
-        .acquire(&LoadRequest {
-            key: model.weights.to_string(),
-            name: name.to_owned(),
-            manifest_digest: model.manifest_digest.to_string(),
-            path: model.weights_path.clone(),
-            options: RunnerOptions {
-                num_ctx: options.num_ctx,
-                num_batch: options.num_batch,
-                num_gpu: options.num_gpu,
-                num_thread: options.num_thread,
-                use_mmap: options.use_mmap,
-                embedding,
-            },
-            keep_alive,
-        })
-        .await
-}
-
-/// The engine job of a request; `truncate` and `shift` default to true, as in Ollama.
-fn job(
-    options: &RunOptions,
-    truncate: Option<bool>,
-    shift: Option<bool>,
-    logprobs: Option<usize>,
-) -> GenerateJob {
-    GenerateJob {
-        prompt: crate::engine::Prompt::Tokens(Vec::new()),
-        sampling: options.sampling.clone(),
-        num_predict: options.num_predict,
-        stop: options.stop.clone(),
-        grammar: None,
-        shift: shift.unwrap_or(true),
-        truncate: truncate.unwrap_or(true),
-        logprobs,
-    }
-}
-
-/// What `logprobs` and `top_logprobs` ask of the engine: the number of alternatives per token,
-/// or `None` for no log probabilities.
-pub(super) fn logprobs_wanted(
-    logprobs: Option<bool>,
-    top_logprobs: Option<u32>,
-) -> Result<Option<usize>, Error> {
-    let top = top_logprobs.unwrap_or(0) as usize;
-    if top > crate::engine::MAX_TOP_LOGPROBS {
-        return Err(Error::BadRequest(format!(
-            "top_logprobs must be between 0 and {}",
-            crate::engine::MAX_TOP_LOGPROBS
-        )));
-    }
-    Ok((logprobs == Some(true)).then_some(top))
-}
-
 /// The engine's log probabilities in Ollama's shape; `None` when there are none.
-pub(super) fn wire_logprobs(logprobs: Vec<crate::engine::Logprobs>) -> Option<Vec<api::Logprob>> {
+fn wire_logprobs(logprobs: Vec<crate::engine::Logprobs>) -> Option<Vec<api::Logprob>> {
     let token = |entry: crate::engine::TokenLogprob| api::TokenLogprob {
         token: entry.token,
         logprob: f64::from(entry.logprob),
@@ -215,20 +110,14 @@ pub(super) fn wire_logprobs(logprobs: Vec<crate::engine::Logprobs>) -> Option<Ve
     })
 }
 
-/// Handles the empty-prompt forms: load the model, or unload it with `keep_alive: 0`.
-async fn load_or_unload(
-    state: &AppState,
-    model: &LocalModel,
-    name: &str,
-    options: &RunOptions,
-    keep_alive: Option<KeepAlive>,
-) -> Result<&'static str, Error> {
-    if keep_alive == Some(KeepAlive::For(Duration::ZERO)) {
-        state.scheduler.unload(&model.weights.to_string()).await;
-        return Ok("unload");
+/// Ollama refuses images for models without vision, naming the model.
+fn refuse_images(model: &str, images: Option<&Vec<String>>) -> Result<(), Error> {
+    if images.is_some_and(|images| !images.is_empty()) {
+        return Err(Error::BadRequest(format!(
+            "\"{model}\" does not support images"
+        )));
     }
-    drop(lease_for(state, model, name, options, keep_alive, false).await?);
-    Ok("load")
+    Ok(())
 }
 
 pub async fn generate(
@@ -238,10 +127,11 @@ pub async fn generate(
     let started = Instant::now();
     let name = request.model.clone();
     let suffix = request.suffix.as_deref().unwrap_or_default();
+    refuse_images(&name, request.images.as_ref())?;
     if request.prompt.is_empty() && suffix.is_empty() {
-        check_generate(&request)?;
-        let (model, options) = model_and_options(&state, &name, request.options.as_ref()).await?;
-        let reason = load_or_unload(&state, &model, &name, &options, request.keep_alive).await?;
+        let reason =
+            inference::load_or_unload(&state, &name, request.options.as_ref(), request.keep_alive)
+                .await?;
         return Ok(axum::Json(api::GenerateResponse {
             model: name,
             created_at: now(),
@@ -253,7 +143,7 @@ pub async fn generate(
     }
     let raw = request.raw == Some(true);
     let stream = request.stream != Some(false);
-    let chunks = generate_chunks(&state, request, started).await?;
+    let chunks = inference::generate(&state, generate_request(request)?, started).await?;
     let model_name = name.clone();
     let responses =
         chunks.map(move |chunk| chunk.map(|chunk| generate_response(&model_name, chunk, raw)));
@@ -280,73 +170,31 @@ pub async fn generate(
     Ok(ndjson::response(responses))
 }
 
-/// Refuses what `/api/generate` cannot do: raw mode with a template, system or context, and
-/// images (no vision models here). A `suffix` is refused later if the template has no place
-/// for it.
-fn check_generate(request: &api::GenerateRequest) -> Result<(), Error> {
-    let name = &request.model;
-    if request.raw == Some(true)
-        && (request.template.is_some() || request.system.is_some() || request.context.is_some())
-    {
-        return Err(Error::BadRequest(
-            "raw mode does not support template, system, or context".to_owned(),
-        ));
-    }
-    if request
-        .images
-        .as_ref()
-        .is_some_and(|images| !images.is_empty())
-    {
-        return Err(Error::BadRequest(format!(
-            "\"{name}\" does not support images"
-        )));
-    }
-    Ok(())
-}
-
-/// Starts the generation of a prompt (or, filling in the middle, a suffix). `/v1/completions`
-/// translates its requests into this one, so both share one pipeline.
-pub(super) async fn generate_chunks(
-    state: &AppState,
-    request: api::GenerateRequest,
-    started: Instant,
-) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
-    check_generate(&request)?;
-    let logprobs = logprobs_wanted(request.logprobs, request.top_logprobs)?;
-    let name = request.model.clone();
-    let (model, options) = model_and_options(state, &name, request.options.as_ref()).await?;
-    let think = think(request.think.as_ref());
-    let grammar = grammar(request.format.as_ref())?;
-    let lease = lease_for(state, &model, &name, &options, request.keep_alive, false).await?;
-    let load_duration = started.elapsed();
-    let mut prompt = request.prompt;
-    if let Some(context) = request
-        .context
-        .as_ref()
-        .filter(|context| !context.is_empty())
-    {
-        let tokens: Vec<i32> = context
-            .iter()
-            .filter_map(|&t| i32::try_from(t).ok())
-            .collect();
-        let earlier = lease.engine().detokenize(&tokens).await?;
-        prompt = earlier + &prompt;
-    }
-    let plan = Plan {
+/// `/api/generate`'s request in the daemon's terms.
+fn generate_request(request: api::GenerateRequest) -> Result<GenerateRequest, Error> {
+    Ok(GenerateRequest {
+        logprobs: inference::logprobs_wanted(request.logprobs, request.top_logprobs)?,
+        think: think(request.think.as_ref()),
         input: Input::Prompt {
-            prompt,
-            system: request.system.or_else(|| model.system.clone()),
+            prompt: request.prompt,
+            system: request.system,
             suffix: request.suffix,
             raw: request.raw == Some(true),
+            template: request.template,
+            context: request
+                .context
+                .iter()
+                .flatten()
+                .filter_map(|&t| i32::try_from(t).ok())
+                .collect(),
         },
-        model_name: name,
-        template: model.template.clone(),
-        request_template: request.template,
-        think,
-        job: job(&options, request.truncate, request.shift, logprobs),
-        grammar,
-    };
-    completion::start(lease, plan, started, load_duration).await
+        model: request.model,
+        options: request.options,
+        keep_alive: request.keep_alive,
+        format: request.format,
+        truncate: request.truncate,
+        shift: request.shift,
+    })
 }
 
 fn generate_response(name: &str, chunk: Chunk, raw: bool) -> api::GenerateResponse {
@@ -368,7 +216,8 @@ fn generate_response(name: &str, chunk: Chunk, raw: bool) -> api::GenerateRespon
         Chunk::ToolCalls(_) => {}
         Chunk::Done(finished) => {
             response.done = true;
-            response.done_reason = Some(done_reason(finished.summary.done_reason).to_owned());
+            response.done_reason =
+                Some(inference::done_reason(finished.summary.done_reason).to_owned());
             response.context = (!raw).then(|| {
                 finished
                     .summary
@@ -383,75 +232,6 @@ fn generate_response(name: &str, chunk: Chunk, raw: bool) -> api::GenerateRespon
     response
 }
 
-/// Converts the wire messages into the chat module's, inserting the model's SYSTEM and
-/// MESSAGE history as Ollama does, and stripping earlier turns' reasoning.
-fn conversation(model: &LocalModel, messages: &[api::Message]) -> Result<Vec<ChatMessage>, Error> {
-    let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len() + 2);
-    if let Some(system) = &model.system
-        && messages
-            .first()
-            .is_none_or(|first| !first.role.eq_ignore_ascii_case("system"))
-    {
-        out.push(ChatMessage::new("system", system.clone()));
-    }
-    for message in &model.messages {
-        out.push(ChatMessage::new(
-            message.role.to_ascii_lowercase(),
-            message.content.clone(),
-        ));
-    }
-    let last_user = messages
-        .iter()
-        .rposition(|message| message.role.eq_ignore_ascii_case("user"));
-    for (index, message) in messages.iter().enumerate() {
-        let role = message.role.to_ascii_lowercase();
-        if !matches!(role.as_str(), "system" | "user" | "assistant" | "tool") {
-            return Err(Error::BadRequest(format!(
-                "messages[{index}].role: unknown role {:?} (use system, user, assistant or tool)",
-                message.role
-            )));
-        }
-        if message
-            .images
-            .as_ref()
-            .is_some_and(|images| !images.is_empty())
-        {
-            return Err(Error::BadRequest(format!(
-                "\"{}\" does not support images",
-                model.name()
-            )));
-        }
-        let before_last_user = last_user.is_some_and(|last| index < last);
-        let content = if role == "assistant" && before_last_user {
-            chat::strip_reasoning(&message.content)
-        } else {
-            message.content.clone()
-        };
-        out.push(ChatMessage {
-            role,
-            content,
-            thinking: if before_last_user {
-                None
-            } else {
-                message.thinking.clone()
-            },
-            tool_calls: message
-                .tool_calls
-                .iter()
-                .flatten()
-                .map(|call| chat::ToolCall {
-                    name: call.function.name.clone(),
-                    arguments: serde_json::Value::Object(
-                        call.function.arguments.clone().into_iter().collect(),
-                    ),
-                })
-                .collect(),
-            tool_name: message.tool_name.clone(),
-        });
-    }
-    Ok(out)
-}
-
 pub async fn chat(
     State(state): SharedState,
     Json(request): Json<api::ChatRequest>,
@@ -459,8 +239,9 @@ pub async fn chat(
     let started = Instant::now();
     if request.messages.is_empty() {
         let name = request.model;
-        let (model, options) = model_and_options(&state, &name, request.options.as_ref()).await?;
-        let reason = load_or_unload(&state, &model, &name, &options, request.keep_alive).await?;
+        let reason =
+            inference::load_or_unload(&state, &name, request.options.as_ref(), request.keep_alive)
+                .await?;
         return Ok(axum::Json(api::ChatResponse {
             model: name,
             created_at: now(),
@@ -473,73 +254,77 @@ pub async fn chat(
     }
     let stream = request.stream != Some(false);
     let name = request.model.clone();
-    let chunks = chat_chunks(&state, request, started).await?;
-    let responses = chunks.map(move |chunk| chunk.map(|chunk| chat_response(&name, chunk)));
+    let chunks = inference::generate(&state, chat_request(request)?, started).await?;
     if !stream {
-        return Ok(axum::Json(collect_chat(responses).await?).into_response());
+        let whole = inference::collect(chunks).await?;
+        return Ok(axum::Json(whole_chat_response(&name, whole)).into_response());
     }
+    let responses = chunks.map(move |chunk| chunk.map(|chunk| chat_response(&name, chunk)));
     Ok(ndjson::response(responses))
 }
 
-/// Starts the generation of a chat with at least one message. The OpenAI handler translates
-/// its requests into this one, so both APIs share one pipeline.
-pub(super) async fn chat_chunks(
-    state: &AppState,
-    request: api::ChatRequest,
-    started: Instant,
-) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
-    let logprobs = logprobs_wanted(request.logprobs, request.top_logprobs)?;
-    let name = request.model.clone();
-    let (model, options) = model_and_options(state, &name, request.options.as_ref()).await?;
-    let messages = conversation(&model, &request.messages)?;
-    let tools: Vec<serde_json::Value> = request
-        .tools
-        .iter()
-        .flatten()
-        .map(|tool| serde_json::to_value(tool).unwrap_or_default())
-        .collect();
-    let think = think(request.think.as_ref());
-    let grammar = grammar(request.format.as_ref())?;
-    let lease = lease_for(state, &model, &name, &options, request.keep_alive, false).await?;
-    let load_duration = started.elapsed();
-    let plan = Plan {
-        input: Input::Chat { messages, tools },
-        model_name: name,
-        template: model.template.clone(),
-        request_template: None,
-        think,
-        job: job(&options, request.truncate, request.shift, logprobs),
-        grammar,
-    };
-    completion::start(lease, plan, started, load_duration).await
-}
-
-/// The whole answer of a chat: the streamed responses joined, the last one's metrics kept.
-pub(super) async fn collect_chat(
-    responses: impl Stream<Item = Result<api::ChatResponse, Error>>,
-) -> Result<api::ChatResponse, Error> {
-    let mut content = String::new();
-    let mut thinking = String::new();
-    let mut calls = Vec::new();
-    let mut logprobs = Vec::new();
-    let mut last = api::ChatResponse::default();
-    let mut responses = std::pin::pin!(responses);
-    while let Some(response) = responses.next().await {
-        let mut response = response?;
-        content.push_str(&response.message.content);
-        thinking.push_str(response.message.thinking.as_deref().unwrap_or_default());
-        calls.extend(response.message.tool_calls.take().unwrap_or_default());
-        logprobs.extend(response.logprobs.take().unwrap_or_default());
-        last = response;
+/// `/api/chat`'s request in the daemon's terms.
+fn chat_request(request: api::ChatRequest) -> Result<GenerateRequest, Error> {
+    let mut messages = Vec::with_capacity(request.messages.len());
+    for message in request.messages {
+        refuse_images(&request.model, message.images.as_ref())?;
+        messages.push(ChatMessage {
+            role: message.role,
+            content: message.content,
+            thinking: message.thinking,
+            tool_calls: message
+                .tool_calls
+                .into_iter()
+                .flatten()
+                .map(|call| chat::ToolCall {
+                    name: call.function.name,
+                    arguments: serde_json::Value::Object(
+                        call.function.arguments.into_iter().collect(),
+                    ),
+                })
+                .collect(),
+            tool_name: message.tool_name,
+        });
     }
-    last.message.content = content;
-    last.message.thinking = (!thinking.is_empty()).then_some(thinking);
-    last.message.tool_calls = (!calls.is_empty()).then_some(calls);
-    last.logprobs = (!logprobs.is_empty()).then_some(logprobs);
-    Ok(last)
+    Ok(GenerateRequest {
+        logprobs: inference::logprobs_wanted(request.logprobs, request.top_logprobs)?,
+        think: think(request.think.as_ref()),
+        input: Input::Chat {
+            messages,
+            tools: request
+                .tools
+                .iter()
+                .flatten()
+                .map(|tool| serde_json::to_value(tool).unwrap_or_default())
+                .collect(),
+        },
+        model: request.model,
+        options: request.options,
+        keep_alive: request.keep_alive,
+        format: request.format,
+        truncate: request.truncate,
+        shift: request.shift,
+    })
 }
 
-pub(super) fn chat_response(name: &str, chunk: Chunk) -> api::ChatResponse {
+/// The whole answer of a non-streamed chat, as one response.
+fn whole_chat_response(name: &str, whole: inference::Whole) -> api::ChatResponse {
+    let mut response = chat_response(name, Chunk::Done(Box::new(whole.finished)));
+    response.message.content = whole.content;
+    response.message.thinking = (!whole.thinking.is_empty()).then_some(whole.thinking);
+    response.message.tool_calls = (!whole.tool_calls.is_empty()).then(|| {
+        whole
+            .tool_calls
+            .into_iter()
+            .enumerate()
+            .map(|(index, call)| tool_call(index, call))
+            .collect()
+    });
+    response.logprobs = wire_logprobs(whole.logprobs);
+    response
+}
+
+fn chat_response(name: &str, chunk: Chunk) -> api::ChatResponse {
     let mut response = api::ChatResponse {
         model: name.to_owned(),
         created_at: now(),
@@ -567,7 +352,8 @@ pub(super) fn chat_response(name: &str, chunk: Chunk) -> api::ChatResponse {
         }
         Chunk::Done(finished) => {
             response.done = true;
-            response.done_reason = Some(done_reason(finished.summary.done_reason).to_owned());
+            response.done_reason =
+                Some(inference::done_reason(finished.summary.done_reason).to_owned());
             response.metrics = metrics(&finished);
         }
     }
@@ -773,7 +559,7 @@ pub async fn ps(State(state): SharedState) -> axum::Json<api::ProcessResponse> {
         .loaded()
         .iter()
         .map(|runner| {
-            let info = runner.engine.info();
+            let info = runner.runner.info();
             let family = info.architecture.clone();
             api::ProcessModel {
                 name: runner.name.clone(),
@@ -829,10 +615,15 @@ pub async fn delete(
     let Some(reference) = state.store.resolve(&reference) else {
         return Err(Error::ModelNotFound(name.to_owned()));
     };
-    if let Ok(model) = LocalModel::find(&state.store, name).await {
-        state.scheduler.unload(&model.weights.to_string()).await;
+    let weights = LocalModel::find(&state.store, name)
+        .await
+        .ok()
+        .map(|model| model.weights);
+    let removed = state.store.delete(&reference).await?;
+    // A loaded model goes only with its weights: other names may still use them.
+    if let Some(weights) = weights.filter(|weights| removed.contains(weights)) {
+        state.scheduler.unload(&weights.to_string()).await;
     }
-    state.store.delete(&reference).await?;
     Ok(StatusCode::OK)
 }
 
@@ -977,15 +768,15 @@ pub async fn embed(
     Json(request): Json<api::EmbedRequest>,
 ) -> Result<axum::Json<api::EmbedResponse>, Error> {
     let started = Instant::now();
-    let inputs = request.input.clone().into_vec();
-    let truncate = request.truncate.unwrap_or(true);
-    let (mut embeddings, load_duration) = run_embedding(
+    let (mut embeddings, load_duration) = inference::embed(
         &state,
-        &request.model,
-        request.options.as_ref(),
-        request.keep_alive,
-        inputs,
-        truncate,
+        EmbedRequest {
+            model: request.model.clone(),
+            inputs: request.input.clone().into_vec(),
+            options: request.options.clone(),
+            keep_alive: request.keep_alive,
+            truncate: request.truncate.unwrap_or(true),
+        },
     )
     .await?;
     embeddings.normalize();
@@ -1004,13 +795,15 @@ pub async fn embeddings(
     State(state): SharedState,
     Json(request): Json<api::EmbeddingRequest>,
 ) -> Result<axum::Json<api::EmbeddingResponse>, Error> {
-    let (mut embeddings, _) = run_embedding(
+    let (mut embeddings, _) = inference::embed(
         &state,
-        &request.model,
-        request.options.as_ref(),
-        request.keep_alive,
-        vec![request.prompt.clone()],
-        true,
+        EmbedRequest {
+            model: request.model,
+            inputs: vec![request.prompt],
+            options: request.options,
+            keep_alive: request.keep_alive,
+            truncate: true,
+        },
     )
     .await?;
     Ok(axum::Json(api::EmbeddingResponse {
@@ -1022,21 +815,4 @@ pub async fn embeddings(
             .map(f64::from)
             .collect(),
     }))
-}
-
-/// Loads `name` for embeddings and embeds `inputs`; also returns how long loading took.
-pub(super) async fn run_embedding(
-    state: &AppState,
-    name: &str,
-    request_options: Option<&api::Options>,
-    keep_alive: Option<KeepAlive>,
-    inputs: Vec<String>,
-    truncate: bool,
-) -> Result<(crate::engine::Embeddings, Duration), Error> {
-    let started = Instant::now();
-    let (model, options) = model_and_options(state, name, request_options).await?;
-    let lease = lease_for(state, &model, name, &options, keep_alive, true).await?;
-    let load_duration = started.elapsed();
-    let embeddings = lease.engine().embed(inputs, truncate).await?;
-    Ok((embeddings, load_duration))
 }

@@ -1,12 +1,11 @@
 //! The OpenAI / DeepSeek-compatible API (see `shared/reference/ollama.md` §2): thin
-//! translators onto the native chat. A `/v1/chat/completions` request becomes an
-//! [`api::ChatRequest`] (its sampling fields an `options` overlay, validated by the same
-//! `options::resolve`) and runs through [`ollama::chat_chunks`]; the chunks become one
-//! `chat.completion` (joined as `/api/chat` joins them) or `chat.completion.chunk` events.
-//! Reasoning goes out under DeepSeek's `reasoning_content` and Ollama's `reasoning`; both are
-//! accepted on input. `/v1/completions` runs through [`ollama::generate_chunks`] the same way,
-//! and `/v1/embeddings` through `/api/embed`'s path. Errors use the status table of [`Error`] and OpenAI's body
-//! ([`OpenAiError`]).
+//! translators onto [`inference`], as Ollama's handlers are. A `/v1/chat/completions` request
+//! becomes an [`inference::GenerateRequest`] (its sampling fields an `options` overlay,
+//! validated by the same `options::resolve`); the chunks become one `chat.completion` (joined
+//! by [`inference::collect`]) or `chat.completion.chunk` events. Reasoning goes out under
+//! DeepSeek's `reasoning_content` and Ollama's `reasoning`; both are accepted on input.
+//! `/v1/completions` is a templated prompt the same way, and `/v1/embeddings` the path of
+//! `/api/embed`. Errors use the status table of [`Error`] and OpenAI's body ([`OpenAiError`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,9 +19,11 @@ use whale_api as api;
 use whale_api::openai as wire;
 use whale_registry::ModelRef;
 
-use super::{Json, ollama, sse};
-use crate::completion::{Chunk, Finished};
-use crate::error::{Error, OpenAiError};
+use super::error::OpenAiError;
+use super::{Json, sse};
+use crate::chat::{self, ChatMessage, Think, ThinkLevel};
+use crate::error::Error;
+use crate::inference::{self, Chunk, EmbedRequest, Finished, GenerateRequest, Input};
 use crate::model::LocalModel;
 use crate::state::AppState;
 
@@ -41,28 +42,18 @@ pub async fn chat_completions(
     let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
     let native = chat_request(request)?;
     let writer = Writer {
-        id: format!("chatcmpl-{}", ollama::random_id(24)),
+        id: format!("chatcmpl-{}", inference::random_id(24)),
         created: unix(SystemTime::now()),
         model: native.model.clone(),
         first: true,
         calls: 0,
     };
-    let chunks = ollama::chat_chunks(&state, native, started).await?;
+    let chunks = inference::generate(&state, native, started).await?;
     if stream {
         return Ok(sse::response(writer.chunks(chunks, include_usage)));
     }
-    // The native answer, joined as `/api/chat` joins it; the usage from the last chunk.
-    let mut usage = wire::Usage::default();
-    let responses = chunks.map(|chunk| {
-        chunk.map(|chunk| {
-            if let Chunk::Done(finished) = &chunk {
-                usage = usage_of(finished);
-            }
-            ollama::chat_response(&writer.model, chunk)
-        })
-    });
-    let whole = ollama::collect_chat(responses).await?;
-    Ok(axum::Json(writer.completion(whole, usage)).into_response())
+    let whole = inference::collect(chunks).await?;
+    Ok(axum::Json(writer.completion(whole)).into_response())
 }
 
 /// `/v1/completions`: a templated `/api/generate` (as Ollama's, not raw), its text in one
@@ -79,16 +70,27 @@ pub async fn completions(
     if request.prompt.is_empty() {
         return Err(Error::BadRequest("prompt is required".to_owned()).into());
     }
-    let native = api::GenerateRequest {
+    let native = GenerateRequest {
         model: request.model.clone(),
-        prompt: request.prompt,
-        suffix: request.suffix,
+        input: Input::Prompt {
+            prompt: request.prompt,
+            system: None,
+            suffix: request.suffix,
+            raw: false,
+            template: None,
+            context: Vec::new(),
+        },
         options: Some(options),
-        ..api::GenerateRequest::default()
+        keep_alive: None,
+        think: Think::Unset,
+        format: None,
+        logprobs: None,
+        truncate: None,
+        shift: None,
     };
-    let chunks = ollama::generate_chunks(&state, native, started).await?;
+    let chunks = inference::generate(&state, native, started).await?;
     let writer = TextWriter {
-        id: format!("cmpl-{}", ollama::random_id(24)),
+        id: format!("cmpl-{}", inference::random_id(24)),
         created: unix(SystemTime::now()),
         model: request.model,
     };
@@ -98,7 +100,7 @@ pub async fn completions(
             Ok(Chunk::Text { content, .. }) if content.is_empty() => None,
             Ok(Chunk::Text { content, .. }) => Some(Ok(Piece::Text(content))),
             Ok(Chunk::Done(finished)) => Some(Ok(Piece::Done(
-                ollama::done_reason(finished.summary.done_reason).to_owned(),
+                inference::done_reason(finished.summary.done_reason).to_owned(),
                 usage_of(&finished),
             ))),
             Ok(Chunk::ToolCalls(_)) => None,
@@ -197,8 +199,17 @@ pub async fn embeddings(
     if inputs.is_empty() {
         return Err(Error::BadRequest("invalid input".to_owned()).into());
     }
-    let (mut embeddings, _) =
-        ollama::run_embedding(&state, &request.model, None, None, inputs, true).await?;
+    let (mut embeddings, _) = inference::embed(
+        &state,
+        EmbedRequest {
+            model: request.model.clone(),
+            inputs,
+            options: None,
+            keep_alive: None,
+            truncate: true,
+        },
+    )
+    .await?;
     embeddings.normalize();
     embeddings.shorten(request.dimensions.unwrap_or(0) as usize);
     let data = embeddings
@@ -262,8 +273,8 @@ fn unix(time: SystemTime) -> i64 {
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
-/// The native request an OpenAI chat request means.
-fn chat_request(request: wire::ChatCompletionRequest) -> Result<api::ChatRequest, Error> {
+/// The request an OpenAI chat request means.
+fn chat_request(request: wire::ChatCompletionRequest) -> Result<GenerateRequest, Error> {
     if request.messages.is_empty() {
         return Err(Error::BadRequest(
             "messages: [] is too short - 'messages'".to_owned(),
@@ -274,24 +285,30 @@ fn chat_request(request: wire::ChatCompletionRequest) -> Result<api::ChatRequest
     let options = request
         .sampling
         .into_options(request.max_completion_tokens.or(request.max_tokens));
-    Ok(api::ChatRequest {
-        messages: messages(&request.model, request.messages)?,
+    Ok(GenerateRequest {
+        input: Input::Chat {
+            messages: messages(&request.model, request.messages)?,
+            tools: request
+                .tools
+                .iter()
+                .flatten()
+                .map(|tool| serde_json::to_value(tool).unwrap_or_default())
+                .collect(),
+        },
         model: request.model,
-        tools: request.tools,
-        format,
         options: Some(options),
-        stream: request.stream,
+        keep_alive: None,
         think,
-        logprobs: request.logprobs,
-        top_logprobs: request.top_logprobs,
-        ..api::ChatRequest::default()
+        format,
+        logprobs: inference::logprobs_wanted(request.logprobs, request.top_logprobs)?,
+        truncate: None,
+        shift: None,
     })
 }
 
 /// `reasoning_effort` (or `reasoning.effort`) as Ollama maps it to `think`; else DeepSeek's
 /// `thinking: {"type": "enabled" | "disabled"}`; else the model's default.
-fn think(request: &wire::ChatCompletionRequest) -> Result<Option<api::Think>, Error> {
-    use api::{Think, ThinkLevel};
+fn think(request: &wire::ChatCompletionRequest) -> Result<Think, Error> {
     let effort = match (&request.reasoning_effort, &request.reasoning) {
         (Some(effort), _) => Some(("reasoning_effort", effort.as_str())),
         (
@@ -304,7 +321,7 @@ fn think(request: &wire::ChatCompletionRequest) -> Result<Option<api::Think>, Er
     };
     if let Some((field, effort)) = effort {
         let think = match effort {
-            "none" => Think::Enabled(false),
+            "none" => Think::Off,
             "minimal" | "low" => Think::Level(ThinkLevel::Low),
             "medium" => Think::Level(ThinkLevel::Medium),
             "high" => Think::Level(ThinkLevel::High),
@@ -315,16 +332,16 @@ fn think(request: &wire::ChatCompletionRequest) -> Result<Option<api::Think>, Er
                 )));
             }
         };
-        return Ok(Some(think));
+        return Ok(think);
     }
     match request
         .thinking
         .as_ref()
         .map(|thinking| thinking.kind.as_str())
     {
-        None => Ok(None),
-        Some("enabled") => Ok(Some(Think::Enabled(true))),
-        Some("disabled") => Ok(Some(Think::Enabled(false))),
+        None => Ok(Think::Unset),
+        Some("enabled") => Ok(Think::On),
+        Some("disabled") => Ok(Think::Off),
         Some(other) => Err(Error::BadRequest(format!(
             "thinking.type: invalid value {other:?} (expected enabled or disabled)"
         ))),
@@ -344,10 +361,10 @@ fn format(response_format: Option<wire::ResponseFormat>) -> Result<Option<api::F
     })
 }
 
-/// The native messages: text parts joined, reasoning (under either name) as `thinking` (which
-/// the native chat strips from turns before the last user message), tool-call arguments parsed
-/// from their JSON strings, and a tool result's name taken from the call it answers.
-fn messages(model: &str, messages: Vec<wire::ChatMessage>) -> Result<Vec<api::Message>, Error> {
+/// The conversation: text parts joined, reasoning (under either name) as `thinking` (dropped
+/// from turns before the last user message), tool-call arguments parsed from their JSON
+/// strings, and a tool result's name taken from the call it answers.
+fn messages(model: &str, messages: Vec<wire::ChatMessage>) -> Result<Vec<ChatMessage>, Error> {
     let mut call_names: HashMap<String, String> = HashMap::new();
     let mut out = Vec::with_capacity(messages.len());
     for (index, message) in messages.into_iter().enumerate() {
@@ -369,24 +386,22 @@ fn messages(model: &str, messages: Vec<wire::ChatMessage>) -> Result<Vec<api::Me
         let mut tool_calls = Vec::new();
         for (position, call) in message.tool_calls.iter().flatten().enumerate() {
             let arguments = if call.function.arguments.trim().is_empty() {
-                std::collections::BTreeMap::new()
+                serde_json::Value::Object(serde_json::Map::new())
             } else {
-                serde_json::from_str(&call.function.arguments).map_err(|error| {
-                    Error::BadRequest(format!(
-                        "messages[{index}].tool_calls[{position}].function.arguments: not a JSON object: {error}"
-                    ))
-                })?
+                let parsed: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(&call.function.arguments).map_err(|error| {
+                        Error::BadRequest(format!(
+                            "messages[{index}].tool_calls[{position}].function.arguments: not a JSON object: {error}"
+                        ))
+                    })?;
+                serde_json::Value::Object(parsed)
             };
             if let Some(id) = &call.id {
                 call_names.insert(id.clone(), call.function.name.clone());
             }
-            tool_calls.push(api::ToolCall {
-                id: call.id.clone(),
-                function: api::ToolCallFunction {
-                    index: call.index,
-                    name: call.function.name.clone(),
-                    arguments,
-                },
+            tool_calls.push(chat::ToolCall {
+                name: call.function.name.clone(),
+                arguments,
             });
         }
         let tool_name = message.name.clone().or_else(|| {
@@ -395,14 +410,12 @@ fn messages(model: &str, messages: Vec<wire::ChatMessage>) -> Result<Vec<api::Me
                 .as_ref()
                 .and_then(|id| call_names.get(id).cloned())
         });
-        out.push(api::Message {
+        out.push(ChatMessage {
             thinking: message.reasoning_text().map(str::to_owned),
             role: message.role,
             content,
-            images: None,
-            tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+            tool_calls,
             tool_name,
-            tool_call_id: message.tool_call_id,
         });
     }
     Ok(out)
@@ -421,15 +434,19 @@ struct Writer {
 }
 
 impl Writer {
-    /// The non-streaming answer from the joined native response.
-    fn completion(&self, whole: api::ChatResponse, usage: wire::Usage) -> wire::ChatCompletion {
-        let tool_calls = whole
-            .message
-            .tool_calls
-            .map(|calls| calls.into_iter().map(openai_tool_call).collect::<Vec<_>>());
-        let done_reason = whole.done_reason.as_deref().unwrap_or("stop");
+    /// The non-streaming answer.
+    fn completion(&self, whole: inference::Whole) -> wire::ChatCompletion {
+        let tool_calls = (!whole.tool_calls.is_empty()).then(|| {
+            whole
+                .tool_calls
+                .into_iter()
+                .enumerate()
+                .map(|(index, call)| openai_tool_call(index, call))
+                .collect::<Vec<_>>()
+        });
+        let done_reason = inference::done_reason(whole.finished.summary.done_reason);
         let finish_reason = finish_reason(done_reason, tool_calls.is_some());
-        let thinking = whole.message.thinking;
+        let thinking = (!whole.thinking.is_empty()).then_some(whole.thinking);
         wire::ChatCompletion {
             id: self.id.clone(),
             object: "chat.completion".to_owned(),
@@ -440,16 +457,16 @@ impl Writer {
                 index: 0,
                 message: wire::ChatMessage {
                     role: "assistant".to_owned(),
-                    content: Some(wire::Content::Text(whole.message.content)),
+                    content: Some(wire::Content::Text(whole.content)),
                     reasoning_content: thinking.clone(),
                     reasoning: thinking,
                     tool_calls,
                     ..wire::ChatMessage::default()
                 },
                 finish_reason: Some(finish_reason),
-                logprobs: whole.logprobs.map(openai_logprobs),
+                logprobs: (!whole.logprobs.is_empty()).then(|| openai_logprobs(whole.logprobs)),
             }],
-            usage: Some(usage),
+            usage: Some(usage_of(&whole.finished)),
         }
     }
 
@@ -488,7 +505,7 @@ impl Writer {
                             None,
                         )));
                     }
-                    if let Some(logprobs) = ollama::wire_logprobs(logprobs) {
+                    if !logprobs.is_empty() {
                         if out.is_empty() {
                             out.push(Ok(self.delta(wire::Delta::default(), None)));
                         }
@@ -503,7 +520,7 @@ impl Writer {
                         .into_iter()
                         .map(|call| {
                             self.calls += 1;
-                            openai_tool_call(ollama::tool_call(self.calls - 1, call))
+                            openai_tool_call(self.calls - 1, call)
                         })
                         .collect();
                     let delta = wire::Delta {
@@ -513,7 +530,7 @@ impl Writer {
                     vec![Ok(self.delta(delta, None))]
                 }
                 Ok(Chunk::Done(finished)) => {
-                    let done_reason = ollama::done_reason(finished.summary.done_reason);
+                    let done_reason = inference::done_reason(finished.summary.done_reason);
                     let reason = finish_reason(done_reason, self.calls > 0);
                     let mut out = vec![Ok(self.delta(wire::Delta::default(), Some(reason)))];
                     if include_usage {
@@ -592,21 +609,21 @@ fn usage_of(finished: &Finished) -> wire::Usage {
 }
 
 /// Log probabilities in OpenAI's shape.
-fn openai_logprobs(logprobs: Vec<api::Logprob>) -> wire::ChoiceLogprobs {
+fn openai_logprobs(logprobs: Vec<crate::engine::Logprobs>) -> wire::ChoiceLogprobs {
     wire::ChoiceLogprobs {
         content: logprobs
             .into_iter()
             .map(|entry| wire::TokenLogprob {
-                token: entry.token.token,
-                logprob: entry.token.logprob,
-                bytes: entry.token.bytes,
+                token: entry.chosen.token,
+                logprob: f64::from(entry.chosen.logprob),
+                bytes: Some(entry.chosen.bytes),
                 top_logprobs: entry
-                    .top_logprobs
+                    .top
                     .into_iter()
                     .map(|top| wire::TopLogprob {
                         token: top.token,
-                        logprob: top.logprob,
-                        bytes: top.bytes,
+                        logprob: f64::from(top.logprob),
+                        bytes: Some(top.bytes),
                     })
                     .collect(),
             })
@@ -614,16 +631,16 @@ fn openai_logprobs(logprobs: Vec<api::Logprob>) -> wire::ChoiceLogprobs {
     }
 }
 
-/// A native tool call in OpenAI's shape: the arguments as a JSON string.
-fn openai_tool_call(call: api::ToolCall) -> wire::ToolCall {
+/// A parsed tool call in OpenAI's shape: `call_` + 8 random characters as its id (as Ollama
+/// gives), the arguments as a JSON string.
+fn openai_tool_call(index: usize, call: chat::ToolCall) -> wire::ToolCall {
     wire::ToolCall {
-        id: call.id,
-        index: call.function.index,
+        id: Some(format!("call_{}", inference::random_id(8))),
+        index: Some(index as u32),
         kind: "function".to_owned(),
         function: wire::FunctionCall {
-            arguments: serde_json::to_string(&call.function.arguments)
-                .unwrap_or_else(|_| "{}".to_owned()),
-            name: call.function.name,
+            arguments: serde_json::to_string(&call.arguments).unwrap_or_else(|_| "{}".to_owned()),
+            name: call.name,
         },
     }
 }
@@ -632,8 +649,15 @@ fn openai_tool_call(call: api::ToolCall) -> wire::ToolCall {
 mod tests {
     use super::*;
 
-    fn request(json: serde_json::Value) -> Result<api::ChatRequest, Error> {
+    fn request(json: serde_json::Value) -> Result<GenerateRequest, Error> {
         chat_request(serde_json::from_value(json).unwrap())
+    }
+
+    fn messages_of(request: &GenerateRequest) -> &[ChatMessage] {
+        match &request.input {
+            Input::Chat { messages, .. } => messages,
+            Input::Prompt { .. } => panic!("a chat"),
+        }
     }
 
     #[test]
@@ -653,7 +677,7 @@ mod tests {
         assert_eq!(options.frequency_penalty, Some(0.1));
         assert_eq!(options.presence_penalty, Some(0.2));
         assert_eq!(native.format, Some(api::Format::Json));
-        assert_eq!(native.think, None);
+        assert_eq!(native.think, Think::Unset);
 
         let schema = serde_json::json!({"type": "object"});
         let native = request(serde_json::json!({
@@ -665,7 +689,6 @@ mod tests {
 
     #[test]
     fn reasoning_effort_and_thinking_map_to_think() {
-        use api::{Think, ThinkLevel};
         let think = |extra: serde_json::Value| {
             let mut json =
                 serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
@@ -675,19 +698,19 @@ mod tests {
             request(json).map(|native| native.think)
         };
         for (effort, want) in [
-            ("none", Think::Enabled(false)),
+            ("none", Think::Off),
             ("minimal", Think::Level(ThinkLevel::Low)),
             ("medium", Think::Level(ThinkLevel::Medium)),
             ("high", Think::Level(ThinkLevel::High)),
             ("xhigh", Think::Level(ThinkLevel::Max)),
         ] {
             let got = think(serde_json::json!({"reasoning_effort": effort})).unwrap();
-            assert_eq!(got, Some(want), "{effort}");
+            assert_eq!(got, want, "{effort}");
         }
         let got = think(serde_json::json!({"reasoning": {"effort": "low"}})).unwrap();
-        assert_eq!(got, Some(Think::Level(ThinkLevel::Low)));
+        assert_eq!(got, Think::Level(ThinkLevel::Low));
         let got = think(serde_json::json!({"thinking": {"type": "disabled"}})).unwrap();
-        assert_eq!(got, Some(Think::Enabled(false)));
+        assert_eq!(got, Think::Off);
         let error = think(serde_json::json!({"reasoning_effort": "lots"})).unwrap_err();
         assert!(
             error.to_string().starts_with("reasoning_effort: "),
@@ -704,13 +727,14 @@ mod tests {
              "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}}]},
             {"role": "tool", "content": "2", "tool_call_id": "call_1"}]}))
         .unwrap();
-        assert_eq!(native.messages[0].content, "ab");
-        let assistant = &native.messages[1];
+        let messages = messages_of(&native);
+        assert_eq!(messages[0].content, "ab");
+        let assistant = &messages[1];
         assert_eq!(assistant.thinking.as_deref(), Some("r"));
-        let call = &assistant.tool_calls.as_ref().unwrap()[0];
-        assert_eq!(call.function.name, "f");
-        assert_eq!(call.function.arguments["x"], 1);
-        assert_eq!(native.messages[2].tool_name.as_deref(), Some("f"));
+        let call = &assistant.tool_calls[0];
+        assert_eq!(call.name, "f");
+        assert_eq!(call.arguments["x"], 1);
+        assert_eq!(messages[2].tool_name.as_deref(), Some("f"));
 
         let error = request(serde_json::json!({"model": "m", "messages": [
             {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1"}}]}]}))

@@ -1,14 +1,21 @@
 //! Streaming responses as Server-Sent Events, the OpenAI wire format: `data: <json>\n\n` per
 //! object, then `data: [DONE]\n\n`. An error after the stream started is a last event carrying
-//! OpenAI's error object, with no `[DONE]` after it.
+//! OpenAI's error object, with no `[DONE]` after it. While nothing is ready — a long prompt
+//! being evaluated — a comment line goes out every few seconds, so that proxies and clients
+//! with read timeouts keep the connection.
 
-use axum::body::Body;
-use axum::http::header;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 
-use crate::error::{Error, OpenAiError};
+use super::error::OpenAiError;
+use crate::error::Error;
+
+/// How long a stream may be silent before a keep-alive comment is sent.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// Turns a stream of items into a `text/event-stream` response.
 pub fn response<S, T>(items: S) -> Response
@@ -26,22 +33,17 @@ where
                     *failed = true;
                     Some(event(&OpenAiError::body(&error)))
                 }
-                None => (!*failed).then(|| "data: [DONE]\n\n".to_owned()),
+                None => (!*failed).then(|| Event::default().data("[DONE]")),
             };
             futures::future::ready(event.map(Ok::<_, std::convert::Infallible>))
         });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(events),
-    )
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response()
 }
 
-fn event(value: &impl Serialize) -> String {
-    let json = serde_json::to_string(value)
-        .unwrap_or_else(|error| format!("{{\"error\":{{\"message\":\"{error}\"}}}}"));
-    format!("data: {json}\n\n")
+fn event(value: &impl Serialize) -> Event {
+    Event::default().json_data(value).unwrap_or_else(|error| {
+        Event::default().data(format!("{{\"error\":{{\"message\":\"{error}\"}}}}"))
+    })
 }

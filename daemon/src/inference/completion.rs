@@ -1,20 +1,19 @@
-//! One generation, from a validated request to a stream of chunks: render the conversation
-//! with the model's chat template, apply the `think` policy, run the engine, split reasoning
-//! from the answer, and pick out tool calls. Ollama's and the OpenAI handlers both map these
-//! chunks to their own wire shapes.
+//! One generation, from a leased model and a plan to a stream of chunks: render the
+//! conversation with the model's chat template, apply the `think` policy, run it in the
+//! model's runner, split reasoning from the answer, and pick out tool calls.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use tokio::sync::mpsc;
 
 use crate::chat::{
     self, ChatMessage, ChatTemplate, ReasoningSplitter, RenderInput, SpecialTokens, Think,
     ThinkingMode, ToolCall, ToolCallParser,
 };
-use crate::engine::{Event, GenerateJob, Grammar, Logprobs, Prompt, Summary};
+use crate::engine::{Event, GenerateJob, Grammar, GrammarSource, Logprobs, Prompt, Summary};
 use crate::error::Error;
+use crate::runner::Events;
 use crate::scheduler::Lease;
 
 /// What the model is asked: a conversation, or a prompt (templated or raw).
@@ -30,6 +29,10 @@ pub enum Input {
         /// Text after the cursor, for fill-in-the-middle (templates with `.Suffix`).
         suffix: Option<String>,
         raw: bool,
+        /// The request's own template (see [`Plan::request_template`]).
+        template: Option<String>,
+        /// Earlier tokens, turned back into text before the prompt by the caller.
+        context: Vec<i32>,
     },
 }
 
@@ -46,7 +49,7 @@ pub struct Plan {
     /// The job for the engine, its prompt filled in by [`start`].
     pub job: GenerateJob,
     /// Grammar source, applied after reasoning when the model reasons.
-    pub grammar: Option<String>,
+    pub grammar: Option<GrammarSource>,
 }
 
 /// A piece of the answer as it is produced.
@@ -113,12 +116,12 @@ pub async fn start(
     };
     if let Some(grammar) = plan.grammar.take() {
         plan.job.grammar = Some(Grammar {
-            gbnf: grammar,
+            source: grammar,
             after_think: reasons,
         });
     }
     plan.job.prompt = prompt;
-    let events = lease.engine().generate(plan.job)?;
+    let events = lease.runner().generate(plan.job)?;
     Ok(chunks(Running {
         lease,
         events,
@@ -143,7 +146,7 @@ struct Templated {
 /// its oldest turns, as Ollama's does with `truncate` on: system messages and the last message
 /// always stay, and the fewest turns after the system messages are dropped.
 async fn templated(lease: &Lease, plan: &Plan) -> Result<Templated, Error> {
-    let info = lease.engine().info();
+    let info = lease.runner().info();
     let special = SpecialTokens {
         bos: info.bos_token.clone(),
         eos: info.eos_token.clone(),
@@ -226,7 +229,7 @@ async fn templated(lease: &Lease, plan: &Plan) -> Result<Templated, Error> {
     let mut prompt = None;
     if chat && plan.job.truncate && rendered.may_exceed(n_ctx) {
         let count = |rendered: &Rendered| {
-            let engine = lease.engine();
+            let engine = lease.runner();
             let (text, add_special) = (rendered.text.clone(), rendered.add_special);
             async move { engine.tokenize(&text, add_special).await }
         };
@@ -303,7 +306,7 @@ struct Running {
     /// Held for the life of the stream so the model stays loaded and counted as busy.
     #[allow(dead_code)]
     lease: Lease,
-    events: mpsc::Receiver<Event>,
+    events: Events,
     splitter: Option<ReasoningSplitter>,
     tools: Option<ToolCallParser>,
     pending: VecDeque<Result<Chunk, Error>>,
