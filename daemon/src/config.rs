@@ -33,6 +33,8 @@ pub const ENV_MAX_MEMORY: &str = "WHALE_MAX_MEMORY";
 pub const ENV_GPU_OVERHEAD: &str = "WHALE_GPU_OVERHEAD";
 /// Log filter (`info`, `debug`, `whale_daemon=trace`, …).
 pub const ENV_LOG: &str = "WHALE_LOG";
+/// How long generations in flight may run on after SIGTERM before they are cancelled.
+pub const ENV_SHUTDOWN_GRACE: &str = "WHALE_SHUTDOWN_GRACE";
 
 /// The default address: loopback, Ollama's port, so Ollama's clients find whaled.
 pub const DEFAULT_HOST: &str = "127.0.0.1:11434";
@@ -88,6 +90,21 @@ pub struct Config {
     /// Log filter, as in `RUST_LOG`.
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log: String,
+
+    /// On SIGTERM or Ctrl-C, how long requests in flight may go on (`10s`, `1m`, `0`) before
+    /// they are cancelled; no new ones are taken meanwhile.
+    #[arg(long, env = ENV_SHUTDOWN_GRACE, default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: std::time::Duration,
+}
+
+/// `10s`, `1m30s`, `0`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return std::time::Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("invalid duration {text:?}"));
+    }
+    humantime::parse_duration(text).map_err(|error| format!("invalid duration {text:?}: {error}"))
 }
 
 /// Ollama's request forms (`5m`, `1h30m`, `0`, `-1`) plus a bare number of seconds, which
@@ -191,6 +208,16 @@ mod tests {
     }
 
     #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
     fn byte_sizes() {
         assert_eq!(parse_bytes("12GiB").unwrap(), 12 << 30);
         assert_eq!(parse_bytes("1000").unwrap(), 1000);
@@ -204,6 +231,7 @@ mod tests {
         assert_eq!(config.num_parallel, 1);
         assert_eq!(config.keep_alive, KeepAlive::For(Duration::from_mins(5)));
         assert_eq!(config.gpu_overhead, 0);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         let config = Config::try_parse_from(["whaled", "--gpu-overhead", "2GiB"]).unwrap();
         assert_eq!(config.gpu_overhead, 2 << 30);
     }

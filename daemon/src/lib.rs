@@ -5,29 +5,34 @@
 //! file is refused before llama.cpp sees it.
 
 pub mod chat;
-pub mod completion;
 pub mod config;
 pub mod create;
 pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod http;
+pub mod inference;
 pub mod memory;
 pub mod model;
 pub mod offload;
 pub mod options;
+pub mod runner;
 pub mod scheduler;
 pub mod state;
 
 use std::future::Future;
+use std::future::IntoFuture as _;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use whale_registry::Store;
 
 pub use config::Config;
 pub use state::AppState;
+
+/// What requests still running when whaled stops are told.
+const SHUT_DOWN: &str = "whaled is shutting down";
 
 /// The version `/api/version` reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -40,15 +45,19 @@ pub fn state(config: Config) -> anyhow::Result<AppState> {
             .ok_or_else(|| anyhow::anyhow!("no home directory: set {}", config::ENV_MODELS))?,
     };
     let store = Store::open(&root)?;
-    let scheduler = scheduler::Scheduler::new(scheduler::Limits {
-        num_parallel: config.num_parallel,
-        max_queue: config.max_queue,
-        max_loaded_models: config.max_loaded_models,
-        max_memory: config.max_memory,
-        gpu_overhead: config.gpu_overhead,
-        default_keep_alive: config.keep_alive,
-        num_threads: config.num_threads,
-    });
+    let launcher = runner::Launcher::current(&config.log)?;
+    let scheduler = scheduler::Scheduler::new(
+        scheduler::Limits {
+            num_parallel: config.num_parallel,
+            max_queue: config.max_queue,
+            max_loaded_models: config.max_loaded_models,
+            max_memory: config.max_memory,
+            gpu_overhead: config.gpu_overhead,
+            default_keep_alive: config.keep_alive,
+            num_threads: config.num_threads,
+        },
+        launcher,
+    );
     Ok(AppState {
         config,
         store,
@@ -57,7 +66,9 @@ pub fn state(config: Config) -> anyhow::Result<AppState> {
     })
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then unloads every model.
+/// Serves the API on `listener` until `shutdown` resolves. Then it takes no new connections
+/// and no new generations, lets those in flight finish for up to the configured grace period,
+/// cancels what is left, and stops every runner before returning.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -65,9 +76,39 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let state = Arc::new(state);
     let app = http::router(&state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    state.scheduler.unload_all().await;
+    let signalled = Arc::new(tokio::sync::Notify::new());
+    let notice = {
+        let signalled = Arc::clone(&signalled);
+        let scheduler = state.scheduler.clone();
+        let grace = state.config.shutdown_grace;
+        async move {
+            shutdown.await;
+            tracing::info!(?grace, "shutting down: finishing the requests in flight");
+            scheduler.close();
+            signalled.notify_one();
+        }
+    };
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(notice)
+        .into_future();
+    let mut server = std::pin::pin!(server);
+    let grace_over = async {
+        signalled.notified().await;
+        tokio::time::sleep(state.config.shutdown_grace).await;
+    };
+    tokio::select! {
+        result = &mut server => result?,
+        () = grace_over => {
+            if state.scheduler.is_busy() {
+                tracing::warn!("grace period over: cancelling the requests still running");
+            }
+            state.scheduler.unload_all(SHUT_DOWN).await;
+            // Their streams now end with an error; give the server a moment to send it.
+            if let Ok(result) = tokio::time::timeout(Duration::from_secs(2), &mut server).await {
+                result?;
+            }
+        }
+    }
+    state.scheduler.unload_all(SHUT_DOWN).await;
     Ok(())
 }

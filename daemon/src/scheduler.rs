@@ -1,25 +1,34 @@
 //! The scheduler: which models are loaded, who is using them, and when they go.
 //!
 //! A model is loaded on first use and keyed by the digest of its weights blob, so two tags of
-//! the same weights share one engine. Each request holds a [`Lease`] for as long as it runs;
-//! when the last lease of a model is dropped its `keep_alive` timer starts (0 unloads at once,
-//! [`KeepAlive::Forever`] never). Before a load the GGUF is read and validated (so no hostile
-//! file reaches llama.cpp) and its memory is planned: idle models are evicted, least recently
-//! used first, until the new one fits; a busy model is never evicted; a model that cannot fit
-//! is refused with the numbers instead of letting the kernel kill the machine.
+//! the same weights share one runner process. Each request holds a [`Lease`] for as long as it
+//! runs; when the last lease of a model is dropped its `keep_alive` timer starts (0 unloads at
+//! once, [`KeepAlive::Forever`] never). Before a load the GGUF is read and validated (so no
+//! hostile file reaches llama.cpp) and its memory is planned: idle models are evicted, least
+//! recently used first, until the new one fits; a busy model is never evicted; a model that
+//! cannot fit is refused with the numbers instead of letting the kernel kill the machine.
+//!
+//! Each loaded model runs in its own runner process ([`crate::runner`]). A runner that dies is
+//! taken out of the table at once, and the next request for its model loads it again.
+//!
+//! Locking: `models` is a plain mutex held only for lookups and changes, never across an
+//! await. A lease is taken (its count raised) and an idle model is taken out for eviction under
+//! that lock, so a model a request has just leased is never evicted. `loading` serialises loads
+//! (memory is planned against what is loaded) but is not held while waiting for a busy model.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::KeepAlive;
-use crate::engine::{self, Engine, LoadParams};
+use crate::engine::{Gpu, LoadParams};
 use crate::error::Error;
 use crate::gguf::GgufFile;
 use crate::memory::{self, MemoryEstimate};
 use crate::offload::{LayerSizes, Placement};
+use crate::runner::{Launcher, Process, Runner};
 
 /// Limits the scheduler works within, from the daemon's config.
 #[derive(Debug, Clone)]
@@ -51,7 +60,8 @@ pub struct LoadRequest {
 }
 
 /// The options that shape a loaded model: a request that differs in any of them reloads it
-/// (as Ollama's `needsReload`), e.g. another `num_ctx` or `num_gpu`.
+/// (as Ollama's `needsReload`), e.g. another `num_ctx` or `num_gpu`. Chat and embeddings share
+/// a loaded model: the runner makes an embedding context beside the chat one when first asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunnerOptions {
     pub num_ctx: u32,
@@ -59,21 +69,23 @@ pub struct RunnerOptions {
     pub num_gpu: Option<i32>,
     pub num_thread: Option<u32>,
     pub use_mmap: bool,
-    pub embedding: bool,
 }
 
-/// A loaded model.
-pub struct Runner {
+/// A loaded model: its runner process and what the scheduler knows about it.
+pub struct Loaded {
     pub name: String,
     pub key: String,
     pub manifest_digest: String,
-    pub engine: Engine,
+    pub runner: Runner,
     pub estimate: MemoryEstimate,
+    /// The GPUs the runner saw when it was planned.
+    pub gpus: Vec<Gpu>,
     /// Context length per sequence, after capping at the model's trained length.
     pub num_ctx: u32,
     /// The options requests asked for; a request asking for others reloads the model.
     requested: RunnerOptions,
-    /// Leases outstanding: running requests plus those waiting for a slot.
+    /// Leases outstanding: running requests plus those waiting for a slot. Raised only under
+    /// the scheduler's `models` lock (see the module's notes on locking).
     active: AtomicU32,
     /// Bumped on every acquire, so an expiry timer started earlier knows it is stale.
     generation: AtomicU64,
@@ -82,7 +94,7 @@ pub struct Runner {
     last_used: Mutex<Instant>,
 }
 
-impl Runner {
+impl Loaded {
     fn is_idle(&self) -> bool {
         self.active.load(Ordering::SeqCst) == 0
     }
@@ -95,24 +107,25 @@ impl Runner {
 
 /// A request's hold on a loaded model; dropping it starts the model's keep-alive timer.
 pub struct Lease {
-    runner: Arc<Runner>,
+    loaded: Arc<Loaded>,
     scheduler: Arc<Shared>,
 }
 
 impl Lease {
-    pub fn engine(&self) -> &Engine {
-        &self.runner.engine
+    /// The model's runner, to generate, tokenize and embed with.
+    pub fn runner(&self) -> &Runner {
+        &self.loaded.runner
     }
 
-    pub fn runner(&self) -> &Runner {
-        &self.runner
+    pub fn loaded(&self) -> &Loaded {
+        &self.loaded
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.runner.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.scheduler.start_expiry(&self.runner);
+        if self.loaded.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.scheduler.start_expiry(&self.loaded);
         }
     }
 }
@@ -125,22 +138,27 @@ pub struct Scheduler {
 
 struct Shared {
     limits: Limits,
-    /// Invariant: a key maps to at most one runner; entries leave only through `remove`.
-    runners: Mutex<HashMap<String, Arc<Runner>>>,
+    launcher: Launcher,
+    /// Invariant: a key maps to at most one loaded model; see the module's notes on locking.
+    models: Mutex<HashMap<String, Arc<Loaded>>>,
     /// One load at a time, as memory is planned against what is loaded.
     loading: tokio::sync::Mutex<()>,
     /// Requests waiting on a load, bounded by `max_queue` like those waiting for a slot.
     waiting: AtomicU32,
+    /// Set when whaled shuts down: no new leases.
+    closed: AtomicBool,
 }
 
 impl Scheduler {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, launcher: Launcher) -> Self {
         Self {
             shared: Arc::new(Shared {
                 limits,
-                runners: Mutex::new(HashMap::new()),
+                launcher,
+                models: Mutex::new(HashMap::new()),
                 loading: tokio::sync::Mutex::new(()),
                 waiting: AtomicU32::new(0),
+                closed: AtomicBool::new(false),
             }),
         }
     }
@@ -151,6 +169,9 @@ impl Scheduler {
 
     /// Hands out the model `request` names, loading it (and evicting idle models) if needed.
     pub async fn acquire(&self, request: &LoadRequest) -> Result<Lease, Error> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
         if let Some(lease) = self.shared.try_attach(request)? {
             return Ok(lease);
         }
@@ -166,17 +187,37 @@ impl Scheduler {
     }
 
     async fn load(&self, request: &LoadRequest) -> Result<Lease, Error> {
-        let _one_load = self.shared.loading.lock().await;
-        // Another request may have loaded it while this one waited.
-        if let Some(lease) = self.shared.try_attach(request)? {
-            return Ok(lease);
+        loop {
+            if let Some(lease) = self.shared.try_attach(request)? {
+                return Ok(lease);
+            }
+            // Loaded with other options (num_ctx, num_gpu, …), or its runner died: unload it
+            // once idle. No lock is held while waiting, so other models load meanwhile.
+            if let Some(stale) = self.shared.get(&request.key) {
+                if stale.runner.process().exit_reason().is_none() {
+                    self.shared.wait_idle(&stale).await?;
+                }
+                self.shared
+                    .remove_if(&request.key, |loaded| {
+                        Arc::ptr_eq(loaded, &stale) && loaded.is_idle()
+                    })
+                    .await;
+                continue;
+            }
+            let _one_load = self.shared.loading.lock().await;
+            if self.shared.closed.load(Ordering::SeqCst) {
+                return Err(Error::ShuttingDown);
+            }
+            // Another request may have loaded it while this one waited.
+            if self.shared.get(&request.key).is_some() {
+                continue;
+            }
+            return self.load_now(request).await;
         }
-        // Loaded with other options (num_ctx, num_gpu, embedding, …): unload it first, once idle.
-        if let Some(stale) = self.shared.get(&request.key) {
-            self.shared.wait_idle(&stale).await?;
-            self.shared.remove(&request.key).await;
-        }
+    }
 
+    /// Plans memory, makes room, starts a runner and loads the model in it.
+    async fn load_now(&self, request: &LoadRequest) -> Result<Lease, Error> {
         let path = request.path.clone();
         let gguf = tokio::task::spawn_blocking(move || GgufFile::open(&path))
             .await
@@ -193,17 +234,21 @@ impl Scheduler {
             memory::kv_cache_per_layer(&gguf, num_ctx, num_parallel, memory::KvType::F16),
             estimate.compute,
         );
-        let estimate = self
+        let process = self.shared.launcher.spawn(&request.name).await?;
+        let (estimate, gpus) = self
             .shared
-            .make_gpu_room(&layers, request.options.num_gpu, estimate)
-            .await;
-        self.shared.make_room(&request.name, &estimate).await?;
+            .make_gpu_room(&process, &layers, request.options.num_gpu, estimate)
+            .await?;
+        if let Err(error) = self.shared.make_room(&request.name, &estimate).await {
+            process.shutdown(crate::engine::UNLOADED).await;
+            return Err(error);
+        }
 
         let params = LoadParams {
             model_path: request.path.clone(),
             name: request.name.clone(),
             num_ctx,
-            num_parallel: self.shared.limits.num_parallel,
+            num_parallel,
             num_batch: request.options.num_batch,
             num_threads: request
                 .options
@@ -215,20 +260,27 @@ impl Scheduler {
                 vram: estimate.vram,
             },
             use_mmap: request.options.use_mmap,
-            embedding: request.options.embedding,
         };
         let started = Instant::now();
-        let engine = Engine::load(params).await.map_err(Error::from)?;
-        tracing::info!(model = %request.name, elapsed = ?started.elapsed(), "loaded");
+        let pid = process.pid();
+        let runner = process
+            .load(params)
+            .await
+            .map_err(|error| Error::InvalidModel {
+                name: request.name.clone(),
+                message: error.to_string(),
+            })?;
+        tracing::info!(model = %request.name, pid, elapsed = ?started.elapsed(), "loaded");
         let keep_alive = request
             .keep_alive
             .unwrap_or(self.shared.limits.default_keep_alive);
-        let runner = Arc::new(Runner {
+        let loaded = Arc::new(Loaded {
             name: request.name.clone(),
             key: request.key.clone(),
             manifest_digest: request.manifest_digest.clone(),
-            engine,
+            runner,
             estimate,
+            gpus,
             num_ctx,
             requested: request.options,
             active: AtomicU32::new(1),
@@ -238,54 +290,72 @@ impl Scheduler {
             last_used: Mutex::new(Instant::now()),
         });
         self.shared
-            .runners
+            .models
             .lock()
-            .expect("runners lock")
-            .insert(request.key.clone(), Arc::clone(&runner));
+            .expect("models lock")
+            .insert(request.key.clone(), Arc::clone(&loaded));
+        self.shared.watch(&loaded);
         Ok(Lease {
-            runner,
+            loaded,
             scheduler: Arc::clone(&self.shared),
         })
     }
 
     /// Unloads the model with this key now if idle, else as soon as its requests finish.
     pub async fn unload(&self, key: &str) {
-        let Some(runner) = self.shared.get(key) else {
+        let Some(loaded) = self.shared.get(key) else {
             return;
         };
-        *runner.keep_alive.lock().expect("keep_alive lock") = KeepAlive::For(Duration::ZERO);
-        if runner.is_idle() {
-            self.shared.remove(key).await;
-        }
+        *loaded.keep_alive.lock().expect("keep_alive lock") = KeepAlive::For(Duration::ZERO);
+        self.shared.remove_if(key, |loaded| loaded.is_idle()).await;
     }
 
-    /// Unloads every model (daemon shutdown).
-    pub async fn unload_all(&self) {
-        let keys: Vec<String> = self
-            .shared
-            .runners
+    /// Refuses new leases from now on (whaled is shutting down).
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether any request holds a lease.
+    pub fn is_busy(&self) -> bool {
+        self.shared
+            .models
             .lock()
-            .expect("runners lock")
-            .keys()
-            .cloned()
+            .expect("models lock")
+            .values()
+            .any(|loaded| !loaded.is_idle())
+    }
+
+    /// Unloads every model, busy or not (whaled shutting down): requests still running end
+    /// with `reason`, and every runner process is gone when this returns.
+    pub async fn unload_all(&self, reason: &str) {
+        let all: Vec<Arc<Loaded>> = self
+            .shared
+            .models
+            .lock()
+            .expect("models lock")
+            .drain()
+            .map(|(_, loaded)| loaded)
             .collect();
-        for key in keys {
-            self.shared.remove(&key).await;
-        }
+        let stops = all.iter().map(|loaded| {
+            tracing::info!(model = %loaded.name, "unloading");
+            loaded.runner.shutdown(reason)
+        });
+        futures::future::join_all(stops).await;
     }
 
     /// The loaded models, most recently expiring first (as `/api/ps` lists them).
-    pub fn loaded(&self) -> Vec<Arc<Runner>> {
-        let mut runners: Vec<Arc<Runner>> = self
+    pub fn loaded(&self) -> Vec<Arc<Loaded>> {
+        let mut models: Vec<Arc<Loaded>> = self
             .shared
-            .runners
+            .models
             .lock()
-            .expect("runners lock")
+            .expect("models lock")
             .values()
+            .filter(|loaded| loaded.runner.process().exit_reason().is_none())
             .cloned()
             .collect();
-        runners.sort_by_key(|runner| std::cmp::Reverse(runner.expires_at()));
-        runners
+        models.sort_by_key(|loaded| std::cmp::Reverse(loaded.expires_at()));
+        models
     }
 
     /// Whether the model with this key is loaded.
@@ -295,114 +365,136 @@ impl Scheduler {
 }
 
 impl Shared {
-    fn get(&self, key: &str) -> Option<Arc<Runner>> {
-        self.runners.lock().expect("runners lock").get(key).cloned()
+    fn get(&self, key: &str) -> Option<Arc<Loaded>> {
+        self.models.lock().expect("models lock").get(key).cloned()
     }
 
-    /// Attaches to an already loaded runner with matching options, or says none is there.
+    /// Attaches to an already loaded model with matching options, or says none is there.
     fn try_attach(self: &Arc<Self>, request: &LoadRequest) -> Result<Option<Lease>, Error> {
-        let Some(runner) = self.get(&request.key) else {
+        let models = self.models.lock().expect("models lock");
+        let Some(loaded) = models.get(&request.key) else {
             return Ok(None);
         };
-        if runner.requested != request.options {
+        if loaded.requested != request.options || loaded.runner.process().exit_reason().is_some() {
             return Ok(None);
         }
         let capacity = self.limits.num_parallel + self.limits.max_queue;
-        if runner.active.fetch_add(1, Ordering::SeqCst) >= capacity {
-            runner.active.fetch_sub(1, Ordering::SeqCst);
+        if loaded.active.fetch_add(1, Ordering::SeqCst) >= capacity {
+            loaded.active.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::QueueFull);
         }
-        runner.generation.fetch_add(1, Ordering::SeqCst);
+        let loaded = Arc::clone(loaded);
+        drop(models);
+        loaded.generation.fetch_add(1, Ordering::SeqCst);
         if let Some(keep_alive) = request.keep_alive {
-            *runner.keep_alive.lock().expect("keep_alive lock") = keep_alive;
+            *loaded.keep_alive.lock().expect("keep_alive lock") = keep_alive;
         }
-        *runner.last_used.lock().expect("last_used lock") = Instant::now();
-        *runner.expires_at.lock().expect("expires_at lock") = None;
+        *loaded.last_used.lock().expect("last_used lock") = Instant::now();
+        *loaded.expires_at.lock().expect("expires_at lock") = None;
         Ok(Some(Lease {
-            runner,
+            loaded,
             scheduler: Arc::clone(self),
         }))
     }
 
-    /// Called when a runner's last lease goes: arm its keep-alive timer.
-    fn start_expiry(self: &Arc<Self>, runner: &Arc<Runner>) {
-        *runner.last_used.lock().expect("last_used lock") = Instant::now();
-        let keep_alive = *runner.keep_alive.lock().expect("keep_alive lock");
+    /// Takes a model whose runner dies out of the table at once, so that `ps` stops listing it
+    /// and the next request loads it again.
+    fn watch(self: &Arc<Self>, loaded: &Arc<Loaded>) {
+        let exited = loaded.runner.process().on_exit();
+        let shared = Arc::downgrade(self);
+        let watched = Arc::downgrade(loaded);
+        tokio::spawn(async move {
+            let reason = exited.await;
+            let (Some(shared), Some(watched)) = (shared.upgrade(), watched.upgrade()) else {
+                return;
+            };
+            let mut models = shared.models.lock().expect("models lock");
+            if models
+                .get(&watched.key)
+                .is_some_and(|current| Arc::ptr_eq(current, &watched))
+            {
+                models.remove(&watched.key);
+                tracing::warn!(model = %watched.name, "{reason}; it is loaded again on the next request");
+            }
+        });
+    }
+
+    /// Called when a model's last lease goes: arm its keep-alive timer.
+    fn start_expiry(self: &Arc<Self>, loaded: &Arc<Loaded>) {
+        *loaded.last_used.lock().expect("last_used lock") = Instant::now();
+        let keep_alive = *loaded.keep_alive.lock().expect("keep_alive lock");
         let after = match keep_alive {
             KeepAlive::Forever => {
-                *runner.expires_at.lock().expect("expires_at lock") = None;
+                *loaded.expires_at.lock().expect("expires_at lock") = None;
                 return;
             }
             KeepAlive::For(after) => after,
         };
-        *runner.expires_at.lock().expect("expires_at lock") = SystemTime::now().checked_add(after);
-        let generation = runner.generation.load(Ordering::SeqCst);
+        *loaded.expires_at.lock().expect("expires_at lock") = SystemTime::now().checked_add(after);
+        let generation = loaded.generation.load(Ordering::SeqCst);
         let shared = Arc::clone(self);
-        let key = runner.key.clone();
+        let key = loaded.key.clone();
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
         handle.spawn(async move {
             tokio::time::sleep(after).await;
-            let Some(runner) = shared.get(&key) else {
-                return;
-            };
-            if runner.is_idle() && runner.generation.load(Ordering::SeqCst) == generation {
-                drop(runner);
-                shared.remove(&key).await;
-            }
+            shared
+                .remove_if(&key, |loaded| {
+                    loaded.is_idle() && loaded.generation.load(Ordering::SeqCst) == generation
+                })
+                .await;
         });
     }
 
-    /// Waits until nobody uses `runner`, for at most the load timeout.
-    async fn wait_idle(&self, runner: &Runner) -> Result<(), Error> {
+    /// Waits until nobody uses `loaded`, for at most the load timeout.
+    async fn wait_idle(&self, loaded: &Loaded) -> Result<(), Error> {
         let deadline = Instant::now() + Duration::from_mins(5);
-        while !runner.is_idle() {
+        while !loaded.is_idle() {
             if Instant::now() > deadline {
-                return Err(Error::Busy(runner.name.clone()));
+                return Err(Error::Busy(loaded.name.clone()));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }
 
-    /// Takes the runner out of the table and frees its model before returning.
-    async fn remove(&self, key: &str) {
-        let Some(runner) = self.runners.lock().expect("runners lock").remove(key) else {
-            return;
-        };
-        tracing::info!(model = %runner.name, "unloading");
-        // Leases dropped just now may still hold the Arc for an instant.
-        let mut runner = runner;
-        for _ in 0..500 {
-            match Arc::try_unwrap(runner) {
-                Ok(owned) => {
-                    owned.engine.shutdown().await;
-                    return;
-                }
-                Err(shared) => {
-                    runner = shared;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+    /// Takes the model with this key out of the table if `condition` holds (checked under the
+    /// lock, so no lease can be taken in between), then ends its runner. True if it did.
+    async fn remove_if(&self, key: &str, condition: impl FnOnce(&Arc<Loaded>) -> bool) -> bool {
+        let removed = {
+            let mut models = self.models.lock().expect("models lock");
+            match models.get(key) {
+                Some(loaded) if condition(loaded) => models.remove(key),
+                _ => None,
             }
-        }
-        tracing::warn!(model = %runner.name, "still referenced; its memory is freed when the last request ends");
+        };
+        let Some(loaded) = removed else {
+            return false;
+        };
+        tracing::info!(model = %loaded.name, "unloading");
+        loaded.runner.shutdown(crate::engine::UNLOADED).await;
+        true
     }
 
     /// Places the model's layers on the GPU, evicting idle models that hold GPU memory (least
     /// recently used first) while the model would not fit there whole. On a CPU-only build or
-    /// machine the estimate comes back unchanged.
+    /// machine the estimate comes back unchanged. Free memory is what the new runner sees.
     async fn make_gpu_room(
         &self,
+        process: &Process,
         layers: &LayerSizes,
         num_gpu: Option<i32>,
         estimate: MemoryEstimate,
-    ) -> MemoryEstimate {
+    ) -> Result<(MemoryEstimate, Vec<Gpu>), Error> {
         loop {
-            let free = tokio::task::spawn_blocking(engine::gpu_free_memory)
-                .await
-                .unwrap_or(None)
-                .map(|free| free.saturating_sub(self.limits.gpu_overhead));
+            let gpus = process.gpus().await?;
+            let free = (!gpus.is_empty()).then(|| {
+                gpus.iter()
+                    .map(|gpu| gpu.free)
+                    .sum::<u64>()
+                    .saturating_sub(self.limits.gpu_overhead)
+            });
             let placement = layers.place(free, num_gpu);
             let whole =
                 placement.gpu_layers > layers.weights.len() as u32 && placement.cpu_moe_layers == 0;
@@ -418,35 +510,37 @@ impl Shared {
                 );
             }
             if free.is_none() || whole || num_gpu.is_some_and(|n| n >= 0) {
-                return estimate.place(placement);
+                return Ok((estimate.place(placement), gpus));
             }
-            let victim = {
-                let runners = self.runners.lock().expect("runners lock");
-                runners
-                    .values()
-                    .filter(|runner| runner.is_idle() && runner.estimate.vram > 0)
-                    .min_by_key(|runner| *runner.last_used.lock().expect("last_used lock"))
-                    .map(|runner| runner.key.clone())
+            let victim = self.least_recently_used(|loaded| loaded.estimate.vram > 0);
+            let evicted = match victim {
+                Some(key) => self.remove_if(&key, |loaded| loaded.is_idle()).await,
+                None => false,
             };
-            match victim {
-                Some(key) => self.remove(&key).await,
-                None => return estimate.place(placement),
+            if !evicted {
+                return Ok((estimate.place(placement), gpus));
             }
         }
+    }
+
+    /// The idle model used least recently among those `eligible`.
+    fn least_recently_used(&self, eligible: impl Fn(&Loaded) -> bool) -> Option<String> {
+        self.models
+            .lock()
+            .expect("models lock")
+            .values()
+            .filter(|loaded| loaded.is_idle() && eligible(loaded))
+            .min_by_key(|loaded| *loaded.last_used.lock().expect("last_used lock"))
+            .map(|loaded| loaded.key.clone())
     }
 
     /// Evicts idle models, least recently used first, until `estimate` fits in RAM.
     async fn make_room(&self, name: &str, estimate: &MemoryEstimate) -> Result<(), Error> {
         loop {
-            let (used, count, victim) = {
-                let runners = self.runners.lock().expect("runners lock");
-                let used: u64 = runners.values().map(|runner| runner.estimate.ram()).sum();
-                let victim = runners
-                    .values()
-                    .filter(|runner| runner.is_idle())
-                    .min_by_key(|runner| *runner.last_used.lock().expect("last_used lock"))
-                    .map(|runner| runner.key.clone());
-                (used, runners.len() as u32, victim)
+            let (used, count) = {
+                let models = self.models.lock().expect("models lock");
+                let used: u64 = models.values().map(|loaded| loaded.estimate.ram()).sum();
+                (used, models.len() as u32)
             };
             let budget = self
                 .limits
@@ -457,19 +551,21 @@ impl Shared {
             if !too_many && used + estimate.ram() <= budget {
                 return Ok(());
             }
-            match victim {
-                Some(key) => self.remove(&key).await,
-                None if estimate.ram() > budget.saturating_sub(used) => {
-                    let refusal = estimate
-                        .check_fits(budget.saturating_sub(used))
-                        .expect_err("does not fit");
-                    return Err(Error::InsufficientMemory {
-                        name: name.to_owned(),
-                        detail: refusal.to_string(),
-                    });
-                }
-                None => return Err(Error::Busy(name.to_owned())),
+            if let Some(key) = self.least_recently_used(|_| true) {
+                // A request may lease it first; then look again.
+                self.remove_if(&key, |loaded| loaded.is_idle()).await;
+                continue;
             }
+            if estimate.ram() > budget.saturating_sub(used) {
+                let refusal = estimate
+                    .check_fits(budget.saturating_sub(used))
+                    .expect_err("does not fit");
+                return Err(Error::InsufficientMemory {
+                    name: name.to_owned(),
+                    detail: refusal.to_string(),
+                });
+            }
+            return Err(Error::Busy(name.to_owned()));
         }
     }
 }

@@ -177,6 +177,40 @@ impl Whaled {
         self.child.id()
     }
 
+    /// Process ids of the runners whaled started for `model` (the name a request used), in
+    /// the order they were loaded, read from its log (`loaded model=… pid=…`).
+    pub fn runner_pids(&self, model: &str) -> Vec<u32> {
+        let wanted = format!("model={model} ");
+        self.log()
+            .lines()
+            .filter(|line| line.contains(" loaded ") && line.contains(&wanted))
+            .filter_map(|line| {
+                let (_, rest) = line.split_once(" pid=")?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .collect()
+    }
+
+    /// Sends SIGTERM, as a service manager stopping whaled does.
+    pub fn terminate(&self) {
+        signal(self.child.id(), "TERM");
+    }
+
+    /// Waits up to `timeout` for the daemon to exit; its exit status, or `None` if it still
+    /// runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A `whale` command aimed at this daemon (see [`whale`]).
     pub fn whale<I, S>(&self, args: I) -> Command
     where
@@ -185,6 +219,37 @@ impl Whaled {
     {
         whale(&self.url(), args)
     }
+}
+
+/// Sends `signal` (`TERM`, `KILL`, …) to process `pid` with kill(1).
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Whether process `pid` exists (and is not a zombie waiting to be reaped).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Waits up to `timeout` for process `pid` to be gone.
+pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while process_alive(pid) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }
 
 /// A `whale` command aimed at `host` (any form `WHALE_HOST` takes), as a person's shell would

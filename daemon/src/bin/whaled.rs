@@ -1,4 +1,5 @@
-//! `whaled`: resolves its config and serves until Ctrl-C or SIGTERM.
+//! `whaled`: resolves its config and serves until Ctrl-C or SIGTERM. `whaled runner …` is a
+//! model's runner process, started by whaled itself.
 
 use std::io::IsTerminal as _;
 
@@ -6,8 +7,19 @@ use anyhow::Context;
 use clap::Parser;
 use whale_daemon::Config;
 
+fn main() -> anyhow::Result<()> {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "runner")
+    {
+        whale_daemon::runner::process::main(std::env::args_os().skip(1)).context("model runner")?;
+        return Ok(());
+    }
+    daemon()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn daemon() -> anyhow::Result<()> {
     let config = Config::parse();
     // Colours only on a terminal: the log of a background whaled is a file.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();

@@ -1,0 +1,164 @@
+//! Runner processes driven directly, as the scheduler drives them: the engine behind a Unix
+//! socket gives what the engine in-process gives, and a file that makes llama.cpp abort kills
+//! only its runner (the validator is not asked here, on purpose).
+
+use std::path::{Path, PathBuf};
+
+use whale_daemon::engine::{Engine, EngineError, Event, GenerateJob, LoadParams, Prompt, Sampling};
+use whale_daemon::runner::{Events, Launcher};
+use whale_tests::fixtures;
+use whale_tests::gguf::broken;
+
+fn launcher() -> Launcher {
+    Launcher::new(PathBuf::from(env!("CARGO_BIN_EXE_whaled")), "info")
+}
+
+fn params(path: &Path) -> LoadParams {
+    LoadParams {
+        model_path: path.to_path_buf(),
+        name: "runner-test".to_owned(),
+        num_ctx: 256,
+        num_parallel: 2,
+        num_batch: 256,
+        num_threads: Some(2),
+        placement: whale_daemon::offload::Placement::default(),
+        use_mmap: true,
+    }
+}
+
+fn job(prompt: &str, num_predict: i32) -> GenerateJob {
+    GenerateJob {
+        prompt: Prompt::Text {
+            text: prompt.to_owned(),
+            add_special: true,
+        },
+        sampling: Sampling::greedy(),
+        num_predict,
+        stop: Vec::new(),
+        grammar: None,
+        shift: true,
+        truncate: true,
+        logprobs: Some(2),
+    }
+}
+
+async fn collect(mut events: Events) -> (String, usize, Event) {
+    let mut text = String::new();
+    let mut logprobs = 0;
+    loop {
+        match events.recv().await.expect("a last event") {
+            Event::Text(piece, probs) => {
+                text.push_str(&piece);
+                logprobs += probs.len();
+            }
+            last => return (text, logprobs, last),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_runner_generates_what_the_engine_generates_in_process() {
+    let path = fixtures::deepseek2();
+    let runner = launcher()
+        .spawn("tiny")
+        .await
+        .expect("spawns")
+        .load(params(&path))
+        .await
+        .expect("loads");
+    let engine = Engine::load(params(&path)).await.expect("loads in-process");
+    assert_eq!(runner.info().n_vocab, engine.info().n_vocab);
+    assert_eq!(runner.info().chat_template, engine.info().chat_template);
+
+    let (text, logprobs, last) = collect(runner.generate(job("Hello", 24)).expect("queued")).await;
+    let mut local = engine.generate(job("Hello", 24)).expect("queued");
+    let mut expected = String::new();
+    let expected_last = loop {
+        match local.recv().await.expect("event") {
+            Event::Text(piece, _) => expected.push_str(&piece),
+            last => break last,
+        }
+    };
+    assert_eq!(text, expected);
+    let (Event::Done(summary), Event::Done(expected_summary)) = (&last, &expected_last) else {
+        panic!("{last:?} / {expected_last:?}");
+    };
+    assert_eq!(summary.context, expected_summary.context);
+    assert_eq!(logprobs, summary.eval_count as usize);
+
+    let tokens = runner
+        .tokenize("Hello world", true)
+        .await
+        .expect("tokenizes");
+    assert_eq!(tokens, engine.tokenize("Hello world", true).await.unwrap());
+    assert_eq!(
+        runner.detokenize(&tokens).await.unwrap(),
+        engine.detokenize(&tokens).await.unwrap()
+    );
+    let refused = runner.detokenize(&[-5]).await.unwrap_err();
+    assert!(matches!(refused, EngineError::InvalidInput(_)), "{refused}");
+
+    // A dropped stream cancels its job; the runner goes on serving.
+    let cancelled = runner.generate(job("Hello", 100_000)).expect("queued");
+    drop(cancelled);
+    let (again, _, _) = collect(runner.generate(job("Hello", 24)).expect("queued")).await;
+    assert_eq!(again, expected);
+
+    runner.shutdown("done").await;
+    assert!(matches!(
+        runner.process().exit_reason(),
+        Some(EngineError::Stopped(_))
+    ));
+    let late = runner.tokenize("x", false).await.unwrap_err();
+    assert!(matches!(late, EngineError::Stopped(_)), "{late}");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_file_llama_cpp_aborts_on_kills_only_its_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge_block_count.gguf");
+    broken::huge_block_count(&path).unwrap();
+    let process = launcher().spawn("hostile").await.expect("spawns");
+    let pid = process.pid();
+    let error = process
+        .load(params(&path))
+        .await
+        .err()
+        .expect("cannot load");
+    let EngineError::Crashed(message) = &error else {
+        panic!("expected a crash, got {error}");
+    };
+    assert!(message.contains("SIGABRT"), "{message}");
+    assert!(
+        message.contains("GGML_ASSERT"),
+        "quotes llama.cpp: {message}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists() || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.contains(") Z")
+        }
+    );
+
+    // This process is fine, and a good model still loads in a new runner.
+    let runner = launcher()
+        .spawn("tiny")
+        .await
+        .unwrap()
+        .load(params(&fixtures::deepseek2()))
+        .await
+        .expect("loads");
+    runner.shutdown("done").await;
+}
+
+#[tokio::test]
+async fn a_load_error_is_reported_and_the_runner_exits() {
+    let process = launcher().spawn("missing").await.expect("spawns");
+    let error = process
+        .load(params(Path::new("/nonexistent/model.gguf")))
+        .await
+        .err()
+        .expect("cannot load");
+    assert!(matches!(error, EngineError::Load { .. }), "{error}");
+}
