@@ -10,6 +10,12 @@
 //! The checks follow llama.cpp's own reader (`ggml/src/gguf.cpp`, `gguf_init_from_file_impl`) and
 //! go further where it relies on later allocation failures (hard caps on element counts so that a
 //! hostile header cannot make *us* allocate gigabytes).
+//!
+//! llama.cpp turns most bad values into a load error, but trusts some: it `GGML_ASSERT`s on them
+//! (which aborts the process) or divides by them, while it loads the model or on its first
+//! context or decode. `GgufFile::check_llama` refuses those, each rule naming the line of the
+//! vendored llama.cpp (`llama-cpp-sys-2` 0.1.161) it stands for; the test fixtures in
+//! `whale_tests::gguf::broken::LLAMA_ASSERTS` prove that each one aborts llama.cpp.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -34,10 +40,43 @@ const MAX_ARRAY_ELEMENTS_TOTAL: u64 = 1 << 23;
 /// Nested arrays are legal in GGUF but no model uses more than one level; cap recursion.
 const MAX_ARRAY_DEPTH: u32 = 2;
 /// Arrays up to this length are always kept: per-layer hyper-parameters (at most as many as
-/// layers, see `block_count`'s limit). Longer ones (a tokenizer's tokens and merges) are read
+/// layers, see [`LLAMA_MAX_LAYERS`]). Longer ones (a tokenizer's tokens and merges) are read
 /// and checked but kept only by [`GgufFile::open_full`]: 129k token strings would cost ~10 MB
 /// per parse, which the allocator keeps long after they are freed.
 pub const KEPT_ARRAY_LEN: u64 = 10_000;
+/// The most layers llama.cpp can hold (`LLAMA_MAX_LAYERS` of `llama-hparams.h`).
+pub const LLAMA_MAX_LAYERS: u64 = 512;
+/// The most experts llama.cpp can route between (`LLAMA_MAX_EXPERTS` of `llama-hparams.h`).
+pub const LLAMA_MAX_EXPERTS: u64 = 1024;
+/// The `{arch}.rope.scaling.type` values llama.cpp knows (`LLAMA_ROPE_SCALING_TYPES`).
+const ROPE_SCALING_TYPES: [&str; 4] = ["none", "linear", "yarn", "longrope"];
+/// The largest `{arch}.expert_gating_func` llama.cpp knows (`llama_expert_gating_func_type`:
+/// 0 none (the architecture's default), softmax, sigmoid, softmax of the weights, sqrt softplus).
+const MAX_EXPERT_GATING_FUNC: u64 = 4;
+/// The largest `{arch}.pooling_type` llama.cpp knows (`llama_pooling_type`: none, mean, cls,
+/// last, rank); `u32::MAX` is -1, unspecified.
+const MAX_POOLING_TYPE: u64 = 4;
+/// The architectures whale targets, whose head and rope sizes are checked (see
+/// [`GgufFile::check_heads`]).
+const TARGET_ARCHITECTURES: [&str; 8] = [
+    "llama",
+    "deepseek",
+    "deepseek2",
+    "qwen2",
+    "qwen3",
+    "qwen2moe",
+    "qwen3moe",
+    "gemma3",
+];
+/// The key of the token list, whose texts llama.cpp maps back to ids.
+const TOKENS_KEY: &str = "tokenizer.ggml.tokens";
+/// Tensors that llama.cpp applies as rope frequency factors (`GGML_OP_ROPE` in
+/// `llama-arch.cpp`'s tensor infos).
+const ROPE_FACTOR_TENSORS: [&str; 3] = [
+    "rope_freqs.weight",
+    "rope_factors_long.weight",
+    "rope_factors_short.weight",
+];
 
 /// Everything that can be wrong with a GGUF file; each variant says what and where.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +167,19 @@ pub enum GgufError {
         min: u64,
         max: u64,
     },
+    /// A value that llama.cpp asserts on or divides by while loading the model or on its first
+    /// context or decode: it would abort the whole process instead of failing with an error.
+    /// `rule` says what llama.cpp needs.
+    #[error("{key} is {value}; llama.cpp {rule}")]
+    Unsupported {
+        key: String,
+        value: String,
+        rule: String,
+    },
+    #[error(
+        "{TOKENS_KEY} lists the same token at ids {first} and {second}; llama.cpp needs each token once"
+    )]
+    DuplicateToken { first: u64, second: u64 },
 }
 
 /// A metadata value. Arrays keep their elements, except that arrays longer than
@@ -446,6 +498,7 @@ impl GgufFile {
             file_size,
             array_elements: 0,
             keep_long_arrays,
+            tokens: None,
         };
         let magic: [u8; 4] = r.array("magic")?;
         if magic != MAGIC {
@@ -468,7 +521,11 @@ impl GgufFile {
                 return Err(GgufError::EmptyKey { index });
             }
             let value_type = r.u32("value type")?;
-            let value = r.value(&key, value_type, 0)?;
+            let value = if key == TOKENS_KEY {
+                r.token_list(&key, value_type)?
+            } else {
+                r.value(&key, value_type, 0)?
+            };
             if metadata.insert(key.clone(), value).is_some() {
                 return Err(GgufError::DuplicateKey(key));
             }
@@ -508,6 +565,7 @@ impl GgufFile {
         };
         gguf.check_tensor_ranges(alignment)?;
         gguf.check_hparams()?;
+        gguf.check_llama()?;
         Ok(gguf)
     }
 
@@ -552,10 +610,10 @@ impl GgufFile {
     }
 
     /// Architecture hyper-parameters that size llama.cpp allocations must be in sane ranges,
-    /// so that a hostile file cannot ask llama.cpp for a 2^40-layer model.
+    /// so that a hostile file cannot ask llama.cpp for a 2^40-token context. The layer and
+    /// expert counts have llama.cpp's own, tighter limits: see [`GgufFile::check_llama`].
     fn check_hparams(&self) -> Result<(), GgufError> {
         const LIMITS: &[(&str, u64, u64)] = &[
-            ("block_count", 1, 10_000),
             ("context_length", 1, 1 << 24),
             ("embedding_length", 1, 1 << 20),
             ("feed_forward_length", 0, 1 << 22),
@@ -570,8 +628,6 @@ impl GgufFile {
             ("attention.q_lora_rank", 0, 1 << 16),
             ("attention.sliding_window", 0, 1 << 24),
             ("rope.dimension_count", 0, 1 << 16),
-            ("expert_count", 0, 1 << 16),
-            ("expert_used_count", 0, 1 << 16),
             ("expert_shared_count", 0, 1 << 16),
             ("leading_dense_block_count", 0, 10_000),
             ("vocab_size", 0, 1 << 24),
@@ -581,23 +637,7 @@ impl GgufFile {
         };
         for &(suffix, min, max) in LIMITS {
             let key = format!("{arch}.{suffix}");
-            let Some(value) = self.metadata.get(&key) else {
-                continue;
-            };
-            // Some keys (head_count_kv, feed_forward_length) may be per-layer arrays.
-            let values: Vec<&MetaValue> = match value {
-                MetaValue::Array(items) if items.len() as u64 > KEPT_ARRAY_LEN => {
-                    return Err(too_long_per_layer(&key, items.len() as u64));
-                }
-                MetaValue::LongArray(len) => return Err(too_long_per_layer(&key, *len)),
-                MetaValue::Array(items) => items.iter().collect(),
-                other => vec![other],
-            };
-            for v in values {
-                let n = v.as_u64().ok_or_else(|| GgufError::WrongKeyType {
-                    key: key.clone(),
-                    expected: "a non-negative integer",
-                })?;
+            for n in self.arch_values(suffix)? {
                 if n < min || n > max {
                     return Err(GgufError::Hparam {
                         key,
@@ -608,19 +648,366 @@ impl GgufFile {
                 }
             }
         }
-        if let (Some(used), Some(count)) = (
-            self.arch_u64("expert_used_count"),
-            self.arch_u64("expert_count"),
-        ) && used > count
-        {
-            return Err(GgufError::Hparam {
-                key: format!("{arch}.expert_used_count"),
-                value: used,
-                min: 0,
-                max: count,
-            });
+        Ok(())
+    }
+
+    /// Refuses what the vendored llama.cpp asserts on (`GGML_ASSERT`, which aborts the
+    /// process) or divides by while it loads a model, makes its first context and decodes its
+    /// first batch: on every architecture's path, and on the paths of the ones whale targets
+    /// ([`TARGET_ARCHITECTURES`]; other architectures' own code is not covered). Values it
+    /// merely refuses (a wrong type, an array of the wrong length, a tensor of the wrong shape)
+    /// are left to its load error.
+    fn check_llama(&self) -> Result<(), GgufError> {
+        self.check_rope_factor_types()?;
+        let Some(arch) = self.architecture() else {
+            return Ok(());
+        };
+        self.check_layers(arch)?;
+        self.check_experts(arch)?;
+        self.check_rope_scaling(arch)?;
+        self.check_heads(arch)?;
+        self.check_graph_choices(arch)
+    }
+
+    /// `llama_model_base::load_hparams` (`llama-model.cpp`).
+    fn check_layers(&self, arch: &str) -> Result<(), GgufError> {
+        // Required: without it llama.cpp fails the load.
+        let Some(layers) = self.arch_u64("block_count") else {
+            return Ok(());
+        };
+        // :1330 GGML_ASSERT(hparams.n_layer_all > 0 && hparams.n_layer_all <= LLAMA_MAX_LAYERS)
+        if !(1..=LLAMA_MAX_LAYERS).contains(&layers) {
+            return Err(unsupported(
+                format!("{arch}.block_count"),
+                layers,
+                format!("supports 1 to {LLAMA_MAX_LAYERS} layers"),
+            ));
+        }
+        // :1332 GGML_ASSERT(hparams.n_layer_nextn <= hparams.n_layer_all), and for WavTokenizer
+        // :1356-1357 GGML_ASSERT(hparams.posnet.n_layer <= hparams.n_layer_all) (convnext alike)
+        let mut parts = vec!["nextn_predict_layers"];
+        if arch == "wavtokenizer-dec" {
+            parts.extend(["posnet.block_count", "convnext.block_count"]);
+        }
+        for part in parts {
+            if let Some(n) = self.arch_u64(part).filter(|&n| n > layers) {
+                return Err(unsupported(
+                    format!("{arch}.{part}"),
+                    n,
+                    format!("needs at most {arch}.block_count ({layers})"),
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// The expert counts, `llama_model_base::load_hparams` (`llama-model.cpp:1363-1376`).
+    fn check_experts(&self, arch: &str) -> Result<(), GgufError> {
+        let key = |suffix: &str| format!("{arch}.{suffix}");
+        let mut experts = self.arch_u64("expert_count").unwrap_or(0);
+        // A scalar for every layer or one value per layer; llama.cpp checks the largest.
+        let mut used = self.arch_values("expert_used_count")?.max().unwrap_or(0);
+        let groups = self.arch_u64("expert_group_count").unwrap_or(0);
+        let groups_used = self.arch_u64("expert_group_used_count").unwrap_or(0);
+        // :1339 these two architectures read one expert as none
+        if matches!(arch, "hunyuan-dense" | "hunyuan_vl") && experts <= 1 {
+            (experts, used) = (0, 0);
+        }
+        // :1363 GGML_ASSERT(hparams.n_expert <= LLAMA_MAX_EXPERTS)
+        if experts > LLAMA_MAX_EXPERTS {
+            return Err(unsupported(
+                key("expert_count"),
+                experts,
+                format!("supports at most {LLAMA_MAX_EXPERTS} experts"),
+            ));
+        }
+        // :1364 GGML_ASSERT(n_expert_used_max <= hparams.n_expert) (an absent count is 0)
+        if used > experts {
+            return Err(unsupported(
+                key("expert_used_count"),
+                used,
+                format!("needs at most {} ({experts})", key("expert_count")),
+            ));
+        }
+        if experts == 0 {
+            // :1375 GGML_ASSERT(hparams.n_expert_groups == 0)
+            if groups > 0 {
+                return Err(unsupported(
+                    key("expert_group_count"),
+                    groups,
+                    format!("needs 0 without experts ({} is 0)", key("expert_count")),
+                ));
+            }
+            return Ok(());
+        }
+        // :1366 GGML_ASSERT(n_expert_used_max > 0)
+        if used == 0 {
+            return Err(unsupported(
+                key("expert_used_count"),
+                0,
+                format!("needs at least 1 with {experts} experts"),
+            ));
+        }
+        // :1367 GGML_ASSERT(hparams.n_expert_groups < hparams.n_expert)
+        if groups >= experts {
+            return Err(unsupported(
+                key("expert_group_count"),
+                groups,
+                format!("needs fewer groups than experts ({experts})"),
+            ));
+        }
+        if groups > 1 {
+            // :1369 GGML_ASSERT(hparams.n_expert % hparams.n_expert_groups == 0)
+            if !experts.is_multiple_of(groups) {
+                return Err(unsupported(
+                    key("expert_group_count"),
+                    groups,
+                    format!("needs it to divide {} ({experts})", key("expert_count")),
+                ));
+            }
+            // :1370-1371 GGML_ASSERT(hparams.n_group_used > 0),
+            // GGML_ASSERT(hparams.n_group_used < hparams.n_expert_groups)
+            if groups_used == 0 || groups_used >= groups {
+                return Err(unsupported(
+                    key("expert_group_used_count"),
+                    groups_used,
+                    format!("needs 1 to {} of the {groups} expert groups", groups - 1),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `llama-model.cpp:1422` `GGML_ASSERT(hparams.rope_scaling_type_train !=
+    /// LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED)`: an unknown name (another type is a load error).
+    fn check_rope_scaling(&self, arch: &str) -> Result<(), GgufError> {
+        match self.arch_value("rope.scaling.type") {
+            Some(MetaValue::String(name)) if !ROPE_SCALING_TYPES.contains(&name.as_str()) => {
+                Err(unsupported(
+                    format!("{arch}.rope.scaling.type"),
+                    format!("{name:?}"),
+                    format!("knows {}", ROPE_SCALING_TYPES.join(", ")),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Head and rope sizes, for the architectures whale targets. llama.cpp derives them from
+    /// the first layer's head count and builds every layer's graph on them.
+    fn check_heads(&self, arch: &str) -> Result<(), GgufError> {
+        if !TARGET_ARCHITECTURES.contains(&arch) {
+            return Ok(());
+        }
+        let key = |suffix: &str| format!("{arch}.{suffix}");
+        let heads = self.head_sizes(arch)?;
+        if heads.count == 0 {
+            // models/gemma3.cpp:30 `hparams.n_embd / hparams.n_head(0)` for 62 layers (27B):
+            // a division by zero (SIGFPE); models/deepseek2.cpp:77 asserts on the head split.
+            // (The others fail to load: their attention tensors would be 0 wide.)
+            return match arch {
+                "gemma3" => Err(unsupported(
+                    key("attention.head_count"),
+                    0,
+                    format!("divides {} by it", key("embedding_length")),
+                )),
+                "deepseek2" => Err(unsupported(
+                    key("attention.head_count"),
+                    0,
+                    "needs at least 1 head to split into rope and non-rope parts".to_owned(),
+                )),
+                _ => Ok(()),
+            };
+        }
+        match arch {
+            "deepseek2" => self.check_mla(arch, &heads)?,
+            "gemma3" => {
+                // ggml-cpu/ops.cpp:6354 GGML_ASSERT(n_dims <= ne0), at the first decode
+                check_rope_in_head(&heads.rope, &heads.key)?;
+                if self.arch_u64("attention.sliding_window").unwrap_or(0) > 0 {
+                    check_rope_in_head(&heads.rope_swa, &heads.key_swa)?;
+                    check_even_rope(&heads.rope_swa)?;
+                }
+            }
+            // models/<arch>.cpp GGML_ASSERT(n_embd_head == hparams.n_embd_head_k()) and
+            // GGML_ASSERT(n_embd_head == n_rot) (n_embd_head is the value head), at the first
+            // context: one head size for keys, values and rope.
+            _ => {
+                if heads.key.value != heads.value.value {
+                    return Err(unsupported(
+                        heads.key.source.clone(),
+                        heads.key.value,
+                        format!(
+                            "needs the value head size ({}, {})",
+                            heads.value.value, heads.value.source
+                        ),
+                    ));
+                }
+                check_rope_in_head(&heads.rope, &heads.key)?;
+                if heads.rope.value != heads.key.value {
+                    return Err(unsupported(
+                        heads.rope.source.clone(),
+                        heads.rope.value,
+                        format!(
+                            "needs the whole head ({}, {})",
+                            heads.key.value, heads.key.source
+                        ),
+                    ));
+                }
+            }
+        }
+        // ggml-cpu/ops.cpp:6355 GGML_ASSERT(n_dims % 2 == 0), at the first decode
+        check_even_rope(&heads.rope)
+    }
+
+    /// The sizes `llama_model_base::load_hparams` derives for layer 0.
+    fn head_sizes(&self, arch: &str) -> Result<HeadSizes, GgufError> {
+        let key = |suffix: &str| format!("{arch}.{suffix}");
+        let count = self
+            .arch_values("attention.head_count")?
+            .next()
+            .unwrap_or(0);
+        let embd = self.arch_u64("embedding_length").unwrap_or(0);
+        let size = |suffix: &str, default: &Size| match self.arch_u64(suffix) {
+            Some(value) => Size {
+                value,
+                source: key(suffix),
+            },
+            None => default.clone(),
+        };
+        let head = Size {
+            value: embd.checked_div(count).unwrap_or(0),
+            source: format!(
+                "{} / {}",
+                key("embedding_length"),
+                key("attention.head_count")
+            ),
+        };
+        let key_size = size("attention.key_length", &head);
+        let rope = size("rope.dimension_count", &key_size);
+        let key_swa = size("attention.key_length_swa", &key_size);
+        Ok(HeadSizes {
+            count,
+            value: size("attention.value_length", &head),
+            rope_swa: size("rope.dimension_count_swa", &rope),
+            key: key_size,
+            rope,
+            key_swa,
+        })
+    }
+
+    /// `deepseek2` splits each key head into a part without rope and one with, and caches one
+    /// row per token: the compressed KV and the rope part (MLA), or every head (without MLA).
+    fn check_mla(&self, arch: &str, heads: &HeadSizes) -> Result<(), GgufError> {
+        let key = |suffix: &str| format!("{arch}.{suffix}");
+        let mla = self.arch_u64("attention.key_length_mla").unwrap_or(0);
+        let is_mla = mla != 0 && self.arch_u64("attention.value_length_mla").unwrap_or(0) != 0;
+        let head = if is_mla {
+            Size {
+                value: mla,
+                source: key("attention.key_length_mla"),
+            }
+        } else {
+            heads.key.clone()
+        };
+        // models/deepseek2.cpp:77 GGML_ASSERT(n_embd_head_qk_nope >= 1), before any tensor
+        if heads.rope.value >= head.value {
+            return Err(unsupported(
+                heads.rope.source.clone(),
+                heads.rope.value,
+                format!(
+                    "needs it below the key head size {} ({})",
+                    head.source, head.value
+                ),
+            ));
+        }
+        // ggml.c:4014 GGML_ASSERT(a->ne[0] == b->ne[0]) in `ggml_set_rows`, at the first
+        // context: a token's keys are stored in a cache row of `key_length` × `head_count_kv`
+        let lora = self.arch_u64("attention.kv_lora_rank").unwrap_or(0);
+        let head_counts: Vec<u64> = self.arch_values("attention.head_count")?.collect();
+        let mut kv_heads: Vec<u64> = self.arch_values("attention.head_count_kv")?.collect();
+        if kv_heads.is_empty() {
+            kv_heads.clone_from(&head_counts);
+        }
+        for (layer, &kv) in kv_heads.iter().enumerate() {
+            if is_mla {
+                // one row: the compressed KV and the rope part
+                let stored = lora + heads.rope.value;
+                if heads.key.value * kv != stored {
+                    return Err(unsupported(
+                        heads.key.source.clone(),
+                        heads.key.value,
+                        format!(
+                            "caches it × {} ({kv}) per token but stores {} + {} ({stored})",
+                            key("attention.head_count_kv"),
+                            key("attention.kv_lora_rank"),
+                            heads.rope.source,
+                        ),
+                    ));
+                }
+            } else {
+                // every head
+                let count = head_counts.get(layer).copied().unwrap_or(heads.count);
+                if kv != count {
+                    return Err(unsupported(
+                        key("attention.head_count_kv"),
+                        kv,
+                        format!(
+                            "needs {} ({count}) without MLA",
+                            key("attention.head_count")
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Values llama.cpp reads at load but switches on only when it builds a graph, which its
+    /// first context does (`default: GGML_ABORT` in `llama-graph.cpp`).
+    fn check_graph_choices(&self, arch: &str) -> Result<(), GgufError> {
+        // :2109 `build_moe_ffn`, every MoE architecture that reads it (0: its default)
+        if let Some(n) = self
+            .arch_u64("expert_gating_func")
+            .filter(|&n| n > MAX_EXPERT_GATING_FUNC)
+        {
+            return Err(unsupported(
+                format!("{arch}.expert_gating_func"),
+                n,
+                format!("knows 0 to {MAX_EXPERT_GATING_FUNC}"),
+            ));
+        }
+        // :3887 `build_pooling`, for an embeddings context
+        if let Some(n) = self
+            .arch_u64("pooling_type")
+            .filter(|&n| n > MAX_POOLING_TYPE && n != u64::from(u32::MAX))
+        {
+            return Err(unsupported(
+                format!("{arch}.pooling_type"),
+                n,
+                format!("knows 0 to {MAX_POOLING_TYPE}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rope frequency factors are checked against a rope op when llama.cpp picks their buffer
+    /// (`llama-model-loader.cpp:996` `weight_buft_supported`), and `ggml.c:4304`
+    /// `GGML_ASSERT(c->type == GGML_TYPE_F32)` holds them to f32.
+    fn check_rope_factor_types(&self) -> Result<(), GgufError> {
+        let f32 = GgmlType::from_name("F32").map(|t| t.id);
+        match self
+            .tensors
+            .iter()
+            .find(|t| ROPE_FACTOR_TENSORS.contains(&t.name.as_str()) && Some(t.ggml_type) != f32)
+        {
+            Some(t) => Err(unsupported(
+                format!("tensor '{}'", t.name),
+                t.type_name(),
+                "needs rope frequency factors in F32".to_owned(),
+            )),
+            None => Ok(()),
+        }
     }
 
     pub fn architecture(&self) -> Option<&str> {
@@ -649,6 +1036,31 @@ impl GgufFile {
     pub fn arch_value(&self, suffix: &str) -> Option<&MetaValue> {
         self.metadata
             .get(&format!("{}.{suffix}", self.architecture()?))
+    }
+
+    /// `{arch}.{suffix}` as integers: none if absent, one for a scalar, one per layer for an
+    /// array (`head_count_kv`, `feed_forward_length`, … may be either).
+    fn arch_values(&self, suffix: &str) -> Result<impl Iterator<Item = u64>, GgufError> {
+        let key = format!("{}.{suffix}", self.architecture().unwrap_or_default());
+        let values = match self.metadata.get(&key) {
+            None => Vec::new(),
+            Some(MetaValue::Array(items)) if items.len() as u64 > KEPT_ARRAY_LEN => {
+                return Err(too_long_per_layer(&key, items.len() as u64));
+            }
+            Some(MetaValue::LongArray(len)) => return Err(too_long_per_layer(&key, *len)),
+            Some(MetaValue::Array(items)) => items.iter().collect(),
+            Some(other) => vec![other],
+        };
+        let ints = values
+            .into_iter()
+            .map(|value| {
+                value.as_u64().ok_or_else(|| GgufError::WrongKeyType {
+                    key: key.clone(),
+                    expected: "a non-negative integer",
+                })
+            })
+            .collect::<Result<Vec<u64>, _>>()?;
+        Ok(ints.into_iter())
     }
 
     /// Bytes of all tensor data (what loading the weights costs).
@@ -696,6 +1108,59 @@ impl GgufFile {
     }
 }
 
+/// A value llama.cpp would abort on; see [`GgufError::Unsupported`].
+fn unsupported(key: String, value: impl std::fmt::Display, rule: String) -> GgufError {
+    GgufError::Unsupported {
+        key,
+        value: value.to_string(),
+        rule,
+    }
+}
+
+/// A size llama.cpp uses and the key it comes from (or how it is derived).
+#[derive(Debug, Clone)]
+struct Size {
+    value: u64,
+    source: String,
+}
+
+/// Head and rope sizes of layer 0 (see [`GgufFile::head_sizes`]).
+struct HeadSizes {
+    count: u64,
+    key: Size,
+    value: Size,
+    rope: Size,
+    key_swa: Size,
+    rope_swa: Size,
+}
+
+/// `ggml-cpu/ops.cpp:6354` `GGML_ASSERT(n_dims <= ne0)`: rope turns at most a whole head.
+fn check_rope_in_head(rope: &Size, head: &Size) -> Result<(), GgufError> {
+    if rope.value > head.value {
+        return Err(unsupported(
+            rope.source.clone(),
+            rope.value,
+            format!(
+                "needs at most the head size ({}, {})",
+                head.value, head.source
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `ggml-cpu/ops.cpp:6355` `GGML_ASSERT(n_dims % 2 == 0)`: rope turns pairs of dimensions.
+fn check_even_rope(rope: &Size) -> Result<(), GgufError> {
+    if !rope.value.is_multiple_of(2) {
+        return Err(unsupported(
+            rope.source.clone(),
+            rope.value,
+            "needs an even number of rope dimensions".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// A per-layer hyper-parameter array longer than any model's layer count.
 fn too_long_per_layer(key: &str, len: u64) -> GgufError {
     GgufError::TooLarge {
@@ -741,6 +1206,8 @@ struct HeaderReader<R> {
     array_elements: u64,
     /// Keep arrays longer than [`KEPT_ARRAY_LEN`] (else only their length).
     keep_long_arrays: bool,
+    /// While the token list is read: each string read, kept or skipped, as a fingerprint.
+    tokens: Option<TokenFingerprints>,
 }
 
 impl<R: Read> HeaderReader<R> {
@@ -839,14 +1306,21 @@ impl<R: Read> HeaderReader<R> {
         let len = self.string_len(what)?;
         let mut buf = vec![0; len as usize];
         self.fill(what, &mut buf)?;
+        if let Some(tokens) = &mut self.tokens {
+            tokens.add(&buf);
+        }
         Ok(match String::from_utf8(buf) {
             Ok(s) => s,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         })
     }
 
-    /// Reads past a string without keeping it.
+    /// Reads past a string without keeping it (a token is still fingerprinted).
     fn skip_string(&mut self, what: &str) -> Result<(), GgufError> {
+        if self.tokens.is_some() {
+            self.string(what)?;
+            return Ok(());
+        }
         let len = self.string_len(what)?;
         let skipped = std::io::copy(&mut (&mut self.inner).take(len), &mut std::io::sink())
             .map_err(|source| GgufError::Read {
@@ -864,6 +1338,19 @@ impl<R: Read> HeaderReader<R> {
         }
         self.pos += len;
         Ok(())
+    }
+
+    /// The token list, whose texts must differ: llama.cpp maps each text back to its id and
+    /// `llama-vocab.cpp:2578` `GGML_ASSERT(id_to_token.size() == token_to_id.size())`.
+    fn token_list(&mut self, key: &str, value_type: u32) -> Result<MetaValue, GgufError> {
+        self.tokens = Some(TokenFingerprints::default());
+        let value = self.value(key, value_type, 0);
+        let tokens = self.tokens.take().expect("set above");
+        let value = value?;
+        if let Some((first, second)) = tokens.duplicate() {
+            return Err(GgufError::DuplicateToken { first, second });
+        }
+        Ok(value)
     }
 
     fn value(&mut self, key: &str, value_type: u32, depth: u32) -> Result<MetaValue, GgufError> {
@@ -912,6 +1399,9 @@ impl<R: Read> HeaderReader<R> {
                 }
                 self.need(&format!("array '{key}'"), len.saturating_mul(item_bytes))?;
                 self.array_elements = total;
+                if let Some(tokens) = &mut self.tokens {
+                    tokens.reserve(len);
+                }
                 if len > KEPT_ARRAY_LEN && !self.keep_long_arrays {
                     for _ in 0..len {
                         if item_type == 8 {
@@ -1002,6 +1492,49 @@ impl<R: Read> HeaderReader<R> {
             offset,
             size_bytes,
         })
+    }
+}
+
+/// Fingerprints of a token list's texts, to find a text listed twice without keeping the texts
+/// (262k token strings would cost ~10 MB): each is 96 bits of hash above the 32-bit token id
+/// (array lengths are capped far below 2^32), so that sorting brings equal texts together.
+#[derive(Default)]
+struct TokenFingerprints(Vec<u128>);
+
+impl TokenFingerprints {
+    fn reserve(&mut self, len: u64) {
+        self.0.reserve_exact(usize::try_from(len).unwrap_or(0));
+    }
+
+    /// Adds the next token's text; llama.cpp names an empty one `[EMPTY_<id>]`.
+    fn add(&mut self, text: &[u8]) {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let id = self.0.len() as u64;
+        let empty;
+        let text = if text.is_empty() {
+            empty = format!("[EMPTY_{id}]");
+            empty.as_bytes()
+        } else {
+            text
+        };
+        let hash = |seed: u8| {
+            let mut hasher = DefaultHasher::new();
+            seed.hash(&mut hasher);
+            text.hash(&mut hasher);
+            u128::from(hasher.finish())
+        };
+        let fingerprint = ((hash(0) << 64) | hash(1)) & !u128::from(u32::MAX);
+        self.0.push(fingerprint | u128::from(id as u32));
+    }
+
+    /// The ids of two tokens with the same text, if any.
+    fn duplicate(mut self) -> Option<(u64, u64)> {
+        self.0.sort_unstable();
+        let id = |fingerprint: u128| u64::from(fingerprint as u32);
+        self.0
+            .windows(2)
+            .find(|pair| pair[0] >> 32 == pair[1] >> 32)
+            .map(|pair| (id(pair[0]), id(pair[1])))
     }
 }
 

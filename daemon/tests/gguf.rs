@@ -2,13 +2,16 @@
 //!
 //! Hostile files are built byte by byte here (a small builder; the full GGUF writer lives in
 //! whale-tests). Each must come back as a clear `GgufError`: no panic, and no allocation sized by
-//! the attacker's numbers.
+//! the attacker's numbers. The files that would abort llama.cpp are whale-tests'
+//! `broken::LLAMA_ASSERTS`: each must be refused, naming its field and llama.cpp's limit.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use whale_daemon::gguf::{GgufError, GgufFile, MetaValue};
 use whale_daemon::memory::{KvType, estimate};
+use whale_tests::fixtures::{self, Fixture};
+use whale_tests::gguf::broken;
 
 // ---------------------------------------------------------------- real fixture
 
@@ -452,8 +455,15 @@ fn huge_hparams() {
         .kv_str("general.architecture", "llama")
         .kv_u32("llama.block_count", 1 << 30);
     let err = parse(&b.build()).unwrap_err();
-    assert!(matches!(err, GgufError::Hparam { .. }), "{err}");
+    assert!(matches!(err, GgufError::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains("llama.block_count"));
+    let b = Builder::default()
+        .kv_str("general.architecture", "llama")
+        .kv_u32("llama.block_count", 0);
+    assert!(matches!(
+        parse(&b.build()),
+        Err(GgufError::Unsupported { .. })
+    ));
     let b = Builder::default()
         .kv_str("general.architecture", "llama")
         .kv_u32("llama.context_length", u32::MAX);
@@ -466,11 +476,280 @@ fn huge_hparams() {
         .kv_str("general.architecture", "deepseek2")
         .kv_u32("deepseek2.expert_count", 8)
         .kv_u32("deepseek2.expert_used_count", 9);
-    assert!(matches!(parse(&b.build()), Err(GgufError::Hparam { .. })));
+    assert!(matches!(
+        parse(&b.build()),
+        Err(GgufError::Unsupported { .. })
+    ));
     let b = Builder::default()
         .kv_str("general.architecture", "llama")
         .kv_u32("llama.expert_count", 1 << 20);
-    assert!(matches!(parse(&b.build()), Err(GgufError::Hparam { .. })));
+    assert!(matches!(
+        parse(&b.build()),
+        Err(GgufError::Unsupported { .. })
+    ));
+}
+
+/// A per-layer `expert_used_count` is checked by its largest value, as llama.cpp does.
+#[test]
+fn per_layer_expert_counts() {
+    let per_layer = |counts: &[u32]| {
+        let mut value = Vec::new();
+        value.extend(4u32.to_le_bytes());
+        value.extend((counts.len() as u64).to_le_bytes());
+        for count in counts {
+            value.extend(count.to_le_bytes());
+        }
+        Builder::default()
+            .kv_str("general.architecture", "qwen3moe")
+            .kv_u32("qwen3moe.block_count", counts.len() as u32)
+            .kv_u32("qwen3moe.expert_count", 8)
+            .kv_raw("qwen3moe.expert_used_count", 9, &value)
+            .build()
+    };
+    parse(&per_layer(&[2, 8, 0])).unwrap();
+    let err = parse(&per_layer(&[2, 9, 0])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "qwen3moe.expert_used_count is 9; llama.cpp needs at most qwen3moe.expert_count (8)"
+    );
+    let err = parse(&per_layer(&[0, 0, 0])).unwrap_err();
+    assert!(err.to_string().contains("needs at least 1"), "{err}");
+}
+
+/// `deepseek2` without MLA (files converted before it) caches every head: as many KV heads as
+/// heads; with MLA one row of `kv_lora_rank` + rope.
+#[test]
+fn deepseek2_key_cache_rows() {
+    let header = |kv_heads: u32, mla: bool| {
+        let mut b = Builder::default()
+            .kv_str("general.architecture", "deepseek2")
+            .kv_u32("deepseek2.block_count", 2)
+            .kv_u32("deepseek2.embedding_length", 64)
+            .kv_u32("deepseek2.attention.head_count", 4)
+            .kv_u32("deepseek2.attention.head_count_kv", kv_heads)
+            .kv_u32("deepseek2.attention.kv_lora_rank", 32)
+            .kv_u32("deepseek2.rope.dimension_count", 8);
+        b = if mla {
+            b.kv_u32("deepseek2.attention.key_length", 40)
+                .kv_u32("deepseek2.attention.value_length", 32)
+                .kv_u32("deepseek2.attention.key_length_mla", 24)
+                .kv_u32("deepseek2.attention.value_length_mla", 16)
+        } else {
+            b.kv_u32("deepseek2.attention.key_length", 24)
+                .kv_u32("deepseek2.attention.value_length", 16)
+        };
+        b.build()
+    };
+    parse(&header(4, false)).unwrap();
+    parse(&header(1, true)).unwrap();
+    let err = parse(&header(1, false)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "deepseek2.attention.head_count_kv is 1; llama.cpp needs deepseek2.attention.head_count (4) without MLA"
+    );
+    let err = parse(&header(2, true)).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("deepseek2.attention.key_length is 40; llama.cpp caches it"),
+        "{err}"
+    );
+}
+
+/// Hunyuan's dense models say `expert_count` 1 and mean none (llama.cpp zeroes both counts).
+#[test]
+fn hunyuan_dense_has_one_expert_that_is_none() {
+    let b = Builder::default()
+        .kv_str("general.architecture", "hunyuan-dense")
+        .kv_u32("hunyuan-dense.block_count", 2)
+        .kv_u32("hunyuan-dense.expert_count", 1)
+        .kv_u32("hunyuan-dense.expert_used_count", 1);
+    parse(&b.build()).unwrap();
+}
+
+/// An empty token is `[EMPTY_<id>]` to llama.cpp: it clashes with a token of that text.
+#[test]
+fn duplicate_tokens_are_refused() {
+    let tokens = |texts: &[&str]| {
+        let mut value = Vec::new();
+        value.extend(8u32.to_le_bytes());
+        value.extend((texts.len() as u64).to_le_bytes());
+        for text in texts {
+            string(&mut value, text);
+        }
+        valid().kv_raw("tokenizer.ggml.tokens", 9, &value).build()
+    };
+    parse(&tokens(&["a", "b", "", "[EMPTY_3]", ""])).unwrap();
+    let err = parse(&tokens(&["a", "b", "a"])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GgufError::DuplicateToken {
+                first: 0,
+                second: 2
+            }
+        ),
+        "{err}"
+    );
+    let err = parse(&tokens(&["", "[EMPTY_0]"])).unwrap_err();
+    assert!(matches!(err, GgufError::DuplicateToken { .. }), "{err}");
+    // A list too long to keep is checked all the same.
+    let mut long: Vec<String> = (0..20_000).map(|i| format!("t{i}")).collect();
+    long[19_999] = "t7".to_owned();
+    let long: Vec<&str> = long.iter().map(String::as_str).collect();
+    let bytes = tokens(&long);
+    let err = GgufFile::parse(&bytes[..], bytes.len() as u64).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GgufError::DuplicateToken {
+                first: 7,
+                second: 19_999
+            }
+        ),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------- what llama.cpp aborts on
+
+/// What each `LLAMA_ASSERTS` file's error says after its field: the value and llama.cpp's limit.
+const LLAMA_LIMITS: &[(&str, &str)] = &[
+    (
+        "too_many_layers",
+        " is 513; llama.cpp supports 1 to 512 layers",
+    ),
+    (
+        "too_many_nextn_layers",
+        " is 4; llama.cpp needs at most deepseek2.block_count (3)",
+    ),
+    (
+        "wavtokenizer_posnet_too_deep",
+        " is 3; llama.cpp needs at most wavtokenizer-dec.block_count (2)",
+    ),
+    (
+        "too_many_experts",
+        " is 1025; llama.cpp supports at most 1024 experts",
+    ),
+    (
+        "more_experts_used_than_exist",
+        " is 17; llama.cpp needs at most deepseek2.expert_count (16)",
+    ),
+    (
+        "experts_used_without_experts",
+        " is 2; llama.cpp needs at most llama.expert_count (0)",
+    ),
+    (
+        "no_experts_used",
+        " is 0; llama.cpp needs at least 1 with 16 experts",
+    ),
+    (
+        "too_many_expert_groups",
+        " is 16; llama.cpp needs fewer groups than experts (16)",
+    ),
+    (
+        "uneven_expert_groups",
+        " is 3; llama.cpp needs it to divide deepseek2.expert_count (16)",
+    ),
+    (
+        "no_expert_groups_used",
+        " is 0; llama.cpp needs 1 to 3 of the 4 expert groups",
+    ),
+    (
+        "all_expert_groups_used",
+        " is 4; llama.cpp needs 1 to 3 of the 4 expert groups",
+    ),
+    (
+        "expert_groups_without_experts",
+        " is 2; llama.cpp needs 0 without experts (qwen2.expert_count is 0)",
+    ),
+    (
+        "unknown_rope_scaling",
+        " is \"dynamic\"; llama.cpp knows none, linear, yarn, longrope",
+    ),
+    (
+        "gemma3_without_heads",
+        " is 0; llama.cpp divides gemma3.embedding_length by it",
+    ),
+    (
+        "duplicate_tokens",
+        " lists the same token at ids 129278 and 129279; llama.cpp needs each token once",
+    ),
+    (
+        "rope_covers_mla_key_head",
+        " is 24; llama.cpp needs it below the key head size deepseek2.attention.key_length_mla (24)",
+    ),
+    (
+        "rope_freqs_not_f32",
+        "' is F16; llama.cpp needs rope frequency factors in F32",
+    ),
+    (
+        "key_head_not_value_head",
+        " is 32; llama.cpp needs the value head size (16, qwen2.embedding_length / qwen2.attention.head_count)",
+    ),
+    (
+        "rope_not_whole_head",
+        " is 8; llama.cpp needs the whole head (16, qwen2.embedding_length / qwen2.attention.head_count)",
+    ),
+    (
+        "mla_key_not_cache_width",
+        " is 41; llama.cpp caches it × deepseek2.attention.head_count_kv (1) per token but stores deepseek2.attention.kv_lora_rank + deepseek2.rope.dimension_count (40)",
+    ),
+    (
+        "rope_wider_than_head",
+        " is 24; llama.cpp needs at most the head size (16, gemma3.embedding_length / gemma3.attention.head_count)",
+    ),
+    (
+        "odd_rope_dimensions",
+        " is 15; llama.cpp needs an even number of rope dimensions",
+    ),
+    ("unknown_expert_gating", " is 7; llama.cpp knows 0 to 4"),
+    ("unknown_pooling", " is 7; llama.cpp knows 0 to 4"),
+];
+
+/// Every file that would abort llama.cpp is refused by both ways of opening, with an error
+/// that names the field, its value and the limit.
+#[test]
+fn values_that_abort_llama_cpp_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for case in broken::LLAMA_ASSERTS {
+        let limit = LLAMA_LIMITS
+            .iter()
+            .find(|(name, _)| *name == case.name)
+            .map_or_else(
+                || panic!("no expected error for {}", case.name),
+                |(_, limit)| *limit,
+            );
+        let path = dir.path().join(format!("{}.gguf", case.name));
+        (case.write)(&path).unwrap();
+        for (how, opened) in [
+            ("open", GgufFile::open(&path)),
+            ("open_full", GgufFile::open_full(&path)),
+        ] {
+            let err = opened.map_or_else(
+                |err| err.to_string(),
+                |_| panic!("{}: {how} accepted it", case.name),
+            );
+            let expected = format!("{}{limit}", case.field);
+            assert!(
+                err.contains(&expected),
+                "{}: {how}: {err:?} lacks {expected:?}",
+                case.name
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+    assert_eq!(LLAMA_LIMITS.len(), broken::LLAMA_ASSERTS.len());
+}
+
+/// The limits refuse no real model: every fixture passes, the real Gemma 3 included.
+#[test]
+fn every_fixture_passes() {
+    for fixture in Fixture::ALL {
+        let path = fixture.path();
+        GgufFile::open(&path).unwrap_or_else(|e| panic!("{fixture:?}: {e}"));
+        GgufFile::open_full(&path).unwrap_or_else(|e| panic!("{fixture:?}: {e}"));
+    }
+    GgufFile::open(&fixtures::gemma()).unwrap();
 }
 
 #[test]

@@ -362,11 +362,14 @@ fn pad_to(out: &mut Vec<u8>, alignment: u64) {
 /// Deliberately broken GGUF files for bad-input tests. Each writes a small file at `path` and
 /// says in its doc whether llama.cpp itself rejects it cleanly (a load error) or would crash or
 /// misbehave on it, so that the daemon's own validator must catch it before llama.cpp sees it.
+/// [`LLAMA_ASSERTS`] are whole tiny models with one value that aborts llama.cpp.
 pub mod broken {
     use std::io;
     use std::path::Path;
+    use std::sync::{Mutex, PoisonError};
 
     use super::{Builder, Tensor, TensorType, Value, ValueType};
+    use crate::fixtures::{DEEPSEEK_VOCAB_SIZE, Fixture, deepseek2_shape};
 
     /// A valid small file (one llama-shaped f32 tensor and a little metadata) to corrupt.
     pub fn base() -> Builder {
@@ -552,6 +555,432 @@ pub mod broken {
             "tokenizer.ggml.tokens",
             Value::Array(ValueType::String, vec![]),
         );
+        builder.write(path)
+    }
+
+    /// A file that passes every check of the daemon's validator but one, and whose one bad value
+    /// makes the vendored llama.cpp (`llama-cpp-sys-2` 0.1.161) abort the whole process (a
+    /// `GGML_ASSERT`, a `GGML_ABORT` or a division by zero) as it loads the model or makes its
+    /// first generation or embeddings context, instead of failing with an error. Never hand one
+    /// to llama.cpp in the test process: `tests/fixtures.rs` loads each in a child process and
+    /// checks that it dies.
+    #[derive(Debug, Clone, Copy)]
+    pub struct LlamaAssert {
+        pub name: &'static str,
+        pub write: Writer,
+        /// The metadata key (or tensor) that the validator's error names.
+        pub field: &'static str,
+        /// Where llama.cpp dies: file (under `llama.cpp/src/`, or `ggml/src/`) and line.
+        pub at: &'static str,
+        /// What llama.cpp prints on stderr as it dies (`GGML_ASSERT(<this>) failed`); empty for
+        /// a division by zero, which dies by SIGFPE without a word.
+        pub message: &'static str,
+    }
+
+    const fn assert(
+        name: &'static str,
+        write: Writer,
+        field: &'static str,
+        at: &'static str,
+        message: &'static str,
+    ) -> LlamaAssert {
+        LlamaAssert {
+            name,
+            write,
+            field,
+            at,
+            message,
+        }
+    }
+
+    /// One file per value that llama.cpp asserts on, for every architecture and the ones whale
+    /// targets; each is a fixture of [`crate::fixtures`] with one value changed (`gemma3` is the
+    /// `llama` fixture with Gemma 3's extra norms). Those whose `at` is under `ggml-cpu/` die
+    /// at the first decode, `llama-graph.cpp`, `ggml.c:4014` and `models/qwen2.cpp` at the first
+    /// context (`unknown_pooling` at the first embeddings context), the others while loading.
+    pub const LLAMA_ASSERTS: &[LlamaAssert] = &[
+        assert(
+            "too_many_layers",
+            too_many_layers,
+            "deepseek2.block_count",
+            "llama-model.cpp:1330",
+            "hparams.n_layer_all > 0 && hparams.n_layer_all <= LLAMA_MAX_LAYERS",
+        ),
+        assert(
+            "too_many_nextn_layers",
+            too_many_nextn_layers,
+            "deepseek2.nextn_predict_layers",
+            "llama-model.cpp:1332",
+            "hparams.n_layer_nextn <= hparams.n_layer_all",
+        ),
+        assert(
+            "wavtokenizer_posnet_too_deep",
+            wavtokenizer_posnet_too_deep,
+            "wavtokenizer-dec.posnet.block_count",
+            "llama-model.cpp:1356",
+            "hparams.posnet.n_layer <= hparams.n_layer_all",
+        ),
+        assert(
+            "too_many_experts",
+            too_many_experts,
+            "deepseek2.expert_count",
+            "llama-model.cpp:1363",
+            "hparams.n_expert <= LLAMA_MAX_EXPERTS",
+        ),
+        assert(
+            "more_experts_used_than_exist",
+            more_experts_used_than_exist,
+            "deepseek2.expert_used_count",
+            "llama-model.cpp:1364",
+            "n_expert_used_max <= hparams.n_expert",
+        ),
+        assert(
+            "experts_used_without_experts",
+            experts_used_without_experts,
+            "llama.expert_used_count",
+            "llama-model.cpp:1364",
+            "n_expert_used_max <= hparams.n_expert",
+        ),
+        assert(
+            "no_experts_used",
+            no_experts_used,
+            "deepseek2.expert_used_count",
+            "llama-model.cpp:1366",
+            "n_expert_used_max > 0",
+        ),
+        assert(
+            "too_many_expert_groups",
+            too_many_expert_groups,
+            "deepseek2.expert_group_count",
+            "llama-model.cpp:1367",
+            "hparams.n_expert_groups < hparams.n_expert",
+        ),
+        assert(
+            "uneven_expert_groups",
+            uneven_expert_groups,
+            "deepseek2.expert_group_count",
+            "llama-model.cpp:1369",
+            "hparams.n_expert % hparams.n_expert_groups == 0",
+        ),
+        assert(
+            "no_expert_groups_used",
+            no_expert_groups_used,
+            "deepseek2.expert_group_used_count",
+            "llama-model.cpp:1370",
+            "hparams.n_group_used > 0",
+        ),
+        assert(
+            "all_expert_groups_used",
+            all_expert_groups_used,
+            "deepseek2.expert_group_used_count",
+            "llama-model.cpp:1371",
+            "hparams.n_group_used < hparams.n_expert_groups",
+        ),
+        assert(
+            "expert_groups_without_experts",
+            expert_groups_without_experts,
+            "qwen2.expert_group_count",
+            "llama-model.cpp:1375",
+            "hparams.n_expert_groups == 0",
+        ),
+        assert(
+            "unknown_rope_scaling",
+            unknown_rope_scaling,
+            "deepseek2.rope.scaling.type",
+            "llama-model.cpp:1422",
+            "hparams.rope_scaling_type_train != LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED",
+        ),
+        assert(
+            "gemma3_without_heads",
+            gemma3_without_heads,
+            "gemma3.attention.head_count",
+            "models/gemma3.cpp:30",
+            "",
+        ),
+        assert(
+            "duplicate_tokens",
+            duplicate_tokens,
+            "tokenizer.ggml.tokens",
+            "llama-vocab.cpp:2578",
+            "id_to_token.size() == token_to_id.size()",
+        ),
+        assert(
+            "rope_covers_mla_key_head",
+            rope_covers_mla_key_head,
+            "deepseek2.rope.dimension_count",
+            "models/deepseek2.cpp:77",
+            "n_embd_head_qk_nope >= 1",
+        ),
+        assert(
+            "rope_freqs_not_f32",
+            rope_freqs_not_f32,
+            "rope_freqs.weight",
+            "ggml/src/ggml.c:4304",
+            "c->type == GGML_TYPE_F32",
+        ),
+        assert(
+            "key_head_not_value_head",
+            key_head_not_value_head,
+            "qwen2.attention.key_length",
+            "models/qwen2.cpp:56",
+            "n_embd_head == hparams.n_embd_head_k()",
+        ),
+        assert(
+            "rope_not_whole_head",
+            rope_not_whole_head,
+            "qwen2.rope.dimension_count",
+            "models/qwen2.cpp:57",
+            "n_embd_head == n_rot",
+        ),
+        assert(
+            "mla_key_not_cache_width",
+            mla_key_not_cache_width,
+            "deepseek2.attention.key_length",
+            "ggml/src/ggml.c:4014",
+            "a->ne[0] == b->ne[0]",
+        ),
+        assert(
+            "rope_wider_than_head",
+            rope_wider_than_head,
+            "gemma3.rope.dimension_count",
+            "ggml/src/ggml-cpu/ops.cpp:6354",
+            "n_dims <= ne0",
+        ),
+        assert(
+            "odd_rope_dimensions",
+            odd_rope_dimensions,
+            "gemma3.rope.dimension_count",
+            "ggml/src/ggml-cpu/ops.cpp:6355",
+            "n_dims % 2 == 0",
+        ),
+        assert(
+            "unknown_expert_gating",
+            unknown_expert_gating,
+            "deepseek2.expert_gating_func",
+            "llama-graph.cpp:2109",
+            "fatal error",
+        ),
+        assert(
+            "unknown_pooling",
+            unknown_pooling,
+            "qwen2.pooling_type",
+            "llama-graph.cpp:3887",
+            "unknown pooling type",
+        ),
+    ];
+
+    /// A tiny fixture's builder, made once per process (a build parses the tokenizer and draws
+    /// the weights).
+    fn fixture(fixture: Fixture) -> io::Result<Builder> {
+        static BUILT: Mutex<Vec<(Fixture, Builder)>> = Mutex::new(Vec::new());
+        let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, builder)) = built.iter().find(|(kind, _)| *kind == fixture) {
+            return Ok(builder.clone());
+        }
+        let builder = fixture.build().map_err(io::Error::other)?;
+        built.push((fixture, builder.clone()));
+        Ok(builder)
+    }
+
+    /// The `deepseek2` fixture with `key` (under `deepseek2.`) set to `value`.
+    fn deepseek2_with(path: &Path, key: &str, value: impl Into<Value>) -> io::Result<()> {
+        let mut builder = fixture(Fixture::DeepSeek2)?;
+        builder.set(format!("deepseek2.{key}"), value);
+        builder.write(path)
+    }
+
+    /// The `llama` fixture as architecture `arch`: every `llama.` key under `<arch>.` instead.
+    fn llama_as(arch: &str) -> io::Result<Builder> {
+        let mut builder = fixture(Fixture::Llama)?;
+        builder.set("general.architecture", arch);
+        for (key, _) in &mut builder.metadata {
+            if let Some(rest) = key.strip_prefix("llama.") {
+                *key = format!("{arch}.{rest}");
+            }
+        }
+        Ok(builder)
+    }
+
+    /// The `llama` fixture as a `gemma3`: with the norms Gemma 3 adds around attention and the
+    /// feed-forward, and on queries and keys (it loads and generates).
+    fn gemma3() -> io::Result<Builder> {
+        let mut builder = llama_as("gemma3")?;
+        let (embd, head) = (64, 16);
+        for layer in 0..2 {
+            for (name, len) in [
+                ("post_attention_norm", embd),
+                ("attn_q_norm", head),
+                ("attn_k_norm", head),
+                ("post_ffw_norm", embd),
+            ] {
+                let ones = vec![1.0; len as usize];
+                let name = format!("blk.{layer}.{name}.weight");
+                builder.push_tensor(Tensor::new(name, &[len], TensorType::F32, &ones));
+            }
+        }
+        Ok(builder)
+    }
+
+    /// 513 layers, one more than llama.cpp's `LLAMA_MAX_LAYERS`.
+    pub fn too_many_layers(path: &Path) -> io::Result<()> {
+        deepseek2_with(path, "block_count", 513u32)
+    }
+
+    /// More multi-token-prediction layers (4) than layers (3).
+    pub fn too_many_nextn_layers(path: &Path) -> io::Result<()> {
+        deepseek2_with(path, "nextn_predict_layers", 4u32)
+    }
+
+    /// A WavTokenizer decoder whose PosNet has more blocks (3) than the model has layers (2).
+    pub fn wavtokenizer_posnet_too_deep(path: &Path) -> io::Result<()> {
+        let arch = "wavtokenizer-dec";
+        let mut builder = llama_as(arch)?;
+        builder.set(format!("{arch}.features_length"), 64u32);
+        builder.set(format!("{arch}.posnet.embedding_length"), 64u32);
+        builder.set(format!("{arch}.posnet.block_count"), 3u32);
+        builder.set(format!("{arch}.convnext.embedding_length"), 64u32);
+        builder.set(format!("{arch}.convnext.block_count"), 2u32);
+        builder.write(path)
+    }
+
+    /// 1025 experts, one more than llama.cpp's `LLAMA_MAX_EXPERTS`.
+    pub fn too_many_experts(path: &Path) -> io::Result<()> {
+        deepseek2_with(path, "expert_count", 1025u32)
+    }
+
+    /// 17 experts used per token of the 16 there are.
+    pub fn more_experts_used_than_exist(path: &Path) -> io::Result<()> {
+        let used = deepseek2_shape::EXPERTS as u32 + 1;
+        deepseek2_with(path, "expert_used_count", used)
+    }
+
+    /// A dense model (no `expert_count`) that says it uses 2 experts per token.
+    pub fn experts_used_without_experts(path: &Path) -> io::Result<()> {
+        let mut builder = fixture(Fixture::Llama)?;
+        builder.set("llama.expert_used_count", 2u32);
+        builder.write(path)
+    }
+
+    /// 16 experts of which none is used.
+    pub fn no_experts_used(path: &Path) -> io::Result<()> {
+        deepseek2_with(path, "expert_used_count", 0u32)
+    }
+
+    /// As many expert groups as experts (16).
+    pub fn too_many_expert_groups(path: &Path) -> io::Result<()> {
+        deepseek2_with(path, "expert_group_count", deepseek2_shape::EXPERTS as u32)
+    }
+
+    /// 16 experts in 3 groups.
+    pub fn uneven_expert_groups(path: &Path) -> io::Result<()> {
+        deepseek2_with(path, "expert_group_count", 3u32)
+    }
+
+    /// 4 expert groups of which none is used.
+    pub fn no_expert_groups_used(path: &Path) -> io::Result<()> {
+        deepseek2_with(path, "expert_group_used_count", 0u32)
+    }
+
+    /// 4 expert groups of which all 4 are used (llama.cpp wants fewer).
+    pub fn all_expert_groups_used(path: &Path) -> io::Result<()> {
+        let groups = deepseek2_shape::EXPERT_GROUPS;
+        deepseek2_with(path, "expert_group_used_count", groups)
+    }
+
+    /// A dense model with 2 expert groups.
+    pub fn expert_groups_without_experts(path: &Path) -> io::Result<()> {
+        let mut builder = fixture(Fixture::Qwen2)?;
+        builder.set("qwen2.expert_group_count", 2u32);
+        builder.write(path)
+    }
+
+    /// Rope scaling `dynamic` (Hugging Face's dynamic NTK), which llama.cpp does not know.
+    pub fn unknown_rope_scaling(path: &Path) -> io::Result<()> {
+        deepseek2_with(path, "rope.scaling.type", "dynamic")
+    }
+
+    /// A `gemma3` of 62 layers (which llama.cpp takes for the 27B) without attention heads:
+    /// llama.cpp divides the embedding width by the head count (SIGFPE).
+    pub fn gemma3_without_heads(path: &Path) -> io::Result<()> {
+        let mut builder = gemma3()?;
+        builder.set("gemma3.block_count", 62u32);
+        builder.set("gemma3.attention.head_count", 0u32);
+        builder.write(path)
+    }
+
+    /// The last padding token's text (`[PAD129279]`) also at the id before it.
+    pub fn duplicate_tokens(path: &Path) -> io::Result<()> {
+        let mut builder = fixture(Fixture::DeepSeek2)?;
+        let last = DEEPSEEK_VOCAB_SIZE - 1;
+        for (key, value) in &mut builder.metadata {
+            if let (true, Value::Array(_, tokens)) = (key == "tokenizer.ggml.tokens", value) {
+                tokens[last - 1] = tokens[last].clone();
+            }
+        }
+        builder.write(path)
+    }
+
+    /// Rope over the whole MLA key head (24 of 24 dimensions): no part is left without rope.
+    pub fn rope_covers_mla_key_head(path: &Path) -> io::Result<()> {
+        let head = deepseek2_shape::QK_NOPE + deepseek2_shape::QK_ROPE;
+        deepseek2_with(path, "rope.dimension_count", head as u32)
+    }
+
+    /// Llama 3's rope frequency factors (`rope_freqs.weight`, half a head) stored in f16.
+    pub fn rope_freqs_not_f32(path: &Path) -> io::Result<()> {
+        let mut builder = fixture(Fixture::Llama)?;
+        builder.push_tensor(Tensor::new(
+            "rope_freqs.weight",
+            &[8],
+            TensorType::F16,
+            &[1.0; 8],
+        ));
+        builder.write(path)
+    }
+
+    /// Keys of 32 per head but values of 16 (64 wide, 4 heads).
+    pub fn key_head_not_value_head(path: &Path) -> io::Result<()> {
+        let mut builder = fixture(Fixture::Qwen2)?;
+        builder.set("qwen2.attention.key_length", 32u32);
+        builder.write(path)
+    }
+
+    /// Rope over 8 of the 16 dimensions of a head (partial rope, which `qwen2` does not do).
+    pub fn rope_not_whole_head(path: &Path) -> io::Result<()> {
+        let mut builder = fixture(Fixture::Qwen2)?;
+        builder.set("qwen2.rope.dimension_count", 8u32);
+        builder.write(path)
+    }
+
+    /// An MLA key cache row of 41 where a token's compressed KV and rope part take 40.
+    pub fn mla_key_not_cache_width(path: &Path) -> io::Result<()> {
+        let width = deepseek2_shape::KV_LORA_RANK + deepseek2_shape::QK_ROPE + 1;
+        deepseek2_with(path, "attention.key_length", width as u32)
+    }
+
+    /// Rope over 24 dimensions of a 16-wide head.
+    pub fn rope_wider_than_head(path: &Path) -> io::Result<()> {
+        let mut builder = gemma3()?;
+        builder.set("gemma3.rope.dimension_count", 24u32);
+        builder.write(path)
+    }
+
+    /// Rope over 15 dimensions (rope turns pairs).
+    pub fn odd_rope_dimensions(path: &Path) -> io::Result<()> {
+        let mut builder = gemma3()?;
+        builder.set("gemma3.rope.dimension_count", 15u32);
+        builder.write(path)
+    }
+
+    /// Expert gating function 7 (llama.cpp knows 0 to 4); it dies building the first graph.
+    pub fn unknown_expert_gating(path: &Path) -> io::Result<()> {
+        deepseek2_with(path, "expert_gating_func", 7u32)
+    }
+
+    /// Pooling type 7 (llama.cpp knows 0 to 4); it dies building an embeddings graph.
+    pub fn unknown_pooling(path: &Path) -> io::Result<()> {
+        let mut builder = fixture(Fixture::Qwen2)?;
+        builder.set("qwen2.pooling_type", 7u32);
         builder.write(path)
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use whale_tests::fixtures;
+use whale_tests::gguf::broken;
 use whale_tests::whaled::Whaled;
 
 /// A daemon serving the tiny deepseek2 fixture as `deepseek-tiny`, and one that pulled it.
@@ -964,4 +965,96 @@ fn suffix_goes_where_the_template_puts_it() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("suffix"), "{body}");
+}
+
+/// Uploads a file as a blob; returns its digest.
+fn upload_blob(daemon: &Whaled, path: &Path) -> String {
+    let digest = whale_tests::whaled::sha256_file(path);
+    let response = Whaled::http()
+        .post(format!("{}/api/blobs/{digest}", daemon.url()))
+        .body(std::fs::File::open(path).unwrap())
+        .send()
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    digest
+}
+
+/// Files whose metadata would abort llama.cpp (and the daemon with it) are refused by
+/// `/api/create` with a 400 that names the field. A pull stores a model without reading its
+/// GGUF, so one that arrives that way is refused when it is loaded, by the same check, with an
+/// error that names the field; the daemons keep serving throughout.
+#[test]
+fn files_that_would_abort_llama_cpp_are_refused_at_create_and_at_load() {
+    let source = Whaled::start();
+    let dir = tempfile::tempdir().unwrap();
+    for case in broken::LLAMA_ASSERTS {
+        let path = dir.path().join(format!("{}.gguf", case.name));
+        (case.write)(&path).unwrap();
+        let digest = upload_blob(&source, &path);
+        std::fs::remove_file(&path).unwrap();
+        let (status, body) = source.post(
+            "/api/create",
+            &json!({"model": case.name.replace('_', "-"), "files": {"model.gguf": digest},
+                    "stream": false}),
+        );
+        let message = body["error"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "{}: {body}", case.name);
+        assert!(
+            message.contains(case.field) && message.contains("llama.cpp"),
+            "{}: {message:?} does not name {} and llama.cpp's limit",
+            case.name,
+            case.field
+        );
+    }
+    let (status, tags) = source.get("/api/tags");
+    assert_eq!(status, 200);
+    assert_eq!(tags["models"], json!([]), "{tags}");
+
+    // A good model on the source, whose weights layer is then swapped in its store for a file
+    // of 513 layers, as a hostile registry would serve it.
+    source.create_from_gguf("victim", &fixtures::qwen2());
+    let hostile = dir.path().join("hostile.gguf");
+    broken::too_many_layers(&hostile).unwrap();
+    let digest = whale_tests::whaled::sha256_file(&hostile);
+    let size = std::fs::metadata(&hostile).unwrap().len();
+    std::fs::copy(
+        &hostile,
+        source.models.join("blobs").join(digest.replace(':', "-")),
+    )
+    .unwrap();
+    let manifest_path = source
+        .models
+        .join("manifests/registry.ollama.ai/library/victim/latest");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let layers = manifest["layers"].as_array_mut().unwrap();
+    let weights = layers
+        .iter_mut()
+        .find(|layer| layer["mediaType"] == "application/vnd.ollama.image.model")
+        .expect("a weights layer");
+    weights["digest"] = json!(digest);
+    weights["size"] = json!(size);
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    let target = Whaled::builder()
+        .env("WHALE_REGISTRY_MIRROR", source.url())
+        .start();
+    let lines = target.stream("/api/pull", &json!({"model": "victim", "insecure": true}));
+    assert_eq!(lines.last().unwrap()["status"], "success", "{lines:?}");
+    let (status, body) = target.post(
+        "/api/generate",
+        &json!({"model": "victim", "prompt": "Hi", "stream": false}),
+    );
+    assert_eq!(status, 500, "{body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("deepseek2.block_count is 513; llama.cpp supports 1 to 512 layers"),
+        "{message:?}"
+    );
+    for daemon in [&source, &target] {
+        let (status, _) = daemon.get("/api/version");
+        assert_eq!(status, 200);
+    }
+    let (_, ps) = target.get("/api/ps");
+    assert_eq!(ps["models"], json!([]), "{ps}");
 }

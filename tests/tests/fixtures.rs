@@ -1,13 +1,16 @@
 //! The fixtures themselves, checked through llama.cpp (llama-cpp-2) directly: each tiny
 //! architecture loads, tokenizes DeepSeek's chat markers as single tokens and generates
 //! deterministically; the `deepseek2` fixture carries the metadata keys of a real V3 GGUF; Gemma
-//! really continues a count; and the broken files are refused by llama.cpp with an error.
+//! really continues a count; the broken files are refused by llama.cpp with an error; and each of
+//! `broken::LLAMA_ASSERTS` kills llama.cpp (in a child process, which is started as this same
+//! test binary running `child_loads_a_gguf`).
 
 // DeepSeek, MoE, Q4_K_M are names in prose here, not code to put in backticks
 #![allow(clippy::doc_markdown)]
 
 use std::num::NonZeroU32;
 use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
 
 use llama_cpp_2::context::LlamaContext;
@@ -295,4 +298,85 @@ fn broken_files_fail_to_load_with_an_error() {
         assert!(result.is_err(), "{name}: llama.cpp loaded a broken file");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Set for the child processes of `each_llama_assert_kills_llama_cpp`: the GGUF to load.
+const CHILD_LOADS: &str = "WHALE_TEST_CHILD_LOADS";
+
+/// The body of the child processes of `each_llama_assert_kills_llama_cpp`, and a no-op as a
+/// test of its own. Uses the GGUF named by `CHILD_LOADS` as whaled does: loads the model, makes
+/// a generation context (which builds its graphs once) and decodes a prompt, then makes an
+/// embeddings context.
+#[test]
+fn child_loads_a_gguf() {
+    let Some(path) = std::env::var_os(CHILD_LOADS) else {
+        return;
+    };
+    let model =
+        LlamaModel::load_from_file(backend(), Path::new(&path), &LlamaModelParams::default())
+            .unwrap_or_else(|e| panic!("llama.cpp refused it with an error: {e}"));
+    let mut ctx = context(&model);
+    let prompt = model.vocab().tokenize(b"Hello there", true, false);
+    generate(&mut ctx, &prompt, 1);
+    drop(ctx);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(256))
+        .with_n_batch(256)
+        .with_n_ubatch(256)
+        .with_n_threads(2)
+        .with_n_threads_batch(2)
+        .with_embeddings(true);
+    model
+        .new_context(backend(), params)
+        .expect("embeddings context");
+}
+
+/// Each file of `broken::LLAMA_ASSERTS`, loaded by llama.cpp directly (no validator), kills the
+/// process at the line its entry names. Children run without core dumps, and without ggml's
+/// backtrace (which would attach gdb).
+#[cfg(unix)]
+#[test]
+fn each_llama_assert_kills_llama_cpp() {
+    use std::os::unix::process::ExitStatusExt;
+    const SIGABRT: i32 = 6;
+    const SIGFPE: i32 = 8;
+
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    for case in broken::LLAMA_ASSERTS {
+        let path = dir.path().join(format!("{}.gguf", case.name));
+        (case.write)(&path).unwrap();
+        let output = Command::new("sh")
+            .args(["-c", "ulimit -c 0 && exec \"$0\" \"$@\""])
+            .arg(&exe)
+            .args(["--exact", "child_loads_a_gguf", "--nocapture"])
+            .env(CHILD_LOADS, &path)
+            .env("GGML_NO_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let expected = if case.message.is_empty() {
+            SIGFPE
+        } else {
+            SIGABRT
+        };
+        assert_eq!(
+            output.status.signal(),
+            Some(expected),
+            "{}: llama.cpp did not die by signal {expected} ({}):\n{stderr}",
+            case.name,
+            output.status
+        );
+        if !case.message.is_empty() {
+            let at = format!("{}: ", case.at);
+            assert!(
+                stderr.contains(&at) && stderr.contains(case.message),
+                "{}: llama.cpp did not die at {} on {:?}:\n{stderr}",
+                case.name,
+                case.at,
+                case.message
+            );
+        }
+    }
 }
