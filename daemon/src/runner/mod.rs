@@ -84,6 +84,8 @@ impl Launcher {
             spawn_error(&format!("cannot listen on {}", socket.display()), &error)
         })?;
         let mut child = tokio::process::Command::new(&self.program)
+            // `ps` and `top` show "whaled runner …", not "/proc/self/exe runner …".
+            .arg0("whaled")
             .arg("runner")
             .arg("--socket")
             .arg(&socket)
