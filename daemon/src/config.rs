@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use clap::Parser;
 pub use whale_api::KeepAlive;
 
-/// Address the daemon binds and the CLI talks to.
-pub const ENV_HOST: &str = "WHALE_HOST";
+/// Address the daemon binds and the CLI talks to, parsed by [`whale_api::Host`] for both.
+pub const ENV_HOST: &str = whale_api::WHALE_HOST;
 /// Root of the model store (Ollama's layout; `~/.ollama/models` can be used as is).
 pub const ENV_MODELS: &str = "WHALE_MODELS";
 /// Default `keep_alive` of a loaded model.
@@ -35,13 +35,13 @@ pub const ENV_GPU_OVERHEAD: &str = "WHALE_GPU_OVERHEAD";
 pub const ENV_LOG: &str = "WHALE_LOG";
 
 /// The default address: loopback, Ollama's port, so Ollama's clients find whaled.
-pub const DEFAULT_HOST: &str = "127.0.0.1:11434";
+pub const DEFAULT_HOST: &str = whale_api::DEFAULT_HOST;
 
 /// `whaled`: runs DeepSeek models with llama.cpp and serves the Ollama and DeepSeek APIs.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "whaled", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on (`host:port`, `:port`, `http://host:port`). Port 0 picks a free one.
+    /// Address to listen on, in `OLLAMA_HOST`'s forms (`host:port`, `:port`, `[v6]:port`, `http://host:port`); a port 0 picks a free one.
     #[arg(long, env = ENV_HOST, default_value = DEFAULT_HOST, value_parser = parse_host)]
     pub host: SocketAddr,
 
@@ -100,27 +100,12 @@ fn parse_keep_alive(text: &str) -> Result<KeepAlive, String> {
     }
 }
 
-/// Parses `host`, `host:port`, `:port`, `[v6]:port` and `http://host:port`, as `OLLAMA_HOST` does.
+/// The address to listen on, from any form `WHALE_HOST` takes (see [`whale_api::Host`], which
+/// the CLI parses it with too).
 pub fn parse_host(text: &str) -> Result<SocketAddr, String> {
-    let text = text.trim().trim_matches(|c| c == '"' || c == '\'');
-    let without_scheme = text
-        .strip_prefix("http://")
-        .or_else(|| text.strip_prefix("https://"))
-        .unwrap_or(text);
-    let authority = without_scheme.split('/').next().unwrap_or_default();
-    let with_port = if authority.is_empty() {
-        DEFAULT_HOST.to_owned()
-    } else if let Some(port) = authority.strip_prefix(':') {
-        format!("127.0.0.1:{port}")
-    } else if authority.ends_with(']') || !authority.contains(':') {
-        format!("{authority}:11434")
-    } else {
-        authority.to_owned()
-    };
-    let with_port = with_port.replace("localhost", "127.0.0.1");
-    with_port
-        .parse()
-        .map_err(|_| format!("invalid address {text:?} (use host:port, e.g. 127.0.0.1:11434)"))
+    whale_api::Host::parse(text)
+        .and_then(|host| host.socket_addr())
+        .map_err(|error| error.to_string())
 }
 
 /// Parses a byte count: `1234`, `12GiB`, `12GB`, `512MiB`, `1.5G`.
@@ -188,6 +173,22 @@ mod tests {
             assert_eq!(parse_host(text).unwrap().to_string(), expected, "{text}");
         }
         assert!(parse_host("nonsense:port").is_err());
+    }
+
+    #[test]
+    fn host_means_what_it_means_to_the_cli() {
+        // A scheme without a port means the scheme's port, as whale reads it and Ollama does.
+        for (text, expected) in [
+            ("http://0.0.0.0", "0.0.0.0:80"),
+            ("https://127.0.0.1", "127.0.0.1:443"),
+            ("http://127.0.0.1:8080/base/", "127.0.0.1:8080"),
+        ] {
+            assert_eq!(parse_host(text).unwrap().to_string(), expected, "{text}");
+            let client = whale_api::Client::new(text).unwrap();
+            assert_eq!(client.host().socket_addr().unwrap().to_string(), expected);
+        }
+        let error = parse_host("127.0.0.1:99999").unwrap_err();
+        assert!(error.contains("invalid port \"99999\""), "{error}");
     }
 
     #[test]
