@@ -16,6 +16,7 @@
 //! an explicit URL chosen by the operator, so its own scheme is used as given.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -806,10 +807,17 @@ async fn open_partial(
 
 /// Replaces the state file atomically, so a crash leaves the old or the new table.
 fn write_state(path: &Path, state: &PartialState) -> Result<()> {
-    let temp = path.with_extension(format!("json.{:08x}.tmp", rand::random::<u32>()));
+    let dir = path
+        .parent()
+        .expect("a state file is in the blobs directory");
+    let name = path.file_name().expect("a state file has a name");
+    let mut temp = crate::store::temp_file(dir, &format!("{}.", name.to_string_lossy()))?;
     let bytes = serde_json::to_vec(state).expect("state serialises");
-    std::fs::write(&temp, bytes).map_err(|e| Error::io("write", &temp, e))?;
-    std::fs::rename(&temp, path).map_err(|e| Error::io("rename into place", path, e))
+    temp.write_all(&bytes)
+        .map_err(|e| Error::io("write", temp.path(), e))?;
+    temp.persist(path)
+        .map_err(|e| Error::io("rename into place", path, e.error))?;
+    Ok(())
 }
 
 /// Hashes the partial file part by part, following the written marks, so hashing overlaps

@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use sha2::{Digest as _, Sha256};
+use tempfile::NamedTempFile;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::digest::Digest;
@@ -98,9 +99,17 @@ fn create_dirs(path: &Path) -> Result<()> {
         .map_err(|e| Error::io("create directory", path, e))
 }
 
-/// A name no other writer will pick: used for temp files beside their final name.
-fn unique_suffix() -> String {
-    format!("{:016x}", rand::random::<u64>())
+/// The ending of every temporary file the store writes.
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+
+/// A new temporary file in `dir`, named `<prefix><random>.tmp` so that no other writer picks
+/// the name, removed when dropped unless [`persist`]ed.
+pub(crate) fn temp_file(dir: &Path, prefix: &str) -> Result<NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("create a temporary file in", dir, e))
 }
 
 /// Whether a file is fsynced before it is renamed into place (see the module doc).
@@ -111,7 +120,7 @@ enum Durability {
 }
 
 /// Fsyncs `temp` (with [`Durability::Sync`]), makes it 0644 and renames it to `path` (atomic
-/// within one directory).
+/// within one directory). For a file that keeps its name until then: a partial download.
 fn commit_file(file: &File, temp: &Path, path: &Path, durability: Durability) -> Result<()> {
     if durability == Durability::Sync {
         file.sync_all().map_err(|e| Error::io("sync", temp, e))?;
@@ -121,15 +130,20 @@ fn commit_file(file: &File, temp: &Path, path: &Path, durability: Durability) ->
     fs::rename(temp, path).map_err(|e| Error::io("rename into place", path, e))
 }
 
-/// Removes a temp file when dropped unless it was committed.
-struct TempGuard(Option<PathBuf>);
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = fs::remove_file(path);
-        }
+/// [`commit_file`] for a temporary file: fsynced (with [`Durability::Sync`]), made 0644 (temp
+/// files are created 0600) and renamed to `path`.
+fn persist(temp: NamedTempFile, path: &Path, durability: Durability) -> Result<()> {
+    if durability == Durability::Sync {
+        temp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io("sync", temp.path(), e))?;
     }
+    temp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(|e| Error::io("set permissions of", temp.path(), e))?;
+    temp.persist(path)
+        .map_err(|e| Error::io("rename into place", path, e.error))?;
+    Ok(())
 }
 
 impl Store {
@@ -250,26 +264,21 @@ impl Store {
         if self.has_blob(expected) {
             return self.blob_size(expected);
         }
-        let temp =
-            self.blobs_dir()
-                .join(format!("{}-{}.tmp", expected.file_name(), unique_suffix()));
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
-        let writer = {
-            let temp = temp.clone();
-            tokio::task::spawn_blocking(move || -> Result<(File, TempGuard, u64, Digest)> {
-                let guard = TempGuard(Some(temp.clone()));
-                let mut file = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
+        let (dir, prefix) = (self.blobs_dir(), format!("{}-", expected.file_name()));
+        let writer =
+            tokio::task::spawn_blocking(move || -> Result<(NamedTempFile, u64, Digest)> {
+                let mut temp = temp_file(&dir, &prefix)?;
                 let mut hasher = Sha256::new();
                 let mut size = 0u64;
                 while let Some(chunk) = receiver.blocking_recv() {
                     hasher.update(&chunk);
-                    file.write_all(&chunk)
-                        .map_err(|e| Error::io("write", &temp, e))?;
+                    temp.write_all(&chunk)
+                        .map_err(|e| Error::io("write", temp.path(), e))?;
                     size += chunk.len() as u64;
                 }
-                Ok((file, guard, size, Digest::from_hasher(hasher)))
-            })
-        };
+                Ok((temp, size, Digest::from_hasher(hasher)))
+            });
         let mut read_error = None;
         loop {
             let mut buffer = BytesMut::with_capacity(IO_BUFFER);
@@ -296,12 +305,12 @@ impl Store {
             }
         }
         drop(sender);
-        let (file, mut guard, size, actual) = match writer.await {
+        let (temp, size, actual) = match writer.await {
             Ok(result) => result?,
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
         if let Some(e) = read_error {
-            return Err(Error::io("read upload for", temp, e));
+            return Err(Error::io("read upload for", temp.path(), e));
         }
         if &actual != expected {
             return Err(Error::DigestMismatch {
@@ -311,11 +320,11 @@ impl Store {
         }
         let path = self.blob_path(expected);
         blocking(move || {
+            // Another writer may have put the same blob in place meanwhile: then the temp
+            // file is dropped, which removes it.
             if !path.exists() {
-                commit_file(&file, &temp, &path, Durability::Sync)?;
-                guard.0 = None;
+                persist(temp, &path, Durability::Sync)?;
             }
-            drop(guard);
             Ok(size)
         })
         .await
@@ -328,11 +337,7 @@ impl Store {
         let store = self.clone();
         blocking(move || {
             let mut input = File::open(&source).map_err(|e| Error::io("open", &source, e))?;
-            let temp = store
-                .blobs_dir()
-                .join(format!("import-{}.tmp", unique_suffix()));
-            let mut guard = TempGuard(Some(temp.clone()));
-            let mut output = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
+            let mut output = temp_file(&store.blobs_dir(), "import-")?;
             let mut hasher = Sha256::new();
             let mut buffer = vec![0u8; IO_BUFFER];
             loop {
@@ -345,13 +350,12 @@ impl Store {
                 hasher.update(&buffer[..n]);
                 output
                     .write_all(&buffer[..n])
-                    .map_err(|e| Error::io("write", &temp, e))?;
+                    .map_err(|e| Error::io("write", output.path(), e))?;
             }
             let digest = Digest::from_hasher(hasher);
             let path = store.blob_path(&digest);
             if !path.exists() {
-                commit_file(&output, &temp, &path, Durability::Sync)?;
-                guard.0 = None;
+                persist(output, &path, Durability::Sync)?;
             }
             Ok(digest)
         })
@@ -447,14 +451,10 @@ impl Store {
                 .unwrap_or_else(|| store.root.join(reference.manifest_path()));
             let dir = path.parent().expect("a manifest path has a parent");
             create_dirs(dir)?;
-            let temp = dir.join(format!(".{}.{}.tmp", reference.tag(), unique_suffix()));
-            let mut guard = TempGuard(Some(temp.clone()));
-            let mut file = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
-            file.write_all(&bytes)
-                .map_err(|e| Error::io("write", &temp, e))?;
-            commit_file(&file, &temp, &path, Durability::Sync)?;
-            guard.0 = None;
-            Ok(())
+            let mut temp = temp_file(dir, &format!(".{}.", reference.tag()))?;
+            temp.write_all(&bytes)
+                .map_err(|e| Error::io("write", temp.path(), e))?;
+            persist(temp, &path, Durability::Sync)
         })
         .await
     }
