@@ -772,12 +772,9 @@ async fn open_partial(
     let data = store.partial_path(digest);
     let state_path = store.partial_state_path(digest);
     blocking(move || {
-        let parts = size.div_ceil(part_size).max(1) as usize;
-        let previous = std::fs::read(&state_path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<PartialState>(&bytes).ok())
-            .filter(|s| s.size == size && s.part_size == part_size && s.done.len() == parts)
-            .filter(|_| std::fs::metadata(&data).is_ok_and(|m| m.len() == size));
+        let parts = part_count(size, part_size);
+        let previous = resumable_state(&data, &state_path)
+            .filter(|s| s.size == size && s.part_size == part_size);
         let open = |truncate: bool| {
             std::fs::OpenOptions::new()
                 .read(true)
@@ -803,6 +800,27 @@ async fn open_partial(
         Ok((file, state.done))
     })
     .await
+}
+
+/// How many parts a blob of `size` has.
+fn part_count(size: u64, part_size: u64) -> usize {
+    size.div_ceil(part_size.max(1)).max(1) as usize
+}
+
+/// The state of a partial download that can resume: the state file reads, its table has a
+/// mark for each part, and the data file has the size it records.
+fn resumable_state(data: &Path, state: &Path) -> Option<PartialState> {
+    std::fs::read(state)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<PartialState>(&bytes).ok())
+        .filter(|s| s.part_size > 0 && s.done.len() == part_count(s.size, s.part_size))
+        .filter(|s| std::fs::metadata(data).is_ok_and(|m| m.len() == s.size))
+}
+
+/// Whether the partial download in `data` (with its state file `state`) can resume: a pull of
+/// the same blob with the same part size continues it, whatever its age.
+pub(crate) fn is_resumable(data: &Path, state: &Path) -> bool {
+    resumable_state(data, state).is_some()
 }
 
 /// Replaces the state file atomically, so a crash leaves the old or the new table.

@@ -6,7 +6,11 @@
 //! <root>/blobs/sha256-<hex>-partial.json             which parts of it are complete
 //! <root>/blobs/sha256-<hex>.lock                     per-digest lock (flock) for downloads
 //! <root>/manifests/<host>/<namespace>/<model>/<tag>  manifest JSON (0644)
+//! <root>/…/*.tmp                                     a write in progress, renamed when done
 //! ```
+//!
+//! A crash leaves `*.tmp` files and partial downloads behind; [`Store::open`] removes the ones
+//! no process can use any more and keeps the downloads that can resume.
 //!
 //! Invariants: a file named `sha256-<hex>` holds bytes that hash to `<hex>` (written to a temp
 //! name in the same directory, hashed while written, checked, renamed; never rewritten once
@@ -42,6 +46,13 @@ pub const MODELS_ENV: &str = "WHALE_MODELS";
 /// How old a stray file must be before [`Store::prune`] removes it, so that a download or an
 /// upload in progress is never pruned from under its writer (Ollama uses the same hour).
 pub const PRUNE_GRACE: Duration = Duration::from_hours(1);
+
+/// How long a temporary file or an unusable partial download must have been left alone before
+/// [`Store::open`] removes it. Every writer writes its temporary file continuously (an upload,
+/// an import, a download) or for milliseconds (a manifest, a download's state), so a file
+/// untouched this long was left by a process that died; the margin keeps the files of another
+/// process working on the same store safe.
+pub const STALE_AFTER: Duration = Duration::from_mins(10);
 
 /// Size of the buffers blobs are read, hashed and written with.
 pub(crate) const IO_BUFFER: usize = 4 * 1024 * 1024;
@@ -99,7 +110,7 @@ fn create_dirs(path: &Path) -> Result<()> {
         .map_err(|e| Error::io("create directory", path, e))
 }
 
-/// The ending of every temporary file the store writes.
+/// The ending of every temporary file the store writes: what a start after a crash removes.
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 
 /// A new temporary file in `dir`, named `<prefix><random>.tmp` so that no other writer picks
@@ -153,12 +164,92 @@ impl Store {
         directories::ProjectDirs::from("", "", "whale").map(|dirs| dirs.data_dir().join("models"))
     }
 
-    /// Opens (creating if needed) a store at `root`.
+    /// Opens (creating if needed) a store at `root`, and removes what a crash left in it (see
+    /// [`Store::remove_stale_files`]).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         create_dirs(&root.join("blobs"))?;
         create_dirs(&root.join("manifests"))?;
-        Ok(Store { root })
+        let store = Store { root };
+        let removed = store.remove_stale_files(STALE_AFTER);
+        if !removed.is_empty() {
+            tracing::info!(
+                count = removed.len(),
+                "removed files left by an interrupted write"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Removes what an interrupted process leaves behind, once untouched for `grace`: the
+    /// temporary files of uploads, imports, manifests and download state (`*.tmp`), and partial
+    /// downloads that cannot resume (data without its state file or the other way round, or a
+    /// state that does not match the data). A partial download that can resume is kept however
+    /// old it is, since the next pull of that blob continues it, and so is anything of a download
+    /// whose lock is held. Lock files stay: removing one another process holds would let a
+    /// third take the lock too. Returns what was removed; a file that cannot be removed is
+    /// skipped, so that a start never fails on it.
+    pub fn remove_stale_files(&self, grace: Duration) -> Vec<PathBuf> {
+        let now = SystemTime::now();
+        let untouched = |path: &Path| {
+            fs::symlink_metadata(path)
+                .ok()
+                .filter(fs::Metadata::is_file)
+                .and_then(|meta| meta.modified().ok())
+                .and_then(|modified| now.duration_since(modified).ok())
+                .is_some_and(|age| age >= grace)
+        };
+        // Each candidate is removed when `untouched` holds for the file that decides: itself, or
+        // for the state file of an unusable partial download, its data file.
+        let mut candidates: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let blobs = self.blobs_dir();
+        for entry in fs::read_dir(&blobs).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.ends_with(TEMP_SUFFIX) {
+                candidates.push((path.clone(), path));
+            } else if name.ends_with("-partial") {
+                let state = blobs.join(format!("{name}.json"));
+                if !crate::pull::is_resumable(&path, &state) && !self.download_in_progress(&name) {
+                    candidates.push((state, path.clone()));
+                    candidates.push((path.clone(), path));
+                }
+            } else if let Some(data) = name.strip_suffix(".json")
+                && data.ends_with("-partial")
+                && !blobs.join(data).exists()
+                && !self.download_in_progress(&name)
+            {
+                candidates.push((path.clone(), path));
+            }
+        }
+        let mut dirs = vec![self.manifests_dir()];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                match entry.file_type() {
+                    Ok(kind) if kind.is_dir() => dirs.push(path),
+                    Ok(kind)
+                        if kind.is_file()
+                            && entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) =>
+                    {
+                        candidates.push((path.clone(), path));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        candidates
+            .into_iter()
+            .filter(|(path, decides)| path.exists() && untouched(decides))
+            .map(|(path, _)| path)
+            .filter(|path| match fs::remove_file(path) {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot remove a stale file");
+                    false
+                }
+            })
+            .collect()
     }
 
     /// The store's root directory.
@@ -766,6 +857,83 @@ mod tests {
         let report = store.prune_older_than(Duration::ZERO).await.unwrap();
         assert_eq!(report.removed.len(), 2);
         assert!(!store.has_blob(&digest));
+    }
+
+    /// Sets a file's modification time `age` in the past.
+    fn age(path: &Path, age: Duration) {
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(SystemTime::now() - age)
+            .unwrap();
+    }
+
+    #[test]
+    fn open_removes_what_a_crash_left_and_keeps_resumable_downloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blobs = store.blobs_dir();
+        let digest = |byte: u8| format!("sha256-{}", hex::encode([byte; 32]));
+        let write = |path: PathBuf, bytes: &[u8]| {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, bytes).unwrap();
+            path
+        };
+        let state = |size: u64, parts: usize| {
+            serde_json::json!({"size": size, "part_size": 4, "done": vec![false; parts]})
+                .to_string()
+                .into_bytes()
+        };
+        let old = Duration::from_hours(2);
+        // A download that can resume: kept however old.
+        let resumable = write(blobs.join(format!("{}-partial", digest(1))), &[0; 10]);
+        let resumable_state = write(
+            blobs.join(format!("{}-partial.json", digest(1))),
+            &state(10, 3),
+        );
+        // What a crash leaves: temp files of an upload, an import, a manifest and a state
+        // file; a partial without its state, a state without its partial, and a state that
+        // does not match its data.
+        let leftovers = [
+            write(blobs.join(format!("{}-1a2b3c.tmp", digest(2))), b"x"),
+            write(blobs.join("import-4d5e6f.tmp"), b"x"),
+            write(store.manifests_dir().join("h/n/m/.latest.7a8b9c.tmp"), b"{"),
+            write(
+                blobs.join(format!("{}-partial.json.0d0e0f.tmp", digest(1))),
+                b"{",
+            ),
+            write(blobs.join(format!("{}-partial", digest(3))), &[0; 10]),
+            write(
+                blobs.join(format!("{}-partial.json", digest(4))),
+                &state(10, 3),
+            ),
+            write(blobs.join(format!("{}-partial", digest(5))), &[0; 10]),
+            write(
+                blobs.join(format!("{}-partial.json", digest(5))),
+                &state(12, 3),
+            ),
+        ];
+        // A temp file someone may still be writing: too young to remove.
+        let fresh = write(blobs.join(format!("{}-fresh.tmp", digest(6))), b"x");
+        for path in leftovers.iter().chain([&resumable, &resumable_state]) {
+            age(path, old);
+        }
+
+        let reopened = Store::open(dir.path()).unwrap();
+        for path in &leftovers {
+            assert!(!path.exists(), "{} was kept", path.display());
+        }
+        for path in [&resumable, &resumable_state, &fresh] {
+            assert!(path.exists(), "{} was removed", path.display());
+        }
+        let later = reopened.remove_stale_files(Duration::ZERO);
+        assert_eq!(
+            later,
+            vec![fresh],
+            "only the temp file, once it is old enough"
+        );
+        assert!(resumable.exists() && resumable_state.exists());
     }
 
     #[test]
