@@ -23,13 +23,14 @@ pub const ENV_MAX_QUEUE: &str = "WHALE_MAX_QUEUE";
 pub const ENV_MAX_LOADED_MODELS: &str = "WHALE_MAX_LOADED_MODELS";
 /// Default context length (`num_ctx`) per sequence.
 pub const ENV_CONTEXT_LENGTH: &str = "WHALE_CONTEXT_LENGTH";
-/// Threads llama.cpp decodes with.
+/// Threads llama.cpp decodes with (default: one per logical CPU).
 pub const ENV_NUM_THREADS: &str = "WHALE_NUM_THREADS";
 /// Registry tried first for names of the default registry (air-gapped sites, tests).
 pub const ENV_REGISTRY_MIRROR: &str = "WHALE_REGISTRY_MIRROR";
 /// Memory the scheduler may use for models, overriding what the system reports.
 pub const ENV_MAX_MEMORY: &str = "WHALE_MAX_MEMORY";
-/// GPU memory left unused on each GPU, on top of the planner's own margin.
+/// GPU memory left unused, in total over all GPUs (subtracted once from their summed free
+/// memory, unlike Ollama's per-GPU `OLLAMA_GPU_OVERHEAD`), on top of the planner's own margin.
 pub const ENV_GPU_OVERHEAD: &str = "WHALE_GPU_OVERHEAD";
 /// Log filter (`info`, `debug`, `whale_daemon=trace`, …).
 pub const ENV_LOG: &str = "WHALE_LOG";
@@ -69,7 +70,7 @@ pub struct Config {
     #[arg(long, env = ENV_CONTEXT_LENGTH, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(4..=16_777_216))]
     pub context_length: u32,
 
-    /// Threads for decoding [default: physical cores].
+    /// Threads for decoding [default: one per logical CPU, as the system counts them (SMT siblings included)].
     #[arg(long, env = ENV_NUM_THREADS)]
     pub num_threads: Option<u32>,
 
@@ -81,7 +82,7 @@ pub struct Config {
     #[arg(long, env = ENV_MAX_MEMORY, value_parser = parse_bytes)]
     pub max_memory: Option<u64>,
 
-    /// GPU memory to leave unused for other programs, in bytes or with a unit (`2GiB`), on top of the 1 GiB the planner always leaves.
+    /// GPU memory to leave unused for other programs, in bytes or with a unit (`2GiB`): in total over all GPUs, taken once from their summed free memory, on top of the 1 GiB the planner always leaves.
     #[arg(long, env = ENV_GPU_OVERHEAD, default_value = "0", value_parser = parse_bytes)]
     pub gpu_overhead: u64,
 
