@@ -12,6 +12,7 @@ use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::host::Host;
 use crate::{
     ChatRequest, ChatResponse, CopyRequest, CreateRequest, DeleteRequest, EmbedRequest,
     EmbedResponse, EmbeddingRequest, EmbeddingResponse, Error, ErrorResponse, GenerateRequest,
@@ -19,70 +20,27 @@ use crate::{
     ShowRequest, ShowResponse, VersionResponse,
 };
 
-/// Environment variable naming the daemon address (like `OLLAMA_HOST`).
-pub const WHALE_HOST: &str = "WHALE_HOST";
-/// Address used when `WHALE_HOST` is unset or empty.
-pub const DEFAULT_HOST: &str = "http://127.0.0.1:11434";
-const DEFAULT_PORT: u16 = 11434;
-
 /// A stream of NDJSON objects; ends after the last line, or with an error.
 pub type ResponseStream<T> = BoxStream<'static, Result<T, Error>>;
 
 /// Client of one whaled. Cheap to clone (shares the connection pool).
 #[derive(Debug, Clone)]
 pub struct Client {
+    host: Host,
+    /// `host`'s URL, which every request path is appended to.
     base_url: String,
     http: reqwest::Client,
 }
 
-/// Normalises an address as `OLLAMA_HOST` accepts it: `host`, `host:port`, `:port`,
-/// `http(s)://host[:port][/path]`. No scheme means http; no port means 11434 (or the
-/// scheme's default when a scheme is given).
-pub fn parse_host(address: &str) -> Result<String, Error> {
-    let invalid = |reason: &str| Error::InvalidAddress {
-        address: address.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let trimmed = address.trim().trim_matches(['"', '\'']).trim();
-    if trimmed.is_empty() {
-        return Ok(DEFAULT_HOST.to_owned());
-    }
-    let (scheme, rest, explicit_scheme) = match trimmed.split_once("://") {
-        Some((scheme @ ("http" | "https"), rest)) => (scheme, rest, true),
-        Some((other, _)) => return Err(invalid(&format!("unsupported scheme {other:?}"))),
-        None => ("http", trimmed, false),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-            if host.contains(':') && !host.starts_with('[') {
-                // A bare IPv6 address without brackets and without a port.
-                (authority, None)
-            } else {
-                let port: u16 = port
-                    .parse()
-                    .map_err(|_| invalid(&format!("invalid port {port:?}")))?;
-                (host, Some(port))
-            }
-        }
-        _ => (authority, None),
-    };
-    let host = if host.is_empty() { "127.0.0.1" } else { host };
-    let port = port.unwrap_or(match (explicit_scheme, scheme) {
-        (true, "https") => 443,
-        (true, _) => 80,
-        (false, _) => DEFAULT_PORT,
-    });
-    Ok(format!("{scheme}://{host}:{port}{path}"))
-}
-
 impl Client {
-    /// A client for `base_url` (any form [`parse_host`] accepts).
-    pub fn new(base_url: &str) -> Result<Self, Error> {
-        let base_url = parse_host(base_url)?;
+    /// A client for an address in any form `WHALE_HOST` takes (see [`Host`]).
+    pub fn new(address: &str) -> Result<Self, Error> {
+        Self::for_host(Host::parse(address)?)
+    }
+
+    /// A client for a parsed address.
+    pub fn for_host(host: Host) -> Result<Self, Error> {
+        let base_url = host.url();
         // No system proxy: the daemon is usually on loopback, and an HTTP(S)_PROXY meant
         // for the internet would swallow those requests.
         let http = reqwest::Client::builder()
@@ -94,12 +52,21 @@ impl Client {
                 url: base_url.clone(),
                 source,
             })?;
-        Ok(Self { base_url, http })
+        Ok(Self {
+            host,
+            base_url,
+            http,
+        })
     }
 
-    /// A client for `$WHALE_HOST`, or [`DEFAULT_HOST`].
+    /// A client for `$WHALE_HOST`, or [`DEFAULT_HOST`](crate::host::DEFAULT_HOST).
     pub fn from_env() -> Result<Self, Error> {
-        Self::new(&std::env::var(WHALE_HOST).unwrap_or_default())
+        Self::for_host(Host::from_env()?)
+    }
+
+    /// The address this client talks to.
+    pub fn host(&self) -> &Host {
+        &self.host
     }
 
     /// The normalised base URL, e.g. `http://127.0.0.1:11434`.
@@ -422,36 +389,4 @@ fn ndjson<T: DeserializeOwned + Send + 'static>(
         }
     })
     .boxed()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_forms() {
-        for (input, want) in [
-            ("", "http://127.0.0.1:11434"),
-            ("127.0.0.1", "http://127.0.0.1:11434"),
-            ("0.0.0.0:8080", "http://0.0.0.0:8080"),
-            (":1234", "http://127.0.0.1:1234"),
-            ("example.com", "http://example.com:11434"),
-            ("http://example.com", "http://example.com:80"),
-            ("https://example.com", "https://example.com:443"),
-            (
-                "https://example.com:8443/whale/",
-                "https://example.com:8443/whale",
-            ),
-            ("[::1]:9000", "http://[::1]:9000"),
-            ("\"localhost:5\"", "http://localhost:5"),
-        ] {
-            assert_eq!(parse_host(input).unwrap(), want, "{input}");
-        }
-        for bad in ["ftp://x", "host:port", "host:99999"] {
-            assert!(
-                matches!(parse_host(bad), Err(Error::InvalidAddress { .. })),
-                "{bad}"
-            );
-        }
-    }
 }

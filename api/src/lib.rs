@@ -13,6 +13,7 @@ pub mod embed;
 pub mod error;
 pub mod format;
 pub mod generate;
+pub mod host;
 pub mod keep_alive;
 pub mod model;
 pub mod modelfile;
@@ -23,11 +24,12 @@ pub mod think;
 pub use chat::{
     ChatRequest, ChatResponse, Message, Tool, ToolCall, ToolCallFunction, ToolFunction,
 };
-pub use client::{Client, DEFAULT_HOST, WHALE_HOST};
+pub use client::Client;
 pub use embed::{EmbedInput, EmbedRequest, EmbedResponse, EmbeddingRequest, EmbeddingResponse};
 pub use error::{ClientError, Error, ParseError};
 pub use format::Format;
 pub use generate::{GenerateRequest, GenerateResponse, Logprob, Metrics, TokenLogprob};
+pub use host::{DEFAULT_HOST, Host, Scheme, WHALE_HOST};
 pub use keep_alive::KeepAlive;
 pub use model::{
     CopyRequest, CreateRequest, DeleteRequest, ErrorResponse, License, ListModel, ListResponse,

@@ -11,12 +11,11 @@
 //!   remote address.
 
 use std::fs::OpenOptions;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use whale_api::Client;
+use whale_api::{Client, Host};
 
 use crate::error::{Error, Unreachable, root_cause};
 use crate::output;
@@ -27,87 +26,9 @@ pub const NO_AUTOSTART_ENV: &str = "WHALE_NO_AUTOSTART";
 pub const SERVER_NAME: &str = "whaled";
 /// How long a freshly started whaled gets to answer.
 pub const STARTUP_WAIT: Duration = Duration::from_secs(10);
-/// The default address, as Ollama's.
-pub const DEFAULT_HOST: &str = "127.0.0.1";
-pub const DEFAULT_PORT: u16 = 11434;
-
-/// Where whale looks for whaled, parsed from `WHALE_HOST` with Ollama's `OLLAMA_HOST` rules:
-/// `host`, `host:port`, `:port`, `[v6]:port`, `scheme://host[:port][/path]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Address {
-    pub scheme: String,
-    pub host: String,
-    pub port: u16,
-}
-
-impl Address {
-    /// Parses a `WHALE_HOST` value; surrounding spaces and quotes are ignored.
-    pub fn parse(value: &str) -> Self {
-        let value = value.trim().trim_matches(|c| c == '"' || c == '\'').trim();
-        let (scheme, rest) = match value.split_once("://") {
-            Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
-            None => ("http".to_owned(), value),
-        };
-        let default_port = match (value.contains("://"), scheme.as_str()) {
-            (true, "https") => 443,
-            (true, _) => 80,
-            (false, _) => DEFAULT_PORT,
-        };
-        let authority = rest.split('/').next().unwrap_or_default();
-        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
-            // [v6]:port
-            match inner.split_once(']') {
-                Some((host, tail)) => (host, tail.strip_prefix(':')),
-                None => (inner, None),
-            }
-        } else if authority.matches(':').count() > 1 {
-            (authority, None) // a bare IPv6 address
-        } else {
-            match authority.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
-        let port = port
-            .and_then(|port| port.parse().ok())
-            .unwrap_or(default_port);
-        let host = if host.is_empty() { DEFAULT_HOST } else { host };
-        Self {
-            scheme,
-            host: host.to_owned(),
-            port,
-        }
-    }
-
-    /// The address `client` talks to (whale-api normalised `WHALE_HOST` into its base URL).
-    pub fn of(client: &Client) -> Self {
-        Self::parse(client.base_url())
-    }
-
-    /// Whether the daemon would run on this machine: loopback, `localhost`, or an unspecified
-    /// address (`0.0.0.0`, `::`), which a client reaches on loopback.
-    pub fn is_local(&self) -> bool {
-        let host = self.host.to_ascii_lowercase();
-        if host == "localhost" || host.ends_with(".localhost") {
-            return true;
-        }
-        host.parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
-    }
-}
-
-impl std::fmt::Display for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
 
 /// What to do when nothing answers at `address`.
-pub fn on_refused(address: &Address, autostart_disabled: bool) -> Result<(), Unreachable> {
+pub fn on_refused(address: &Host, autostart_disabled: bool) -> Result<(), Unreachable> {
     if !address.is_local() {
         Err(Unreachable::Remote)
     } else if autostart_disabled {
@@ -139,7 +60,7 @@ pub fn whaled_program() -> PathBuf {
 /// A client for whaled, started first if needed and allowed.
 pub async fn connect() -> Result<Client, Error> {
     let client = client()?;
-    let address = Address::of(&client);
+    let address = client.host().clone();
     match check(&client, &address).await {
         Ok(_) => return Ok(client),
         Err(Probe::Refused(source)) => {
@@ -179,7 +100,7 @@ pub struct Server {
 }
 
 /// Asks `/api/version` and checks that whaled answered.
-pub async fn check(client: &Client, address: &Address) -> Result<Server, Probe> {
+pub async fn check(client: &Client, address: &Host) -> Result<Server, Probe> {
     match client.version().await {
         Ok(answer) => {
             // Read by wire names: `server` and `whale_version` are whaled's additions.
@@ -204,7 +125,7 @@ pub async fn check(client: &Client, address: &Address) -> Result<Server, Probe> 
 }
 
 /// Starts whaled detached and waits until it answers.
-async fn start(client: &Client, address: &Address) -> Result<(), Error> {
+async fn start(client: &Client, address: &Host) -> Result<(), Error> {
     let log = data_dir()?.join("whaled.log");
     output::note(&format!(
         "starting whaled at {address} (log: {})",
@@ -266,37 +187,8 @@ fn spawn(log: &std::path::Path) -> Result<Child, Error> {
 mod tests {
     use super::*;
 
-    fn address(host: &str, port: u16) -> Address {
-        Address {
-            scheme: "http".into(),
-            host: host.into(),
-            port,
-        }
-    }
-
-    #[test]
-    fn parses_whale_host_like_ollama_host() {
-        let table = [
-            ("", address("127.0.0.1", 11434)),
-            ("  \"127.0.0.1:8080\" ", address("127.0.0.1", 8080)),
-            (":9000", address("127.0.0.1", 9000)),
-            ("0.0.0.0", address("0.0.0.0", 11434)),
-            ("gpu-box.lan:11434", address("gpu-box.lan", 11434)),
-            ("[::1]:7000", address("::1", 7000)),
-            ("::1", address("::1", 11434)),
-            ("localhost:notaport", address("localhost", 11434)),
-            ("http://example.com", address("example.com", 80)),
-            (
-                "http://example.com:1234/ollama",
-                address("example.com", 1234),
-            ),
-        ];
-        for (text, want) in table {
-            assert_eq!(Address::parse(text), want, "{text:?}");
-        }
-        let https = Address::parse("https://models.example.com");
-        assert_eq!((https.scheme.as_str(), https.port), ("https", 443));
-        assert_eq!(Address::parse("[::1]:7000").to_string(), "[::1]:7000");
+    fn address(host: &str, port: u16) -> Host {
+        Host::new(host, port)
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use clap::Parser;
 pub use whale_api::KeepAlive;
 
-/// Address the daemon binds and the CLI talks to.
-pub const ENV_HOST: &str = "WHALE_HOST";
+/// Address the daemon binds and the CLI talks to, parsed by [`whale_api::Host`] for both.
+pub const ENV_HOST: &str = whale_api::WHALE_HOST;
 /// Root of the model store (Ollama's layout; `~/.ollama/models` can be used as is).
 pub const ENV_MODELS: &str = "WHALE_MODELS";
 /// Default `keep_alive` of a loaded model.
@@ -23,13 +23,14 @@ pub const ENV_MAX_QUEUE: &str = "WHALE_MAX_QUEUE";
 pub const ENV_MAX_LOADED_MODELS: &str = "WHALE_MAX_LOADED_MODELS";
 /// Default context length (`num_ctx`) per sequence.
 pub const ENV_CONTEXT_LENGTH: &str = "WHALE_CONTEXT_LENGTH";
-/// Threads llama.cpp decodes with.
+/// Threads llama.cpp decodes with (default: one per logical CPU).
 pub const ENV_NUM_THREADS: &str = "WHALE_NUM_THREADS";
 /// Registry tried first for names of the default registry (air-gapped sites, tests).
 pub const ENV_REGISTRY_MIRROR: &str = "WHALE_REGISTRY_MIRROR";
 /// Memory the scheduler may use for models, overriding what the system reports.
 pub const ENV_MAX_MEMORY: &str = "WHALE_MAX_MEMORY";
-/// GPU memory left unused on each GPU, on top of the planner's own margin.
+/// GPU memory left unused, in total over all GPUs (subtracted once from their summed free
+/// memory, unlike Ollama's per-GPU `OLLAMA_GPU_OVERHEAD`), on top of the planner's own margin.
 pub const ENV_GPU_OVERHEAD: &str = "WHALE_GPU_OVERHEAD";
 /// Log filter (`info`, `debug`, `whale_daemon=trace`, …).
 pub const ENV_LOG: &str = "WHALE_LOG";
@@ -37,13 +38,13 @@ pub const ENV_LOG: &str = "WHALE_LOG";
 pub const ENV_SHUTDOWN_GRACE: &str = "WHALE_SHUTDOWN_GRACE";
 
 /// The default address: loopback, Ollama's port, so Ollama's clients find whaled.
-pub const DEFAULT_HOST: &str = "127.0.0.1:11434";
+pub const DEFAULT_HOST: &str = whale_api::DEFAULT_HOST;
 
 /// `whaled`: runs DeepSeek models with llama.cpp and serves the Ollama and DeepSeek APIs.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "whaled", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on (`host:port`, `:port`, `http://host:port`). Port 0 picks a free one.
+    /// Address to listen on, in `OLLAMA_HOST`'s forms (`host:port`, `:port`, `[v6]:port`, `http://host:port`); a port 0 picks a free one.
     #[arg(long, env = ENV_HOST, default_value = DEFAULT_HOST, value_parser = parse_host)]
     pub host: SocketAddr,
 
@@ -71,7 +72,7 @@ pub struct Config {
     #[arg(long, env = ENV_CONTEXT_LENGTH, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(4..=16_777_216))]
     pub context_length: u32,
 
-    /// Threads for decoding [default: physical cores].
+    /// Threads for decoding [default: one per logical CPU, as the system counts them (SMT siblings included)].
     #[arg(long, env = ENV_NUM_THREADS)]
     pub num_threads: Option<u32>,
 
@@ -83,7 +84,7 @@ pub struct Config {
     #[arg(long, env = ENV_MAX_MEMORY, value_parser = parse_bytes)]
     pub max_memory: Option<u64>,
 
-    /// GPU memory to leave unused for other programs, in bytes or with a unit (`2GiB`), on top of the 1 GiB the planner always leaves.
+    /// GPU memory to leave unused for other programs, in bytes or with a unit (`2GiB`): in total over all GPUs, taken once from their summed free memory, on top of the 1 GiB the planner always leaves.
     #[arg(long, env = ENV_GPU_OVERHEAD, default_value = "0", value_parser = parse_bytes)]
     pub gpu_overhead: u64,
 
@@ -117,27 +118,12 @@ fn parse_keep_alive(text: &str) -> Result<KeepAlive, String> {
     }
 }
 
-/// Parses `host`, `host:port`, `:port`, `[v6]:port` and `http://host:port`, as `OLLAMA_HOST` does.
+/// The address to listen on, from any form `WHALE_HOST` takes (see [`whale_api::Host`], which
+/// the CLI parses it with too).
 pub fn parse_host(text: &str) -> Result<SocketAddr, String> {
-    let text = text.trim().trim_matches(|c| c == '"' || c == '\'');
-    let without_scheme = text
-        .strip_prefix("http://")
-        .or_else(|| text.strip_prefix("https://"))
-        .unwrap_or(text);
-    let authority = without_scheme.split('/').next().unwrap_or_default();
-    let with_port = if authority.is_empty() {
-        DEFAULT_HOST.to_owned()
-    } else if let Some(port) = authority.strip_prefix(':') {
-        format!("127.0.0.1:{port}")
-    } else if authority.ends_with(']') || !authority.contains(':') {
-        format!("{authority}:11434")
-    } else {
-        authority.to_owned()
-    };
-    let with_port = with_port.replace("localhost", "127.0.0.1");
-    with_port
-        .parse()
-        .map_err(|_| format!("invalid address {text:?} (use host:port, e.g. 127.0.0.1:11434)"))
+    whale_api::Host::parse(text)
+        .and_then(|host| host.socket_addr())
+        .map_err(|error| error.to_string())
 }
 
 /// Parses a byte count: `1234`, `12GiB`, `12GB`, `512MiB`, `1.5G`.
@@ -215,6 +201,22 @@ mod tests {
         assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn host_means_what_it_means_to_the_cli() {
+        // A scheme without a port means the scheme's port, as whale reads it and Ollama does.
+        for (text, expected) in [
+            ("http://0.0.0.0", "0.0.0.0:80"),
+            ("https://127.0.0.1", "127.0.0.1:443"),
+            ("http://127.0.0.1:8080/base/", "127.0.0.1:8080"),
+        ] {
+            assert_eq!(parse_host(text).unwrap().to_string(), expected, "{text}");
+            let client = whale_api::Client::new(text).unwrap();
+            assert_eq!(client.host().socket_addr().unwrap().to_string(), expected);
+        }
+        let error = parse_host("127.0.0.1:99999").unwrap_err();
+        assert!(error.contains("invalid port \"99999\""), "{error}");
     }
 
     #[test]

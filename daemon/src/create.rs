@@ -7,6 +7,7 @@ use whale_api as api;
 use whale_registry::manifest::media_type;
 use whale_registry::{Digest, Layer, Manifest, ModelRef, ProgressEvent, Reporter, Store};
 
+use crate::chat::{ChatTemplate, SpecialTokens};
 use crate::error::Error;
 use crate::gguf::GgufFile;
 use crate::model::{self, LocalModel};
@@ -81,6 +82,9 @@ pub async fn plan(store: &Store, request: api::CreateRequest) -> Result<CreatePl
 
     let mut text: Vec<(&'static str, String)> = Vec::new();
     if let Some(template) = request.template.clone() {
+        // As Ollama: a template that does not compile is refused now, not at every request.
+        ChatTemplate::new(&template, SpecialTokens::default())
+            .map_err(|error| Error::BadRequest(format!("template error: {error}")))?;
         text.push((media_type::TEMPLATE, template));
     }
     if let Some(system) = request.system.clone() {

@@ -19,8 +19,8 @@
 
 use crate::gguf::GgufFile;
 
-/// Left free on the GPU for the driver, other processes and estimation error (llama.cpp's own
-/// fitting keeps 1 GiB per device by default).
+/// Left free for the driver, other processes and estimation error: taken once from the free
+/// memory summed over the GPUs (llama.cpp's own fitting keeps 1 GiB per device).
 pub const GPU_MARGIN: u64 = 1 << 30;
 
 /// Where a model's bytes go.

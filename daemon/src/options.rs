@@ -3,6 +3,11 @@
 //!
 //! Precedence, as Ollama's: built-in defaults < the model's params layer < request options.
 //! Every bound names the field, its limit and the value given.
+//!
+//! The built-in defaults are current Ollama's: `temperature` 0.8, `top_k` 40, `top_p` 0.9,
+//! `min_p` 0, `typical_p` 1, `repeat_penalty` 1.0 (Ollama's was 1.1 before 0.17.5),
+//! `repeat_last_n` 64, `presence_penalty` and `frequency_penalty` 0, `num_batch` 512,
+//! `num_predict` -1 (no limit but the context), `num_ctx` whaled's `--context-length`.
 
 use serde_json::{Map, Value};
 use whale_api::Options;

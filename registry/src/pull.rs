@@ -16,6 +16,7 @@
 //! an explicit URL chosen by the operator, so its own scheme is used as given.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -771,12 +772,9 @@ async fn open_partial(
     let data = store.partial_path(digest);
     let state_path = store.partial_state_path(digest);
     blocking(move || {
-        let parts = size.div_ceil(part_size).max(1) as usize;
-        let previous = std::fs::read(&state_path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<PartialState>(&bytes).ok())
-            .filter(|s| s.size == size && s.part_size == part_size && s.done.len() == parts)
-            .filter(|_| std::fs::metadata(&data).is_ok_and(|m| m.len() == size));
+        let parts = part_count(size, part_size);
+        let previous = resumable_state(&data, &state_path)
+            .filter(|s| s.size == size && s.part_size == part_size);
         let open = |truncate: bool| {
             std::fs::OpenOptions::new()
                 .read(true)
@@ -804,12 +802,40 @@ async fn open_partial(
     .await
 }
 
+/// How many parts a blob of `size` has.
+fn part_count(size: u64, part_size: u64) -> usize {
+    size.div_ceil(part_size.max(1)).max(1) as usize
+}
+
+/// The state of a partial download that can resume: the state file reads, its table has a
+/// mark for each part, and the data file has the size it records.
+fn resumable_state(data: &Path, state: &Path) -> Option<PartialState> {
+    std::fs::read(state)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<PartialState>(&bytes).ok())
+        .filter(|s| s.part_size > 0 && s.done.len() == part_count(s.size, s.part_size))
+        .filter(|s| std::fs::metadata(data).is_ok_and(|m| m.len() == s.size))
+}
+
+/// Whether the partial download in `data` (with its state file `state`) can resume: a pull of
+/// the same blob with the same part size continues it, whatever its age.
+pub(crate) fn is_resumable(data: &Path, state: &Path) -> bool {
+    resumable_state(data, state).is_some()
+}
+
 /// Replaces the state file atomically, so a crash leaves the old or the new table.
 fn write_state(path: &Path, state: &PartialState) -> Result<()> {
-    let temp = path.with_extension(format!("json.{:08x}.tmp", rand::random::<u32>()));
+    let dir = path
+        .parent()
+        .expect("a state file is in the blobs directory");
+    let name = path.file_name().expect("a state file has a name");
+    let mut temp = crate::store::temp_file(dir, &format!("{}.", name.to_string_lossy()))?;
     let bytes = serde_json::to_vec(state).expect("state serialises");
-    std::fs::write(&temp, bytes).map_err(|e| Error::io("write", &temp, e))?;
-    std::fs::rename(&temp, path).map_err(|e| Error::io("rename into place", path, e))
+    temp.write_all(&bytes)
+        .map_err(|e| Error::io("write", temp.path(), e))?;
+    temp.persist(path)
+        .map_err(|e| Error::io("rename into place", path, e.error))?;
+    Ok(())
 }
 
 /// Hashes the partial file part by part, following the written marks, so hashing overlaps

@@ -6,7 +6,11 @@
 //! <root>/blobs/sha256-<hex>-partial.json             which parts of it are complete
 //! <root>/blobs/sha256-<hex>.lock                     per-digest lock (flock) for downloads
 //! <root>/manifests/<host>/<namespace>/<model>/<tag>  manifest JSON (0644)
+//! <root>/…/*.tmp                                     a write in progress, renamed when done
 //! ```
+//!
+//! A crash leaves `*.tmp` files and partial downloads behind; [`Store::open`] removes the ones
+//! no process can use any more and keeps the downloads that can resume.
 //!
 //! Invariants: a file named `sha256-<hex>` holds bytes that hash to `<hex>` (written to a temp
 //! name in the same directory, hashed while written, checked, renamed; never rewritten once
@@ -27,6 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use sha2::{Digest as _, Sha256};
+use tempfile::NamedTempFile;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::digest::Digest;
@@ -41,6 +46,13 @@ pub const MODELS_ENV: &str = "WHALE_MODELS";
 /// How old a stray file must be before [`Store::prune`] removes it, so that a download or an
 /// upload in progress is never pruned from under its writer (Ollama uses the same hour).
 pub const PRUNE_GRACE: Duration = Duration::from_hours(1);
+
+/// How long a temporary file or an unusable partial download must have been left alone before
+/// [`Store::open`] removes it. Every writer writes its temporary file continuously (an upload,
+/// an import, a download) or for milliseconds (a manifest, a download's state), so a file
+/// untouched this long was left by a process that died; the margin keeps the files of another
+/// process working on the same store safe.
+pub const STALE_AFTER: Duration = Duration::from_mins(10);
 
 /// Size of the buffers blobs are read, hashed and written with.
 pub(crate) const IO_BUFFER: usize = 4 * 1024 * 1024;
@@ -98,9 +110,17 @@ fn create_dirs(path: &Path) -> Result<()> {
         .map_err(|e| Error::io("create directory", path, e))
 }
 
-/// A name no other writer will pick: used for temp files beside their final name.
-fn unique_suffix() -> String {
-    format!("{:016x}", rand::random::<u64>())
+/// The ending of every temporary file the store writes: what a start after a crash removes.
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+
+/// A new temporary file in `dir`, named `<prefix><random>.tmp` so that no other writer picks
+/// the name, removed when dropped unless [`persist`]ed.
+pub(crate) fn temp_file(dir: &Path, prefix: &str) -> Result<NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("create a temporary file in", dir, e))
 }
 
 /// Whether a file is fsynced before it is renamed into place (see the module doc).
@@ -111,7 +131,7 @@ enum Durability {
 }
 
 /// Fsyncs `temp` (with [`Durability::Sync`]), makes it 0644 and renames it to `path` (atomic
-/// within one directory).
+/// within one directory). For a file that keeps its name until then: a partial download.
 fn commit_file(file: &File, temp: &Path, path: &Path, durability: Durability) -> Result<()> {
     if durability == Durability::Sync {
         file.sync_all().map_err(|e| Error::io("sync", temp, e))?;
@@ -121,15 +141,20 @@ fn commit_file(file: &File, temp: &Path, path: &Path, durability: Durability) ->
     fs::rename(temp, path).map_err(|e| Error::io("rename into place", path, e))
 }
 
-/// Removes a temp file when dropped unless it was committed.
-struct TempGuard(Option<PathBuf>);
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = fs::remove_file(path);
-        }
+/// [`commit_file`] for a temporary file: fsynced (with [`Durability::Sync`]), made 0644 (temp
+/// files are created 0600) and renamed to `path`.
+fn persist(temp: NamedTempFile, path: &Path, durability: Durability) -> Result<()> {
+    if durability == Durability::Sync {
+        temp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io("sync", temp.path(), e))?;
     }
+    temp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(|e| Error::io("set permissions of", temp.path(), e))?;
+    temp.persist(path)
+        .map_err(|e| Error::io("rename into place", path, e.error))?;
+    Ok(())
 }
 
 impl Store {
@@ -139,12 +164,92 @@ impl Store {
         directories::ProjectDirs::from("", "", "whale").map(|dirs| dirs.data_dir().join("models"))
     }
 
-    /// Opens (creating if needed) a store at `root`.
+    /// Opens (creating if needed) a store at `root`, and removes what a crash left in it (see
+    /// [`Store::remove_stale_files`]).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         create_dirs(&root.join("blobs"))?;
         create_dirs(&root.join("manifests"))?;
-        Ok(Store { root })
+        let store = Store { root };
+        let removed = store.remove_stale_files(STALE_AFTER);
+        if !removed.is_empty() {
+            tracing::info!(
+                count = removed.len(),
+                "removed files left by an interrupted write"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Removes what an interrupted process leaves behind, once untouched for `grace`: the
+    /// temporary files of uploads, imports, manifests and download state (`*.tmp`), and partial
+    /// downloads that cannot resume (data without its state file or the other way round, or a
+    /// state that does not match the data). A partial download that can resume is kept however
+    /// old it is, since the next pull of that blob continues it, and so is anything of a download
+    /// whose lock is held. Lock files stay: removing one another process holds would let a
+    /// third take the lock too. Returns what was removed; a file that cannot be removed is
+    /// skipped, so that a start never fails on it.
+    pub fn remove_stale_files(&self, grace: Duration) -> Vec<PathBuf> {
+        let now = SystemTime::now();
+        let untouched = |path: &Path| {
+            fs::symlink_metadata(path)
+                .ok()
+                .filter(fs::Metadata::is_file)
+                .and_then(|meta| meta.modified().ok())
+                .and_then(|modified| now.duration_since(modified).ok())
+                .is_some_and(|age| age >= grace)
+        };
+        // Each candidate is removed when `untouched` holds for the file that decides: itself, or
+        // for the state file of an unusable partial download, its data file.
+        let mut candidates: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let blobs = self.blobs_dir();
+        for entry in fs::read_dir(&blobs).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.ends_with(TEMP_SUFFIX) {
+                candidates.push((path.clone(), path));
+            } else if name.ends_with("-partial") {
+                let state = blobs.join(format!("{name}.json"));
+                if !crate::pull::is_resumable(&path, &state) && !self.download_in_progress(&name) {
+                    candidates.push((state, path.clone()));
+                    candidates.push((path.clone(), path));
+                }
+            } else if let Some(data) = name.strip_suffix(".json")
+                && data.ends_with("-partial")
+                && !blobs.join(data).exists()
+                && !self.download_in_progress(&name)
+            {
+                candidates.push((path.clone(), path));
+            }
+        }
+        let mut dirs = vec![self.manifests_dir()];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                match entry.file_type() {
+                    Ok(kind) if kind.is_dir() => dirs.push(path),
+                    Ok(kind)
+                        if kind.is_file()
+                            && entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) =>
+                    {
+                        candidates.push((path.clone(), path));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        candidates
+            .into_iter()
+            .filter(|(path, decides)| path.exists() && untouched(decides))
+            .map(|(path, _)| path)
+            .filter(|path| match fs::remove_file(path) {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot remove a stale file");
+                    false
+                }
+            })
+            .collect()
     }
 
     /// The store's root directory.
@@ -250,26 +355,21 @@ impl Store {
         if self.has_blob(expected) {
             return self.blob_size(expected);
         }
-        let temp =
-            self.blobs_dir()
-                .join(format!("{}-{}.tmp", expected.file_name(), unique_suffix()));
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
-        let writer = {
-            let temp = temp.clone();
-            tokio::task::spawn_blocking(move || -> Result<(File, TempGuard, u64, Digest)> {
-                let guard = TempGuard(Some(temp.clone()));
-                let mut file = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
+        let (dir, prefix) = (self.blobs_dir(), format!("{}-", expected.file_name()));
+        let writer =
+            tokio::task::spawn_blocking(move || -> Result<(NamedTempFile, u64, Digest)> {
+                let mut temp = temp_file(&dir, &prefix)?;
                 let mut hasher = Sha256::new();
                 let mut size = 0u64;
                 while let Some(chunk) = receiver.blocking_recv() {
                     hasher.update(&chunk);
-                    file.write_all(&chunk)
-                        .map_err(|e| Error::io("write", &temp, e))?;
+                    temp.write_all(&chunk)
+                        .map_err(|e| Error::io("write", temp.path(), e))?;
                     size += chunk.len() as u64;
                 }
-                Ok((file, guard, size, Digest::from_hasher(hasher)))
-            })
-        };
+                Ok((temp, size, Digest::from_hasher(hasher)))
+            });
         let mut read_error = None;
         loop {
             let mut buffer = BytesMut::with_capacity(IO_BUFFER);
@@ -296,12 +396,12 @@ impl Store {
             }
         }
         drop(sender);
-        let (file, mut guard, size, actual) = match writer.await {
+        let (temp, size, actual) = match writer.await {
             Ok(result) => result?,
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
         if let Some(e) = read_error {
-            return Err(Error::io("read upload for", temp, e));
+            return Err(Error::io("read upload for", temp.path(), e));
         }
         if &actual != expected {
             return Err(Error::DigestMismatch {
@@ -311,11 +411,11 @@ impl Store {
         }
         let path = self.blob_path(expected);
         blocking(move || {
+            // Another writer may have put the same blob in place meanwhile: then the temp
+            // file is dropped, which removes it.
             if !path.exists() {
-                commit_file(&file, &temp, &path, Durability::Sync)?;
-                guard.0 = None;
+                persist(temp, &path, Durability::Sync)?;
             }
-            drop(guard);
             Ok(size)
         })
         .await
@@ -328,11 +428,7 @@ impl Store {
         let store = self.clone();
         blocking(move || {
             let mut input = File::open(&source).map_err(|e| Error::io("open", &source, e))?;
-            let temp = store
-                .blobs_dir()
-                .join(format!("import-{}.tmp", unique_suffix()));
-            let mut guard = TempGuard(Some(temp.clone()));
-            let mut output = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
+            let mut output = temp_file(&store.blobs_dir(), "import-")?;
             let mut hasher = Sha256::new();
             let mut buffer = vec![0u8; IO_BUFFER];
             loop {
@@ -345,13 +441,12 @@ impl Store {
                 hasher.update(&buffer[..n]);
                 output
                     .write_all(&buffer[..n])
-                    .map_err(|e| Error::io("write", &temp, e))?;
+                    .map_err(|e| Error::io("write", output.path(), e))?;
             }
             let digest = Digest::from_hasher(hasher);
             let path = store.blob_path(&digest);
             if !path.exists() {
-                commit_file(&output, &temp, &path, Durability::Sync)?;
-                guard.0 = None;
+                persist(output, &path, Durability::Sync)?;
             }
             Ok(digest)
         })
@@ -447,14 +542,10 @@ impl Store {
                 .unwrap_or_else(|| store.root.join(reference.manifest_path()));
             let dir = path.parent().expect("a manifest path has a parent");
             create_dirs(dir)?;
-            let temp = dir.join(format!(".{}.{}.tmp", reference.tag(), unique_suffix()));
-            let mut guard = TempGuard(Some(temp.clone()));
-            let mut file = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
-            file.write_all(&bytes)
-                .map_err(|e| Error::io("write", &temp, e))?;
-            commit_file(&file, &temp, &path, Durability::Sync)?;
-            guard.0 = None;
-            Ok(())
+            let mut temp = temp_file(dir, &format!(".{}.", reference.tag()))?;
+            temp.write_all(&bytes)
+                .map_err(|e| Error::io("write", temp.path(), e))?;
+            persist(temp, &path, Durability::Sync)
         })
         .await
     }
@@ -766,6 +857,83 @@ mod tests {
         let report = store.prune_older_than(Duration::ZERO).await.unwrap();
         assert_eq!(report.removed.len(), 2);
         assert!(!store.has_blob(&digest));
+    }
+
+    /// Sets a file's modification time `age` in the past.
+    fn age(path: &Path, age: Duration) {
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(SystemTime::now() - age)
+            .unwrap();
+    }
+
+    #[test]
+    fn open_removes_what_a_crash_left_and_keeps_resumable_downloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blobs = store.blobs_dir();
+        let digest = |byte: u8| format!("sha256-{}", hex::encode([byte; 32]));
+        let write = |path: PathBuf, bytes: &[u8]| {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, bytes).unwrap();
+            path
+        };
+        let state = |size: u64, parts: usize| {
+            serde_json::json!({"size": size, "part_size": 4, "done": vec![false; parts]})
+                .to_string()
+                .into_bytes()
+        };
+        let old = Duration::from_hours(2);
+        // A download that can resume: kept however old.
+        let resumable = write(blobs.join(format!("{}-partial", digest(1))), &[0; 10]);
+        let resumable_state = write(
+            blobs.join(format!("{}-partial.json", digest(1))),
+            &state(10, 3),
+        );
+        // What a crash leaves: temp files of an upload, an import, a manifest and a state
+        // file; a partial without its state, a state without its partial, and a state that
+        // does not match its data.
+        let leftovers = [
+            write(blobs.join(format!("{}-1a2b3c.tmp", digest(2))), b"x"),
+            write(blobs.join("import-4d5e6f.tmp"), b"x"),
+            write(store.manifests_dir().join("h/n/m/.latest.7a8b9c.tmp"), b"{"),
+            write(
+                blobs.join(format!("{}-partial.json.0d0e0f.tmp", digest(1))),
+                b"{",
+            ),
+            write(blobs.join(format!("{}-partial", digest(3))), &[0; 10]),
+            write(
+                blobs.join(format!("{}-partial.json", digest(4))),
+                &state(10, 3),
+            ),
+            write(blobs.join(format!("{}-partial", digest(5))), &[0; 10]),
+            write(
+                blobs.join(format!("{}-partial.json", digest(5))),
+                &state(12, 3),
+            ),
+        ];
+        // A temp file someone may still be writing: too young to remove.
+        let fresh = write(blobs.join(format!("{}-fresh.tmp", digest(6))), b"x");
+        for path in leftovers.iter().chain([&resumable, &resumable_state]) {
+            age(path, old);
+        }
+
+        let reopened = Store::open(dir.path()).unwrap();
+        for path in &leftovers {
+            assert!(!path.exists(), "{} was kept", path.display());
+        }
+        for path in [&resumable, &resumable_state, &fresh] {
+            assert!(path.exists(), "{} was removed", path.display());
+        }
+        let later = reopened.remove_stale_files(Duration::ZERO);
+        assert_eq!(
+            later,
+            vec![fresh],
+            "only the temp file, once it is old enough"
+        );
+        assert!(resumable.exists() && resumable_state.exists());
     }
 
     #[test]

@@ -199,3 +199,83 @@ async fn two_processes_pull_the_same_model_into_one_store() {
         .collect();
     assert!(junk.is_empty(), "{junk:?}");
 }
+
+/// What whaled does at start: opening the store removes what a crash left (temp files, a
+/// partial download that cannot resume) and keeps a partial download that can, however old;
+/// the next pull fetches only the parts it lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_store_cleans_up_and_a_pull_resumes_from_the_partial_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Store::open(dir.path().join("source")).unwrap();
+    let model = random_model(5 * PART as usize);
+    let size = model.manifest.layers[0].size;
+    model
+        .put(&source, &ModelRef::parse("kept:1").unwrap())
+        .await;
+    let meter = Meter::default();
+    let router =
+        server::router(source).layer(middleware::from_fn_with_state(meter.clone(), metered));
+    let addr = serve(router).await;
+    let name = ModelRef::parse(&format!("{addr}/library/kept:1")).unwrap();
+
+    let root = dir.path().join("target");
+    Store::open(&root).unwrap();
+    let blobs = root.join("blobs");
+    // A download of the weights that got its first two parts before whaled died.
+    let weights = &model.blobs[0].0;
+    let done = 2 * PART as usize;
+    let mut bytes = model.blob(weights)[..done].to_vec();
+    bytes.resize(size as usize, 0);
+    let partial = blobs.join(format!("{}-partial", weights.file_name()));
+    let state = blobs.join(format!("{}-partial.json", weights.file_name()));
+    std::fs::write(&partial, bytes).unwrap();
+    let parts = size.div_ceil(PART) as usize;
+    let marks: Vec<bool> = (0..parts).map(|part| part < 2).collect();
+    let table = serde_json::json!({"size": size, "part_size": PART, "done": marks});
+    std::fs::write(&state, table.to_string()).unwrap();
+    // And what else a crash leaves: an upload's temp file, a manifest's, and the data of a
+    // download whose state file never got written.
+    let other = format!("sha256-{}", "ab".repeat(32));
+    let leftovers = [
+        blobs.join(format!("{other}-5f2a.tmp")),
+        root.join("manifests/registry.ollama.ai/library/kept/.1.9c1d.tmp"),
+        blobs.join(format!("{other}-partial")),
+    ];
+    for path in &leftovers {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"left behind").unwrap();
+    }
+    // All of it untouched for an hour.
+    let hour_ago = std::time::SystemTime::now() - Duration::from_hours(1);
+    for path in leftovers.iter().chain([&partial, &state]) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(hour_ago).unwrap();
+    }
+
+    let store = Store::open(&root).unwrap();
+    for path in &leftovers {
+        assert!(!path.exists(), "{} was kept", path.display());
+    }
+    assert!(
+        partial.exists() && state.exists(),
+        "the resumable download was removed"
+    );
+
+    Puller::new(child_options())
+        .pull(&store, &name, &NoProgress)
+        .await
+        .unwrap();
+    model.assert_in(&store, &name).await;
+    let small: u64 = model.blobs[1..]
+        .iter()
+        .map(|(_, b)| b.len() as u64)
+        .sum::<u64>()
+        + model.manifest_bytes.len() as u64;
+    let fetched = meter.sent.load(Ordering::Relaxed) - small;
+    assert_eq!(
+        fetched,
+        size - done as u64,
+        "only the missing parts are fetched"
+    );
+    assert!(!partial.exists() && !state.exists());
+}

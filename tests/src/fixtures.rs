@@ -105,9 +105,15 @@ impl Fixture {
             return Ok(path);
         }
         let builder = self.build()?;
-        let temp = dir.join(format!(".tiny-{}.{}.tmp", self.name(), std::process::id()));
-        builder.write(&temp).map_err(io_error(&temp))?;
-        fs::rename(&temp, &path).map_err(io_error(&path))?;
+        // Removed when dropped, should writing fail or the test panic.
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".tiny-{}.", self.name()))
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(io_error(&dir))?;
+        builder.write(temp.path()).map_err(io_error(temp.path()))?;
+        temp.persist(&path)
+            .map_err(|error| io_error(&path)(error.error))?;
         remove_stale(&dir, self.name());
         Ok(path)
     }

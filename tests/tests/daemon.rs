@@ -1058,3 +1058,87 @@ fn files_that_would_abort_llama_cpp_are_refused_at_create_and_at_load() {
     let (_, ps) = target.get("/api/ps");
     assert_eq!(ps["models"], json!([]), "{ps}");
 }
+
+/// Templates come from requests, Modelfiles and GGUFs, so whaled bounds what they may do: a
+/// `printf` width that once made it allocate a terabyte and abort is a 400 naming the limit,
+/// a template that does not compile is refused at create time, and whaled keeps serving.
+#[test]
+fn hostile_templates_get_a_400_naming_the_limit_and_the_daemon_keeps_serving() {
+    let daemon = Whaled::start();
+    daemon.create_from_gguf("gemma", &fixtures::gemma());
+    let check = |status: u16, body: &Value, needle: &str| {
+        assert_eq!(status, 400, "{body}");
+        let message = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field: {body}"));
+        assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    };
+    let generate = |model: &str, template: Option<&str>| {
+        let mut request = json!({"model": model, "prompt": "hi", "stream": false,
+                                 "options": {"num_predict": 2, "temperature": 0}});
+        if let Some(template) = template {
+            request["template"] = json!(template);
+        }
+        daemon.post("/api/generate", &request)
+    };
+
+    for (template, needle) in [
+        (
+            r#"{{ printf "%999999999999d" 1 }}{{ .Prompt }}"#,
+            "printf: width 999999999999 is over the limit of 4096",
+        ),
+        (
+            r#"{{ printf "%.999999999f" 1.5 }}{{ .Prompt }}"#,
+            "printf: precision 999999999 is over the limit of 4096",
+        ),
+        (
+            r#"{{ printf "%*d" 999999999999 1 }}{{ .Prompt }}"#,
+            "printf: width 999999999999 is over the limit of 4096",
+        ),
+        (
+            "{{ range 1000000000000 }}x{{ end }}{{ .Prompt }}",
+            "the limit is 100000 iterations",
+        ),
+        ("{{ .Prompt ", "unclosed action"),
+        (
+            "{% for i in range(100000) %}{% set x = 'y' * 100000 %}{% endfor %}",
+            "fuel",
+        ),
+        (
+            "{{ '{:>99999999999}'.format(messages[0].content) }}",
+            "the limit is 4096",
+        ),
+    ] {
+        let (status, body) = generate("gemma", Some(template));
+        check(status, &body, needle);
+        let (status, _) = daemon.get("/api/version");
+        assert_eq!(status, 200, "whaled stopped answering after {template}");
+    }
+
+    // A Modelfile template that does not compile is refused when the model is created, as
+    // Ollama does; one that compiles but fails to render is a 400 at each request.
+    let (status, body) = daemon.post(
+        "/api/create",
+        &json!({"model": "unclosed", "from": "gemma", "template": "{{ if .Prompt }}",
+                "stream": false}),
+    );
+    check(status, &body, "template error");
+    let (status, body) = daemon.post(
+        "/api/create",
+        &json!({"model": "padded", "from": "gemma", "stream": false,
+                "template": r#"{{ printf "%99999d" 1 }}{{ .Prompt }}"#}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = generate("padded", None);
+    check(
+        status,
+        &body,
+        "printf: width 99999 is over the limit of 4096",
+    );
+
+    let (status, body) = daemon.get("/api/version");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = generate("gemma", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body["response"].is_string(), "{body}");
+}

@@ -1,7 +1,7 @@
 //! `whale version` / `whale --version`: the client's version, and the server's when one
 //! answers (without starting one: asking a version should not start a daemon).
 
-use crate::daemon::{self, Address, Probe};
+use crate::daemon::{self, Probe};
 use crate::error::Error;
 use crate::output;
 
@@ -11,7 +11,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub async fn run() -> Result<(), Error> {
     output::data(&format!("whale version {VERSION}\n"))?;
     let client = daemon::client()?;
-    let address = Address::of(&client);
+    let address = client.host().clone();
     match daemon::check(&client, &address).await {
         Ok(server) => {
             output::data(&format!("whaled version {}\n", server.version))?;

@@ -36,7 +36,7 @@ use self::runtime::{Field, GoStruct, JsonStringer};
 use super::reasoning::strip_reasoning;
 use super::template::{RenderInput, TemplateCapabilities, ToolCall, describe};
 use super::think::ThinkLevel;
-use super::{ChatError, ChatMessage};
+use super::{ChatError, ChatMessage, limits};
 
 /// The translation of the whole template.
 const FULL: &str = "full";
@@ -59,6 +59,15 @@ impl GoTemplate {
         let syntax_error = |error: ParseError| ChatError::TemplateSyntax {
             detail: format!("Go template line {}: {}", error.line, error.message),
         };
+        if source.len() > limits::MAX_TEMPLATE_BYTES {
+            return Err(ChatError::TemplateSyntax {
+                detail: format!(
+                    "Go template: the template is {} bytes long; the limit is {}",
+                    source.len(),
+                    limits::bytes(limits::MAX_TEMPLATE_BYTES)
+                ),
+            });
+        }
         let mut nodes = parse::parse(source).map_err(syntax_error)?;
         let names = identifiers(&nodes);
         let legacy = !names.contains("messages");
@@ -73,8 +82,12 @@ impl GoTemplate {
         env.set_syntax(syntax);
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
         runtime::register(&mut env);
+        limits::apply(&mut env);
         let mut add = |name: &'static str, nodes: &[parse::Node]| {
             let jinja = translate::translate(nodes).map_err(syntax_error)?;
+            limits::check_tags(&jinja).map_err(|detail| ChatError::TemplateSyntax {
+                detail: format!("Go template translation: {detail}"),
+            })?;
             env.add_template_owned(name, jinja)
                 .map_err(|error| ChatError::TemplateSyntax {
                     detail: format!("Go template translation: {}", describe(&error)),
@@ -133,15 +146,17 @@ impl GoTemplate {
             match message.role.as_str() {
                 "system" => {
                     if !exchange.prompt.is_empty() || !exchange.response.is_empty() {
-                        out +=
-                            &self.exchange(FULL, &std::mem::take(&mut exchange), &think, &tools)?;
+                        let text =
+                            self.exchange(FULL, &std::mem::take(&mut exchange), &think, &tools)?;
+                        append(&mut out, &text)?;
                     }
                     exchange.system = content;
                 }
                 "user" => {
                     if !exchange.response.is_empty() {
-                        out +=
-                            &self.exchange(FULL, &std::mem::take(&mut exchange), &think, &tools)?;
+                        let text =
+                            self.exchange(FULL, &std::mem::take(&mut exchange), &think, &tools)?;
+                        append(&mut out, &text)?;
                     }
                     exchange.prompt = content;
                 }
@@ -155,7 +170,7 @@ impl GoTemplate {
         } else {
             FULL
         };
-        out += &self.exchange(last, &exchange, &think, &tools)?;
+        append(&mut out, &self.exchange(last, &exchange, &think, &tools)?)?;
         Ok(out)
     }
 
@@ -192,17 +207,30 @@ impl GoTemplate {
     }
 
     fn execute(&self, name: &str, root: Value) -> Result<String, ChatError> {
-        self.env
+        let template = self
+            .env
             .get_template(name)
-            .expect("templates are added in new")
-            .render(context! { _root => root })
-            .map_err(|error| ChatError::TemplateRender {
+            .expect("templates are added in new");
+        limits::render(&template, context! { _root => root }).map_err(|error| {
+            ChatError::TemplateRender {
                 // The translation's line numbers mean nothing in the Go source: leave them out.
                 detail: error
                     .detail()
                     .map_or_else(|| error.kind().to_string(), str::to_owned),
-            })
+            }
+        })
     }
+}
+
+/// Appends one legacy exchange to the prompt, within [`limits::MAX_PROMPT_BYTES`].
+fn append(out: &mut String, text: &str) -> Result<(), ChatError> {
+    if out.len() + text.len() > limits::MAX_PROMPT_BYTES {
+        return Err(ChatError::TemplateRender {
+            detail: limits::prompt_too_large(),
+        });
+    }
+    out.push_str(text);
+    Ok(())
 }
 
 /// One legacy exchange: the system prompt before it, the user's prompt, the answer.
@@ -852,5 +880,132 @@ mod tests {
             eval("{{ if .Messages }}{% raw %} {{ \"{{\" }} {# x #}{{ end }}\n"),
             "{% raw %} {{ {# x #}\n"
         );
+    }
+
+    /// Renders with the data of a one-user-message conversation, expecting an error.
+    fn render_error(source: &str, prompt: &str) -> ChatError {
+        let template =
+            GoTemplate::new(source).unwrap_or_else(|error| panic!("{source:?} compiles: {error}"));
+        match template.render(&RenderInput {
+            messages: &[ChatMessage::new("user", prompt)],
+            tools: None,
+            add_generation_prompt: true,
+            think: None,
+            think_level: None,
+        }) {
+            Ok(text) => panic!(
+                "{source:?}: expected an error, rendered {} bytes",
+                text.len()
+            ),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn absurd_widths_precisions_and_ranges_are_errors_that_name_the_limit() {
+        for (source, message) in [
+            (
+                r#"{{ printf "%999999999999d" 1 }}"#,
+                "printf: width 999999999999 is over the limit of 4096",
+            ),
+            (
+                r#"{{ printf "%99999999999999999999999999s" "x" }}"#,
+                "printf: width 99999999999999999999999999 is over the limit of 4096",
+            ),
+            (
+                r#"{{ printf "%.999999999f" 1.5 }}"#,
+                "printf: precision 999999999 is over the limit of 4096",
+            ),
+            (
+                r#"{{ printf "%-4097v|" "x" }}"#,
+                "printf: width 4097 is over the limit of 4096",
+            ),
+            (
+                r#"{{ printf "%*d" 99999999999 1 }}"#,
+                "printf: width 99999999999 is over the limit of 4096",
+            ),
+            (
+                r#"{{ printf "%.*e" 70000 1.5 }}"#,
+                "printf: precision 70000 is over the limit of 4096",
+            ),
+            (r#"{{ printf "%*d" -5 1 }}"#, "printf: bad width -5"),
+            (
+                "{{ range 1000000000000 }}x{{ end }}",
+                "range over 1000000000000: the limit is 100000 iterations",
+            ),
+        ] {
+            let error = render_error(&format!("{source}{{{{ .Messages }}}}"), "hi");
+            assert!(
+                matches!(error, ChatError::TemplateRender { .. })
+                    && error.to_string().contains(message),
+                "{source}: {error}"
+            );
+        }
+        // At the limit is fine.
+        assert_eq!(eval(r#"{{ len (printf "%4096d" 1) }}"#), "4096");
+        assert_eq!(eval(r#"{{ len (printf "%.4096f" 0.5) }}"#), "4098");
+        assert_eq!(eval("{{ range $i := 3 }}{{ $i }}{{ end }}"), "012");
+    }
+
+    #[test]
+    fn deep_nesting_is_a_syntax_error_that_names_the_limit() {
+        let blocks = format!("{}x{}", "{{ if 1 }}".repeat(101), "{{ end }}".repeat(101));
+        assert!(
+            syntax_error(&blocks).contains("blocks are nested deeper than 100 levels"),
+            "{}",
+            syntax_error(&blocks)
+        );
+        let chain = format!(
+            "{{{{ if 0 }}}}{}{{{{ end }}}}",
+            "{{ else if 0 }}".repeat(120)
+        );
+        assert!(syntax_error(&chain).contains("nested deeper than 100 levels"));
+        let parens = format!("{{{{ {}1{} }}}}", "(".repeat(101), ")".repeat(101));
+        assert!(
+            syntax_error(&parens).contains("parentheses are nested deeper than 100 levels"),
+            "{}",
+            syntax_error(&parens)
+        );
+        // A long chain of arguments becomes a long Jinja expression: refused by its length,
+        // not by a stack overflow in minijinja's compiler.
+        let arguments = format!("{{{{ and{} }}}}{{{{ .Messages }}}}", " 1".repeat(5_000));
+        assert!(syntax_error(&arguments).contains("4 KiB"));
+        // Within the limits, a deep template still works.
+        let deep = format!("{}x{}", "{{ if 1 }}".repeat(30), "{{ end }}".repeat(30));
+        assert_eq!(eval(&format!("{deep}{{{{ .Messages | len }}}}")), "x1");
+    }
+
+    #[test]
+    fn huge_output_is_an_error_that_names_the_limit() {
+        let kilobyte = "k".repeat(1024);
+        // A legacy template: every exchange is bounded, and so is their sum.
+        let error = render_error("{{ range 70000 }}{{ $.Prompt }}{{ end }}", &kilobyte);
+        assert!(
+            error
+                .to_string()
+                .contains("the rendered prompt is larger than 64 MiB, the limit"),
+            "{error}"
+        );
+        // A string built by doubling stops at the limit, not at the allocator.
+        let doubling = r#"{{ $x := printf "%4096s" "" }}{{ range 30 }}{{ $x = print $x $x }}{{ end }}{{ len $x }}{{ .Messages }}"#;
+        let error = render_error(doubling, "hi");
+        assert!(
+            error
+                .to_string()
+                .contains("print: the result is larger than 64 MiB, the limit"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn huge_templates_are_refused_before_parsing() {
+        let source = format!(
+            "{{{{ .Prompt }}}}{}",
+            "x".repeat(limits::MAX_TEMPLATE_BYTES)
+        );
+        assert!(syntax_error(&source).contains("the limit is 1 MiB"));
+        // Many actions lex in linear time (lines are counted as the lexer moves on).
+        let many = "{{ .Prompt }}\n".repeat(60_000);
+        assert!(GoTemplate::new(&many).is_ok());
     }
 }

@@ -9,6 +9,8 @@
 //!   [`ChatTemplate::select`] (a model's `TEMPLATE` or its GGUF template),
 //!   [`ChatTemplate::fallback`] for models without a template. Jinja (GGUF) and Go (Ollama
 //!   `TEMPLATE`) sources both render; Go ones are translated into minijinja (`go_template`).
+//!   Templates are untrusted: compiling and rendering stay within [`limits`], and a breach is a
+//!   [`ChatError`] that names the limit.
 //! - [`reasoning`]: [`ReasoningSplitter::new`]`(starts_inside, ThinkingMode)`, `push(&str) ->
 //!   ReasoningDelta { thinking, content }`, `finish()`; [`split_complete`], [`strip_reasoning`].
 //! - [`think`]: [`think::template_switch`] (before rendering: the `thinking` variable, or the
@@ -21,6 +23,7 @@
 //! (on the content part), so tool calls inside reasoning are not executed.
 
 mod go_template;
+pub mod limits;
 pub mod reasoning;
 pub mod template;
 pub mod think;
@@ -67,7 +70,8 @@ pub enum ChatError {
     /// The template source does not compile.
     #[error("chat template does not compile: {detail}")]
     TemplateSyntax { detail: String },
-    /// Rendering failed, including the template's own `raise_exception(...)`.
+    /// Rendering failed, including the template's own `raise_exception(...)` and a breach of
+    /// one of the [`limits`].
     #[error("chat template failed to render: {detail}")]
     TemplateRender { detail: String },
     /// `think` was requested from a model whose template cannot show reasoning (HTTP 400).

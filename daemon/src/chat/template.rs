@@ -21,6 +21,7 @@ use minijinja::{Environment, Error as JinjaError, ErrorKind, State, UndefinedBeh
 use serde_json::{Map, Value as Json, json};
 
 use super::go_template::GoTemplate;
+use super::limits;
 use super::reasoning::strip_reasoning;
 use super::think::ThinkLevel;
 use super::{ChatError, ChatMessage};
@@ -152,12 +153,15 @@ impl TemplateSyntax {
         }
         let mut rest = source;
         while let Some(start) = rest.find("{{") {
-            rest = &rest[start + 2..];
-            let action = rest.strip_prefix('-').unwrap_or(rest);
-            if action.starts_with("/*") {
+            let body = &rest[start + 2..];
+            let body = body.strip_prefix('-').unwrap_or(body);
+            if body.starts_with("/*") {
                 return Self::Go;
             }
-            let action = &action[..action.find("}}").unwrap_or(action.len())];
+            let end = body.find("}}").unwrap_or(body.len());
+            let action = &body[..end];
+            // The next action starts after this one ends: each byte is looked at once.
+            rest = &body[end..];
             let mut words = action.split_whitespace();
             let first_is_go = words.next().is_some_and(|word| GO_WORDS.contains(&word));
             let go_operand = action.split_whitespace().any(|word| {
@@ -196,8 +200,19 @@ enum Renderer {
 }
 
 impl ChatTemplate {
-    /// Compiles a template source, Jinja or Go (see [`TemplateSyntax::detect`]).
+    /// Compiles a template source, Jinja or Go (see [`TemplateSyntax::detect`]), within the
+    /// bounds of [`limits`] and on a thread with room for them.
     pub fn new(source: &str, special: SpecialTokens) -> Result<Self, ChatError> {
+        let mut outcome = None;
+        limits::on_render_thread(|| {
+            outcome = Some(Self::compile(source, special));
+            Ok(())
+        })
+        .map_err(|detail| ChatError::TemplateSyntax { detail })?;
+        outcome.expect("the compile thread ran")
+    }
+
+    fn compile(source: &str, special: SpecialTokens) -> Result<Self, ChatError> {
         if TemplateSyntax::detect(source) == TemplateSyntax::Go {
             let template = GoTemplate::new(source)?;
             return Ok(Self {
@@ -206,6 +221,7 @@ impl ChatTemplate {
                 special,
             });
         }
+        limits::check_source(source).map_err(|detail| ChatError::TemplateSyntax { detail })?;
         let mut env = Environment::new();
         configure(&mut env);
         env.add_template_owned(TEMPLATE_NAME, source.to_owned())
@@ -267,6 +283,10 @@ impl ChatTemplate {
     /// templates print `bos_token`); check [`ChatTemplate::starts_with_bos`] and tokenise with
     /// `add_special = false` then, so BOS is never doubled.
     pub fn render(&self, input: &RenderInput) -> Result<String, ChatError> {
+        on_render_thread(|| self.render_here(input))
+    }
+
+    fn render_here(&self, input: &RenderInput) -> Result<String, ChatError> {
         let (env, string_arguments) = match &self.renderer {
             Renderer::Jinja {
                 env,
@@ -278,11 +298,11 @@ impl ChatTemplate {
         let template = env
             .get_template(TEMPLATE_NAME)
             .expect("the template was added in new");
-        template
-            .render(Value::from(Serde(&context)))
-            .map_err(|error| ChatError::TemplateRender {
+        limits::render(&template, Value::from(Serde(&context))).map_err(|error| {
+            ChatError::TemplateRender {
                 detail: describe(&error),
-            })
+            }
+        })
     }
 
     /// Renders a fill-in-the-middle prompt: the text before the cursor and after it, as
@@ -296,7 +316,7 @@ impl ChatTemplate {
     ) -> Result<String, ChatError> {
         match &self.renderer {
             Renderer::Go(template) if self.capabilities.insert => {
-                template.render_insert(prompt, suffix, input)
+                on_render_thread(|| template.render_insert(prompt, suffix, input))
             }
             _ => Err(ChatError::TemplateRender {
                 detail: "the template has no place for a suffix".to_owned(),
@@ -376,7 +396,7 @@ impl ChatTemplate {
             think: None,
             think_level: None,
         };
-        match self.render(&input) {
+        match self.render_here(&input) {
             Ok(text) => !text.contains("probe_function") || !text.contains("probe_value"),
             Err(_) => true,
         }
@@ -429,6 +449,19 @@ fn message_json(message: &ChatMessage, earlier_turn: bool, string_arguments: boo
     Json::Object(out)
 }
 
+/// Runs a render on [`limits::on_render_thread`].
+fn on_render_thread(
+    work: impl FnOnce() -> Result<String, ChatError> + Send,
+) -> Result<String, ChatError> {
+    let mut outcome = None;
+    limits::on_render_thread(|| {
+        outcome = Some(work());
+        Ok(())
+    })
+    .map_err(|detail| ChatError::TemplateRender { detail })?;
+    outcome.expect("the render thread ran")
+}
+
 /// Whether `prompt` begins with the BOS text; `false` when the model has no BOS.
 pub fn starts_with_bos(prompt: &str, bos: Option<&str>) -> bool {
     bos.is_some_and(|bos| !bos.is_empty() && prompt.starts_with(bos))
@@ -458,11 +491,66 @@ fn configure(env: &mut Environment<'static>) {
         .expect("default delimiters are valid");
     env.set_syntax(syntax);
     env.set_undefined_behavior(UndefinedBehavior::Lenient);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_unknown_method_callback(python_method);
     minijinja_contrib::add_to_environment(env);
+    limits::apply(env);
+    // `pprint` indents a nested value to its depth on every line: quadratic in the depth, and
+    // computed before minijinja can charge for it. No chat template uses it.
+    env.remove_filter("pprint");
     env.add_function("raise_exception", raise_exception);
     env.add_function("strftime_now", strftime_now);
     env.add_filter("tojson", to_json);
+}
+
+/// Python's string, list and dict methods (minijinja-contrib's `pycompat`), with `str.format`'s
+/// widths and precisions held to [`limits::MAX_WIDTH`] and [`limits::MAX_PRECISION`]: pycompat
+/// pads before minijinja can charge fuel for the result.
+fn python_method(
+    state: &mut State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, JinjaError> {
+    if method == "format"
+        && let Some(format) = value.as_str()
+    {
+        check_format_fields(format)?;
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+}
+
+/// Refuses a `str.format` string whose replacement fields (`{:>20}`, `{0:.3f}`) ask for a
+/// width or precision above the limit. Every number in a field's spec counts, so that a digit
+/// used as the fill character (`{:0>20}`) cannot hide the width after it.
+fn check_format_fields(format: &str) -> Result<(), JinjaError> {
+    let limit = limits::MAX_WIDTH.min(limits::MAX_PRECISION);
+    let mut rest = format;
+    while let Some(open) = rest.find('{') {
+        rest = &rest[open + 1..];
+        if let Some(escaped) = rest.strip_prefix('{') {
+            rest = escaped;
+            continue;
+        }
+        let field = &rest[..rest.find('}').unwrap_or(rest.len())];
+        let Some((_, spec)) = field.split_once(':') else {
+            continue;
+        };
+        let largest = spec
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|digits| !digits.is_empty())
+            .map(|digits| digits.parse::<usize>().unwrap_or(usize::MAX))
+            .max();
+        if let Some(number) = largest.filter(|number| *number > limit) {
+            return Err(JinjaError::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "str.format: the field {{{field}}} asks for a width or precision of \
+                     {number}; the limit is {limit}"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `raise_exception(message)`: templates call it to reject conversations they cannot show.
@@ -486,6 +574,15 @@ fn to_json(value: &Value, kwargs: Kwargs) -> Result<Value, JinjaError> {
     let separators: Option<Vec<String>> = kwargs.get("separators")?;
     let _ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     kwargs.assert_all_used()?;
+    if let Some(indent) = indent.filter(|indent| *indent > limits::MAX_WIDTH) {
+        return Err(JinjaError::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "tojson: indent {indent} is over the limit of {}",
+                limits::MAX_WIDTH
+            ),
+        ));
+    }
     let (item, key) = match &separators {
         Some(pair) if pair.len() == 2 => (pair[0].clone(), pair[1].clone()),
         _ if indent.is_some() => (",".to_owned(), ": ".to_owned()),
@@ -513,7 +610,27 @@ struct PythonJson {
 impl PythonJson {
     /// Walks the minijinja value itself (not a `serde_json::Value`) so maps keep the order the
     /// template built them in, as Python dicts do.
+    /// Stops at [`limits::MAX_JSON_DEPTH`] levels and [`limits::MAX_PROMPT_BYTES`] of output,
+    /// checked before each value is written.
     fn write(&self, value: &Value, depth: usize, out: &mut String) -> Result<(), JinjaError> {
+        if depth > limits::MAX_JSON_DEPTH {
+            return Err(JinjaError::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "tojson: the value is nested deeper than {} levels, the limit",
+                    limits::MAX_JSON_DEPTH
+                ),
+            ));
+        }
+        if out.len() > limits::MAX_PROMPT_BYTES {
+            return Err(JinjaError::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "tojson: the JSON is larger than {}, the limit",
+                    limits::bytes(limits::MAX_PROMPT_BYTES)
+                ),
+            ));
+        }
         match value.kind() {
             ValueKind::Seq | ValueKind::Iterable => {
                 out.push('[');
@@ -587,5 +704,100 @@ pub(super) fn describe(error: &JinjaError) -> String {
     match error.line() {
         Some(line) => format!("{detail} (line {line})"),
         None => detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(source: &str) -> ChatTemplate {
+        ChatTemplate::new(source, SpecialTokens::default())
+            .unwrap_or_else(|error| panic!("{source:.80}: {error}"))
+    }
+
+    fn render(template: &ChatTemplate, content: &str) -> Result<String, ChatError> {
+        template.render(&RenderInput {
+            messages: &[ChatMessage::new("user", content)],
+            tools: None,
+            add_generation_prompt: true,
+            think: None,
+            think_level: None,
+        })
+    }
+
+    #[test]
+    fn hostile_jinja_renders_are_errors_that_name_the_limit() {
+        let kilobyte = "k".repeat(1024);
+        for (source, message) in [
+            (
+                "{{ '{:>99999999999}'.format(1) }}",
+                "str.format: the field {:>99999999999} asks for a width or precision of \
+                 99999999999; the limit is 4096",
+            ),
+            ("{{ '{:0>99999}'.format(1) }}", "the limit is 4096"),
+            ("{{ '{:.99999f}'.format(1.5) }}", "the limit is 4096"),
+            (
+                "{{ messages|tojson(indent=99999999) }}",
+                "tojson: indent 99999999 is over the limit of 4096",
+            ),
+            ("{{ messages|pprint }}", "filter pprint is unknown"),
+            (
+                "{% for i in range(100000) %}{% set x = 'y' * 10000 %}{% endfor %}",
+                "the template does more work than the limit of 4000000 fuel",
+            ),
+            (
+                "{% for i in range(70000) %}{{ messages[0].content }}{% endfor %}",
+                "the rendered prompt is larger than 64 MiB, the limit",
+            ),
+            (
+                "{% set ns = namespace(x=[]) %}{% for i in range(600) %}{% set ns.x = [ns.x] %}\
+                 {% endfor %}{{ ns.x|tojson }}",
+                "tojson: the value is nested deeper than 512 levels, the limit",
+            ),
+        ] {
+            let error = render(&compile(source), &kilobyte).unwrap_err();
+            assert!(
+                matches!(error, ChatError::TemplateRender { .. })
+                    && error.to_string().contains(message),
+                "{source}: {error}"
+            );
+        }
+        let template = compile("{{ '{:>8}|{:08.3f}'.format('a', 1.5) }}");
+        assert_eq!(render(&template, "").unwrap(), "       a|0001.500");
+    }
+
+    #[test]
+    fn deeply_nested_values_render_without_exhausting_the_stack() {
+        // minijinja prints and drops nested values recursively; the render thread has room.
+        let source = "{% set ns = namespace(x=[]) %}{% for i in range(100) %}\
+                      {% for j in range(500) %}{% set ns.x = [ns.x] %}{% endfor %}{% endfor %}\
+                      {{ ns.x|length }}{{ ns.x }}";
+        let rendered = render(&compile(source), "").unwrap();
+        assert!(rendered.starts_with("1[[[[") && rendered.ends_with("]]]]"));
+        assert_eq!(rendered.len(), 1 + 2 * 50_000 + 2);
+    }
+
+    #[test]
+    fn hostile_jinja_sources_are_syntax_errors() {
+        let chain = format!("{{{{ 1{} }}}}", " ~ 1".repeat(10_000));
+        let filters = format!("{{{{ messages{} }}}}", "|list".repeat(10_000));
+        let attributes = format!("{{{{ messages{} }}}}", ".x".repeat(10_000));
+        for source in [&chain, &filters, &attributes] {
+            match ChatTemplate::new(source, SpecialTokens::default()) {
+                Err(ChatError::TemplateSyntax { detail }) => {
+                    assert!(detail.contains("the limit is 4 KiB"), "{detail}");
+                }
+                other => panic!("{source:.40}: expected a syntax error, got {other:?}"),
+            }
+        }
+        let nested = format!("{}{}", "{% if 1 %}".repeat(200), "{% endif %}".repeat(200));
+        assert!(matches!(
+            ChatTemplate::new(&nested, SpecialTokens::default()),
+            Err(ChatError::TemplateSyntax { .. })
+        ));
+        // Go-looking detection stays linear on many unclosed actions.
+        let unclosed = "{{ x ".repeat(200_000);
+        assert_eq!(TemplateSyntax::detect(&unclosed), TemplateSyntax::Jinja);
     }
 }

@@ -295,11 +295,11 @@ impl Rendered {
     }
 }
 
+/// Every chat error is about the template (the request's, the Modelfile's or the GGUF's) or
+/// what the request asks of it, never about whaled: a 400 that carries the template's own text.
+#[allow(clippy::needless_pass_by_value)] // a `map_err` adapter
 fn template_error(error: chat::ChatError) -> Error {
-    match error {
-        chat::ChatError::ThinkingUnsupported { .. } => Error::BadRequest(error.to_string()),
-        other => Error::Internal(other.to_string()),
-    }
+    Error::BadRequest(error.to_string())
 }
 
 struct Running {

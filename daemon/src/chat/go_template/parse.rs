@@ -7,6 +7,8 @@
 
 use std::collections::BTreeSet;
 
+use crate::chat::limits;
+
 /// A parse error with the 1-based line it was found on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ParseError {
@@ -99,6 +101,7 @@ pub(super) fn parse(source: &str) -> Result<Vec<Node>> {
         pieces,
         position: 0,
         range_depth: 0,
+        depth: 0,
     };
     let (nodes, end) = parser.list()?;
     match end {
@@ -260,14 +263,13 @@ fn is_alphanumeric(c: char) -> bool {
     c == '_' || c.is_alphanumeric()
 }
 
-fn line_at(source: &str, offset: usize) -> usize {
-    source[..offset].matches('\n').count() + 1
-}
-
 fn lex(source: &str) -> Result<Vec<Piece>> {
     let mut pieces = Vec::new();
     let mut rest = 0;
     let mut trim_next = false;
+    // Lines are counted as the lexer moves on, so that a long template costs linear time.
+    let mut line = 1;
+    let mut counted = 0;
     while rest < source.len() {
         let Some(found) = source[rest..].find("{{") else {
             push_text(&mut pieces, &source[rest..], trim_next, false);
@@ -280,7 +282,8 @@ fn lex(source: &str) -> Result<Vec<Piece>> {
             inside += 2;
         }
         push_text(&mut pieces, &source[rest..open], trim_next, trim_left);
-        let line = line_at(source, open);
+        line += source[counted..open].matches('\n').count();
+        counted = open;
         if source[inside..].starts_with("/*") {
             let Some(close) = source[inside + 2..].find("*/") else {
                 return Err(ParseError {
@@ -528,6 +531,9 @@ struct Parser {
     pieces: Vec<Piece>,
     position: usize,
     range_depth: usize,
+    /// Blocks open around the current position, `else if` included: at most
+    /// [`limits::MAX_NESTING`], as everything after the parser recurses on them.
+    depth: usize,
 }
 
 impl Parser {
@@ -610,6 +616,22 @@ impl Parser {
 
     /// `if`/`with`/`range` after its keyword: pipeline, body, optional else, end.
     fn control(&mut self, kind: ControlKind, line: usize, tokens: &[Token]) -> Result<Node> {
+        if self.depth >= limits::MAX_NESTING {
+            return Err(ParseError {
+                line,
+                message: format!(
+                    "blocks are nested deeper than {} levels, the limit",
+                    limits::MAX_NESTING
+                ),
+            });
+        }
+        self.depth += 1;
+        let node = self.control_body(kind, line, tokens);
+        self.depth -= 1;
+        node
+    }
+
+    fn control_body(&mut self, kind: ControlKind, line: usize, tokens: &[Token]) -> Result<Node> {
         let pipe = pipeline(tokens, line, kind == ControlKind::Range)?;
         if pipe.commands.is_empty() {
             return Err(ParseError {
@@ -682,6 +704,7 @@ fn pipeline(tokens: &[Token], line: usize, in_range: bool) -> Result<Pipeline> {
         tokens,
         position: 0,
         line,
+        depth: 0,
     };
     let pipe = stream.pipeline(in_range)?;
     if let Some(token) = stream.peek() {
@@ -694,6 +717,8 @@ struct Stream<'a> {
     tokens: &'a [Token],
     position: usize,
     line: usize,
+    /// Open parentheses: at most [`limits::MAX_NESTING`].
+    depth: usize,
 }
 
 impl Stream<'_> {
@@ -816,7 +841,15 @@ impl Stream<'_> {
                 _ => Operand::Function(word),
             },
             TokenKind::LeftParen => {
+                if self.depth >= limits::MAX_NESTING {
+                    return Err(self.error(format!(
+                        "parentheses are nested deeper than {} levels, the limit",
+                        limits::MAX_NESTING
+                    )));
+                }
+                self.depth += 1;
                 let pipe = self.pipeline(false)?;
+                self.depth -= 1;
                 if self.peek_kind(0) != Some(&TokenKind::RightParen) {
                     return Err(self.error("unclosed left paren".to_owned()));
                 }

@@ -15,6 +15,8 @@ use minijinja::value::{Object, ObjectRepr, Rest, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State};
 use serde_json::Value as Json;
 
+use crate::chat::limits;
+
 /// A Go struct: ordered fields with their Go and JSON names (read through `go_field`).
 #[derive(Debug)]
 pub(crate) struct GoStruct {
@@ -419,7 +421,7 @@ fn write_json_string(text: &str, out: &mut String) {
 // Functions
 
 /// `range` over a value: `[key, element]` pairs — indexes of a list, sorted keys of a map,
-/// `0..n` for an integer (Go 1.22); nothing for nil.
+/// `0..n` for an integer (Go 1.22, at most [`limits::MAX_RANGE`]); nothing for nil.
 fn go_range(value: &Value) -> Result<Value, Error> {
     let value = unwrap(value);
     if let Some(object) = value.downcast_object_ref::<GoStruct>() {
@@ -440,8 +442,14 @@ fn go_range(value: &Value) -> Result<Value, Error> {
             .map(|(index, item)| Value::from(vec![Value::from(index), item]))
             .collect(),
         ValueKind::Number if value.is_integer() => {
-            let count = i64::try_from(value.clone()).unwrap_or(0);
-            (0..count.max(0))
+            let count = i64::try_from(value.clone()).unwrap_or(i64::MAX).max(0);
+            if count > limits::MAX_RANGE as i64 {
+                return Err(error(format!(
+                    "range over {count}: the limit is {} iterations",
+                    limits::MAX_RANGE
+                )));
+            }
+            (0..count)
                 .map(|i| Value::from(vec![Value::from(i), Value::from(i)]))
                 .collect()
         }
@@ -595,8 +603,20 @@ fn slice(item: &Value, Rest(bounds): Rest<Value>) -> Result<Value, Error> {
     Ok(Value::from(items))
 }
 
+/// A string a function builds may not outgrow the prompt it would be printed into: checked
+/// after each operand, so one call holds at most one operand beyond the limit.
+fn check_length(function: &str, out: &str) -> Result<(), Error> {
+    if out.len() > limits::MAX_PROMPT_BYTES {
+        return Err(error(format!(
+            "{function}: the result is larger than {}, the limit",
+            limits::bytes(limits::MAX_PROMPT_BYTES)
+        )));
+    }
+    Ok(())
+}
+
 /// `print`: operands joined, with a space between two operands when neither is a string.
-fn print(Rest(values): Rest<Value>) -> String {
+fn print(Rest(values): Rest<Value>) -> Result<String, Error> {
     let mut out = String::new();
     let mut previous_string = true;
     for (position, value) in values.iter().enumerate() {
@@ -605,22 +625,24 @@ fn print(Rest(values): Rest<Value>) -> String {
             out.push(' ');
         }
         format_value(value, &mut out);
+        check_length("print", &out)?;
         previous_string = string;
     }
-    out
+    Ok(out)
 }
 
 /// `println`: operands joined by spaces, then a newline.
-fn println(Rest(values): Rest<Value>) -> String {
+fn println(Rest(values): Rest<Value>) -> Result<String, Error> {
     let mut out = String::new();
     for (position, value) in values.iter().enumerate() {
         if position > 0 {
             out.push(' ');
         }
         format_value(value, &mut out);
+        check_length("println", &out)?;
     }
     out.push('\n');
-    out
+    Ok(out)
 }
 
 /// One `%` directive of a `printf` format: flags, width, precision.
@@ -681,8 +703,9 @@ impl Directive {
     }
 }
 
-/// `printf`: Go's verbs `%v %s %d %q %t %f %e %g %x %X %c %%` with flags, width and
-/// precision. A missing operand, an extra one or an unknown verb is an error.
+/// `printf`: Go's verbs `%v %s %d %q %t %f %e %g %x %X %c %%` with flags, width (at most
+/// [`limits::MAX_WIDTH`]) and precision (at most [`limits::MAX_PRECISION`]). A missing operand,
+/// an extra one, an unknown verb or a width over the limit is an error.
 fn printf(format: &str, Rest(values): Rest<Value>) -> Result<String, Error> {
     let mut out = String::new();
     let mut operands = values.iter();
@@ -704,31 +727,48 @@ fn printf(format: &str, Rest(values): Rest<Value>) -> Result<String, Error> {
             }
             chars.next();
         }
-        // A width or precision is digits, or `*` for the next operand (an integer).
-        let mut number = |chars: &mut std::iter::Peekable<std::str::Chars>| {
-            if chars.peek() == Some(&'*') {
-                chars.next();
-                let operand = operands
-                    .next()
-                    .ok_or_else(|| error("printf: missing operand for *"))?;
-                return i64::try_from(operand.clone())
-                    .ok()
-                    .filter(|_| operand.is_integer())
-                    .and_then(|n| usize::try_from(n).ok())
-                    .map(Some)
-                    .ok_or_else(|| error(format!("printf: bad width {}", go_text(operand))));
-            }
-            let mut digits = String::new();
-            while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-                digits.push(d);
-                chars.next();
-            }
-            Ok(digits.parse::<usize>().ok())
-        };
-        directive.width = number(&mut chars)?;
+        // A width or precision is digits, or `*` for the next operand (an integer); either
+        // is held to its limit before anything is padded.
+        let mut number =
+            |chars: &mut std::iter::Peekable<std::str::Chars>, what: &str, limit: usize| {
+                let too_large = |text: &str| {
+                    error(format!(
+                        "printf: {what} {text} is over the limit of {limit}"
+                    ))
+                };
+                if chars.peek() == Some(&'*') {
+                    chars.next();
+                    let operand = operands
+                        .next()
+                        .ok_or_else(|| error("printf: missing operand for *"))?;
+                    let count = i64::try_from(operand.clone())
+                        .ok()
+                        .filter(|_| operand.is_integer())
+                        .and_then(|n| usize::try_from(n).ok())
+                        .ok_or_else(|| error(format!("printf: bad {what} {}", go_text(operand))))?;
+                    if count > limit {
+                        return Err(too_large(&count.to_string()));
+                    }
+                    return Ok(Some(count));
+                }
+                let mut digits = String::new();
+                while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    digits.push(d);
+                    chars.next();
+                }
+                if digits.is_empty() {
+                    return Ok(None);
+                }
+                match digits.parse::<usize>() {
+                    Ok(count) if count <= limit => Ok(Some(count)),
+                    _ => Err(too_large(&digits)),
+                }
+            };
+        directive.width = number(&mut chars, "width", limits::MAX_WIDTH)?;
         if chars.peek() == Some(&'.') {
             chars.next();
-            directive.precision = Some(number(&mut chars)?.unwrap_or(0));
+            directive.precision =
+                Some(number(&mut chars, "precision", limits::MAX_PRECISION)?.unwrap_or(0));
         }
         let verb = chars
             .next()
@@ -741,6 +781,7 @@ fn printf(format: &str, Rest(values): Rest<Value>) -> Result<String, Error> {
             .next()
             .ok_or_else(|| error(format!("printf: missing operand for %{verb}")))?;
         out.push_str(&format_directive(&directive, verb, value)?);
+        check_length("printf", &out)?;
     }
     if operands.next().is_some() {
         return Err(error(format!("printf: too many operands for {format:?}")));
