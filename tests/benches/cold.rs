@@ -130,6 +130,7 @@ fn unload(daemon: &Whaled) {
 }
 
 fn main() {
+    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(false));
     let gemma = fixtures::gemma();
     let daemon = Whaled::builder()
         .env("WHALE_NUM_THREADS", THREADS.to_string())
