@@ -18,14 +18,13 @@
 //!
 //! `cargo bench --workspace --bench api`
 
-use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
-use serde_json::{Value, json};
-use whale_tests::bench::{load_average, median};
+use serde_json::json;
+use whale_tests::bench::{self, Streamed, load_average, median};
 use whale_tests::fixtures::{self, Fixture};
 use whale_tests::raw::RawDecode;
 use whale_tests::whaled::Whaled;
@@ -66,31 +65,6 @@ struct Subject {
     path: std::path::PathBuf,
 }
 
-/// What one streamed `/api/generate` gave.
-struct Streamed {
-    /// `eval_count` of the final object.
-    eval_count: u64,
-    /// `eval_duration` of the final object.
-    eval_duration: Duration,
-    /// When the first chunk with text arrived.
-    first_text: Instant,
-    /// When the final object arrived.
-    done: Instant,
-}
-
-impl Streamed {
-    /// Tokens per second by the daemon's own clock.
-    fn eval_rate(&self) -> f64 {
-        self.eval_count as f64 / self.eval_duration.as_secs_f64()
-    }
-
-    /// Tokens per second by this client's clock, first text chunk to the final object: the
-    /// `eval_count - 1` tokens after the first.
-    fn wall_rate(&self) -> f64 {
-        (self.eval_count - 1) as f64 / (self.done - self.first_text).as_secs_f64()
-    }
-}
-
 /// Streams one raw, greedy generation and timestamps its chunks.
 fn generate(
     client: &reqwest::blocking::Client,
@@ -99,47 +73,9 @@ fn generate(
     prompt: &str,
     num_predict: usize,
 ) -> Streamed {
-    let body = json!({
-        "model": model,
-        "prompt": prompt,
-        "raw": true,
-        "keep_alive": -1,
-        "options": {"temperature": 0, "seed": 1, "num_predict": num_predict, "num_ctx": N_CTX},
-    });
-    let response = client
-        .post(format!("{}/api/generate", daemon.url()))
-        .json(&body)
-        .send()
-        .expect("request");
-    assert!(
-        response.status().is_success(),
-        "generate answered {}",
-        response.status()
-    );
-    let mut reader = BufReader::new(response);
-    let mut line = String::new();
-    let mut first_text = None;
-    loop {
-        line.clear();
-        let read = reader.read_line(&mut line).expect("read the stream");
-        assert!(read > 0, "the stream ended without a final object");
-        let now = Instant::now();
-        let chunk: Value = serde_json::from_str(&line).expect("an NDJSON line");
-        assert!(chunk.get("error").is_none(), "{chunk}");
-        if first_text.is_none() && chunk["response"].as_str().is_some_and(|t| !t.is_empty()) {
-            first_text = Some(now);
-        }
-        if chunk["done"] == true {
-            return Streamed {
-                eval_count: chunk["eval_count"].as_u64().expect("eval_count"),
-                eval_duration: Duration::from_nanos(
-                    chunk["eval_duration"].as_u64().expect("eval_duration"),
-                ),
-                first_text: first_text.expect("no text before the final object"),
-                done: now,
-            };
-        }
-    }
+    let options =
+        json!({"temperature": 0, "seed": 1, "num_predict": num_predict, "num_ctx": N_CTX});
+    bench::generate(client, daemon, model, prompt, &options)
 }
 
 fn start_daemon(num_parallel: u32, subject: &Subject) -> Whaled {

@@ -71,4 +71,45 @@ impl RawDecode<'_> {
         }
         (self.tokens * sequences) as f64 / started.elapsed().as_secs_f64()
     }
+
+    /// As [`Self::run`], but nothing is sampled: each step decodes the same next token for
+    /// every sequence, with its logits computed, as llama-bench's generation test does. What
+    /// llama.cpp alone costs per step, the baseline for whaled's host work.
+    pub fn run_without_sampling(&self, backend: &LlamaBackend, model: &LlamaModel) -> f64 {
+        let sequences = self.prompts.len();
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(self.n_ctx * sequences as u32))
+            .with_n_batch(512)
+            .with_n_seq_max(sequences as u32)
+            .with_n_threads(self.threads as i32)
+            .with_n_threads_batch(self.threads as i32);
+        let mut context = model.new_context(backend, params).expect("context");
+        let vocab = model.vocab();
+        let mut batch = LlamaBatch::new(512, sequences as i32);
+        let mut positions = Vec::with_capacity(sequences);
+        let mut next = Vec::with_capacity(sequences);
+        for (seq, prompt) in self.prompts.iter().enumerate() {
+            let prompt = vocab.tokenize(prompt.as_bytes(), true, true);
+            for (i, &token) in prompt.iter().enumerate() {
+                batch
+                    .add(token, i as i32, &[seq as i32], i + 1 == prompt.len())
+                    .expect("batch");
+            }
+            positions.push(prompt.len() as i32);
+            next.push(*prompt.last().expect("a prompt"));
+        }
+        context.decode(&mut batch).expect("prefill");
+        let started = Instant::now();
+        for _ in 0..self.tokens {
+            batch.clear();
+            for (seq, &token) in next.iter().enumerate() {
+                batch
+                    .add(token, positions[seq], &[seq as i32], true)
+                    .expect("batch");
+                positions[seq] += 1;
+            }
+            context.decode(&mut batch).expect("decode");
+        }
+        (self.tokens * sequences) as f64 / started.elapsed().as_secs_f64()
+    }
 }
