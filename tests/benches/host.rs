@@ -8,7 +8,7 @@
 //! Baseline: a raw llama-cpp-2 loop that decodes the same way but never samples (the next
 //! token is fixed, as llama-bench's generation test does), one sequence and eight in one batch.
 //! Against it, whaled's `/api/generate` (raw mode) with 512 tokens per stream: greedy, and with
-//! R1's recommended sampling (temperature 0.6, top_p 0.95, Ollama's top_k 40, a seed), one
+//! R1's recommended sampling (temperature 0.6, `top_p` 0.95, Ollama's `top_k` 40, a seed), one
 //! stream (`WHALE_NUM_PARALLEL=1`) and eight at once (`WHALE_NUM_PARALLEL=8`). One stream's
 //! rate is its `eval_count / eval_duration`; eight streams' is all their tokens over the wall
 //! time from the first request to the last final object. Rounds alternate raw and whaled and
@@ -101,7 +101,7 @@ fn main() {
     let backend = LlamaBackend::init().expect("llama.cpp backend");
     let model = LlamaModel::load_from_file(
         &backend,
-        &fixtures::deepseek2(),
+        fixtures::deepseek2(),
         &LlamaModelParams::default(),
     )
     .expect("load the fixture");

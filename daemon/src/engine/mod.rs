@@ -11,6 +11,7 @@
 //! streams text to each job's own channel. A job whose receiver is dropped is cancelled at the
 //! next step and its slot freed.
 
+mod fast_sampler;
 mod output;
 mod sampler;
 mod schema;
@@ -119,7 +120,8 @@ pub struct Sampling {
 }
 
 impl Default for Sampling {
-    /// Ollama's defaults.
+    /// Ollama's defaults, as `options::resolve` gives them to a request that sets none
+    /// (`repeat_penalty` 1.0 since Ollama 0.17.5).
     fn default() -> Self {
         Self {
             temperature: 0.8,
@@ -127,7 +129,7 @@ impl Default for Sampling {
             top_p: 0.9,
             min_p: 0.0,
             typical_p: 1.0,
-            repeat_penalty: 1.1,
+            repeat_penalty: 1.0,
             repeat_last_n: 64,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
@@ -141,7 +143,6 @@ impl Sampling {
     pub fn greedy() -> Self {
         Self {
             temperature: 0.0,
-            repeat_penalty: 1.0,
             ..Self::default()
         }
     }

@@ -1,17 +1,20 @@
-//! The sampler chain of one sequence, built from its `Sampling` options and grammar.
+//! The sampler of one sequence, built from its `Sampling` options and grammar.
 //!
-//! llama.cpp's `llama_sampler_sample` runs the whole chain over the logits of one output row and
-//! accepts the chosen token, so a step costs one call. A grammar that applies only after
-//! `</think>` is added by rebuilding the chain when that text appears; the penalty history is
-//! replayed into the new chain so penalties carry over.
+//! Greedy decoding and the usual chain (penalties, top-k, top-p, min-p, temperature, a seeded
+//! draw) take the fast path ([`super::fast_sampler`]), straight from the row of logits. The rest
+//! — a grammar, `typical_p`, a draw over the whole vocabulary (`top_k` 0) — runs llama.cpp's
+//! sampler chain, whose `llama_sampler_sample` applies it to the row and accepts the chosen
+//! token. A grammar that applies only after `</think>` is added by building the chain when that
+//! text appears; the penalty history is replayed into it so penalties carry over.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
+use super::fast_sampler::{FastOptions, FastSampler, Penalties};
 use super::{EngineError, Grammar, GrammarSource, Sampling};
 
 /// The marker after which an `after_think` grammar starts to apply.
@@ -20,8 +23,12 @@ const THINK_END: &str = "</think>";
 /// llama.cpp's "pick a random seed" value.
 const RANDOM_SEED: u32 = u32::MAX;
 
+/// The largest `top_k` the fast path takes; beyond it llama.cpp's sorting does better.
+const FAST_TOP_K: i32 = 1024;
+
 pub(super) struct SequenceSampler {
-    chain: LlamaSampler,
+    /// How tokens are picked: the fast path, or llama.cpp's chain.
+    picker: Picker,
     options: Sampling,
     /// The grammar waiting for `</think>`, if it applies only after reasoning.
     deferred: Option<String>,
@@ -29,7 +36,16 @@ pub(super) struct SequenceSampler {
     recent_text: String,
     /// Last tokens seen (prompt and generated), replayed when the chain is rebuilt.
     history: VecDeque<LlamaToken>,
+    /// How often each token of `history` occurs, kept for the fast path's penalties (empty
+    /// when there are none to apply).
+    counts: HashMap<i32, u32>,
     penalty_window: usize,
+}
+
+enum Picker {
+    // Boxed: the fast sampler carries its random-number state inline.
+    Fast(Box<FastSampler>),
+    Chain(LlamaSampler),
 }
 
 impl SequenceSampler {
@@ -62,25 +78,56 @@ impl SequenceSampler {
             (Some(g), Some(gbnf)) if g.after_think => (None, Some(gbnf.to_owned())),
             (_, gbnf) => (gbnf, None),
         };
-        let chain = build_chain(model, options, active, &history, n_ctx)?;
-        Ok(Self {
-            chain,
+        let picker = match fast_options(options) {
+            Some(fast) if active.is_none() => Picker::Fast(Box::new(FastSampler::new(fast))),
+            _ => Picker::Chain(build_chain(model, options, active, &history, n_ctx)?),
+        };
+        let mut sampler = Self {
+            picker,
             options: options.clone(),
             deferred,
             recent_text: String::new(),
             history,
+            counts: HashMap::new(),
             penalty_window,
-        })
+        };
+        if sampler.counting() {
+            for token in &sampler.history {
+                *sampler.counts.entry(token.0).or_insert(0) += 1;
+            }
+        }
+        Ok(sampler)
+    }
+
+    /// Whether the fast path's penalties need the window counted.
+    fn counting(&self) -> bool {
+        matches!(&self.picker, Picker::Fast(fast) if fast.penalises())
     }
 
     /// Samples (and accepts) the next token from output row `index` of the last decode.
     pub(super) fn sample(&mut self, context: &LlamaContext<'_>, index: i32) -> LlamaToken {
-        let token = self.chain.sample(context, index);
+        let token = match &mut self.picker {
+            Picker::Fast(fast) => {
+                LlamaToken(fast.sample(context.get_logits_ith(index), &self.counts))
+            }
+            Picker::Chain(chain) => chain.sample(context, index),
+        };
         if self.penalty_window > 0 {
-            if self.history.len() == self.penalty_window {
-                self.history.pop_front();
+            let counting = self.counting();
+            if self.history.len() == self.penalty_window
+                && let Some(old) = self.history.pop_front()
+                && counting
+                && let Some(count) = self.counts.get_mut(&old.0)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    self.counts.remove(&old.0);
+                }
             }
             self.history.push_back(token);
+            if counting {
+                *self.counts.entry(token.0).or_insert(0) += 1;
+            }
         }
         token
     }
@@ -99,7 +146,14 @@ impl SequenceSampler {
         self.recent_text.push_str(text);
         if self.recent_text.contains(THINK_END) {
             let gbnf = self.deferred.take().unwrap_or_default();
-            self.chain = build_chain(model, &self.options, Some(&gbnf), &self.history, n_ctx)?;
+            self.picker = Picker::Chain(build_chain(
+                model,
+                &self.options,
+                Some(&gbnf),
+                &self.history,
+                n_ctx,
+            )?);
+            self.counts.clear();
             self.recent_text = String::new();
         } else {
             let keep_from = self.recent_text.len().saturating_sub(THINK_END.len());
@@ -110,6 +164,40 @@ impl SequenceSampler {
         }
         Ok(())
     }
+}
+
+/// What the fast path does with these options, or `None` when it cannot (`typical_p`, or a draw
+/// over more than [`FAST_TOP_K`] tokens).
+fn fast_options(options: &Sampling) -> Option<FastOptions> {
+    let greedy = options.temperature <= 0.0;
+    let typical = options.typical_p > 0.0 && options.typical_p < 1.0;
+    if !greedy && (typical || options.top_k <= 0 || options.top_k > FAST_TOP_K) {
+        return None;
+    }
+    Some(FastOptions {
+        temperature: (!greedy).then_some(options.temperature),
+        top_k: options.top_k.clamp(1, FAST_TOP_K) as usize,
+        top_p: if options.top_p > 0.0 {
+            options.top_p
+        } else {
+            1.0
+        },
+        min_p: options.min_p.max(0.0),
+        penalties: if options.repeat_last_n == 0 {
+            Penalties {
+                repeat: 1.0,
+                frequency: 0.0,
+                presence: 0.0,
+            }
+        } else {
+            Penalties {
+                repeat: options.repeat_penalty,
+                frequency: options.frequency_penalty,
+                presence: options.presence_penalty,
+            }
+        },
+        seed: options.seed,
+    })
 }
 
 /// Penalties, grammar, then either greedy or the truncation samplers, temperature and a seeded
