@@ -396,6 +396,63 @@ struct Worker<'m> {
     starts: u64,
     /// Whether a full slot drops its older half and goes on (see [`can_shift_context`]).
     can_shift: bool,
+    /// Where decode steps spend their time.
+    clock: StepClock,
+}
+
+/// Where the time of decode steps goes, summed and logged at debug level every
+/// [`StepClock::REPORT_EVERY`]: building the batch, llama.cpp's decode, sampling, and the rest
+/// (turning tokens into text, stop strings, handing events on). Everything but the decode is
+/// host work that a GPU does not hide.
+#[derive(Debug, Default)]
+struct StepClock {
+    steps: u32,
+    tokens: u32,
+    batch: Duration,
+    decode: Duration,
+    sample: Duration,
+    output: Duration,
+    since: Option<Instant>,
+}
+
+impl StepClock {
+    const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+    /// One step: `tokens` in its batch and the time of each phase (sampling is added to
+    /// `sample` as it happens).
+    fn record(&mut self, tokens: usize, batch: Duration, decode: Duration, output: Duration) {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        self.steps += 1;
+        self.tokens += tokens as u32;
+        self.batch += batch;
+        self.decode += decode;
+        self.output += output;
+        if since.elapsed() >= Self::REPORT_EVERY {
+            self.report();
+        }
+    }
+
+    fn report(&mut self) {
+        if self.steps > 0 && tracing::enabled!(tracing::Level::DEBUG) {
+            let per_step = |total: Duration| total.as_secs_f64() * 1e6 / f64::from(self.steps);
+            let host = self.batch + self.sample + self.output;
+            let all = host + self.decode;
+            tracing::debug!(
+                steps = self.steps,
+                tokens = self.tokens,
+                batch_us = format!("{:.1}", per_step(self.batch)),
+                decode_us = format!("{:.1}", per_step(self.decode)),
+                sample_us = format!("{:.1}", per_step(self.sample)),
+                output_us = format!("{:.1}", per_step(self.output)),
+                host_share = format!(
+                    "{:.1}%",
+                    100.0 * host.as_secs_f64() / all.as_secs_f64().max(1e-9)
+                ),
+                "decode steps"
+            );
+        }
+        *self = Self::default();
+    }
 }
 
 impl<'m> Worker<'m> {
@@ -429,12 +486,17 @@ impl<'m> Worker<'m> {
             piece: Vec::with_capacity(64),
             starts: 0,
             can_shift: false,
+            clock: StepClock::default(),
         }
     }
 
     fn serve(&mut self, commands: &Receiver<Command>) {
         loop {
             let busy = !self.waiting.is_empty() || self.slots.iter().any(|slot| slot.job.is_some());
+            if !busy {
+                // Idle: say where the steps since the last report went.
+                self.clock.report();
+            }
             // Block only when there is nothing to decode.
             let first = if busy {
                 match commands.try_recv() {
@@ -698,6 +760,7 @@ impl<'m> Worker<'m> {
 
     /// One decode: a token for every generating job plus prefill chunks, then sampling.
     fn step(&mut self) {
+        let started = Instant::now();
         self.batch.clear();
         let mut batch_failed = None;
         for slot in &mut self.slots {
@@ -747,6 +810,7 @@ impl<'m> Worker<'m> {
         if self.batch.n_tokens() == 0 {
             return;
         }
+        let built = Instant::now();
         let decoded = match batch_failed {
             Some(error) => Err(error),
             None => self
@@ -754,13 +818,24 @@ impl<'m> Worker<'m> {
                 .decode(&mut self.batch)
                 .map_err(|error| error.to_string()),
         };
+        let decoded_at = Instant::now();
         if let Err(error) = decoded {
             self.fail_batch(&error);
             return;
         }
+        let sampled_before = self.clock.sample;
         for index in 0..self.slots.len() {
             self.after_decode(index);
         }
+        let output = decoded_at
+            .elapsed()
+            .saturating_sub(self.clock.sample.saturating_sub(sampled_before));
+        self.clock.record(
+            self.batch.n_tokens() as usize,
+            built - started,
+            decoded_at - built,
+            output,
+        );
     }
 
     /// Records what the batch evaluated for slot `index` and samples its next token.
@@ -785,7 +860,9 @@ impl<'m> Worker<'m> {
         if job.prefilled.is_none() {
             job.prefilled = Some(Instant::now());
         }
+        let sampling = Instant::now();
         let token = job.sampler.sample(&self.context, row);
+        self.clock.sample += sampling.elapsed();
         let model: &'m LlamaModel = self.model;
         let vocab = model.vocab();
         if vocab.is_eog(token) {

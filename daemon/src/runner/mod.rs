@@ -635,18 +635,18 @@ impl Output {
             let (level, text) = split_level(&line);
             match level {
                 Some(tracing::Level::ERROR) => {
-                    tracing::error!(target: "runner", model, pid, "{text}");
+                    tracing::error!(model, pid, "{text}");
                 }
                 Some(tracing::Level::WARN) => {
-                    tracing::warn!(target: "runner", model, pid, "{text}");
+                    tracing::warn!(model, pid, "{text}");
                 }
                 Some(tracing::Level::DEBUG) => {
-                    tracing::debug!(target: "runner", model, pid, "{text}");
+                    tracing::debug!(model, pid, "{text}");
                 }
                 Some(tracing::Level::TRACE) => {
-                    tracing::trace!(target: "runner", model, pid, "{text}");
+                    tracing::trace!(model, pid, "{text}");
                 }
-                _ => tracing::info!(target: "runner", model, pid, "{text}"),
+                _ => tracing::info!(model, pid, "{text}"),
             }
             if text.trim().is_empty()
                 || matches!(level, Some(tracing::Level::DEBUG | tracing::Level::TRACE))
