@@ -12,7 +12,7 @@ use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::host::Host;
+use crate::host::{Host, WHALE_API_KEY};
 use crate::{
     ChatRequest, ChatResponse, CopyRequest, CreateRequest, DeleteRequest, EmbedRequest,
     EmbedResponse, EmbeddingRequest, EmbeddingResponse, Error, ErrorResponse, GenerateRequest,
@@ -40,18 +40,36 @@ impl Client {
 
     /// A client for a parsed address.
     pub fn for_host(host: Host) -> Result<Self, Error> {
+        Self::build(host, None)
+    }
+
+    /// A client for a parsed address that sends `key` as `Authorization: Bearer <key>`.
+    pub fn with_api_key(host: Host, key: &str) -> Result<Self, Error> {
+        Self::build(host, Some(key))
+    }
+
+    fn build(host: Host, key: Option<&str>) -> Result<Self, Error> {
         let base_url = host.url();
+        let http_error = |source| Error::Http {
+            url: base_url.clone(),
+            source,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = key {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| Error::InvalidApiKey)?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         // No system proxy: the daemon is usually on loopback, and an HTTP(S)_PROXY meant
         // for the internet would swallow those requests.
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("whale/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
             .build()
-            .map_err(|source| Error::Http {
-                url: base_url.clone(),
-                source,
-            })?;
+            .map_err(http_error)?;
         Ok(Self {
             host,
             base_url,
@@ -59,9 +77,15 @@ impl Client {
         })
     }
 
-    /// A client for `$WHALE_HOST`, or [`DEFAULT_HOST`](crate::host::DEFAULT_HOST).
+    /// A client for `$WHALE_HOST`, or [`DEFAULT_HOST`](crate::host::DEFAULT_HOST), sending
+    /// `$WHALE_API_KEY` (its first key) when set.
     pub fn from_env() -> Result<Self, Error> {
-        Self::for_host(Host::from_env()?)
+        let host = Host::from_env()?;
+        let key = std::env::var(WHALE_API_KEY).unwrap_or_default();
+        match key.split(',').map(str::trim).find(|key| !key.is_empty()) {
+            Some(key) => Self::with_api_key(host, key),
+            None => Self::for_host(host),
+        }
     }
 
     /// The address this client talks to.

@@ -1,5 +1,6 @@
 //! The one error type of whale-api: Modelfile parsing, parameter validation and the client.
 
+use crate::host::WHALE_API_KEY;
 use std::path::PathBuf;
 
 /// Everything that can go wrong in this crate.
@@ -32,6 +33,10 @@ pub enum Error {
     /// `WHALE_HOST` or a base URL could not be understood.
     #[error("invalid server address {address:?}: {reason}")]
     InvalidAddress { address: String, reason: String },
+
+    /// `WHALE_API_KEY` cannot be sent as a header.
+    #[error("{WHALE_API_KEY} holds characters an HTTP header cannot carry")]
+    InvalidApiKey,
 
     /// Nothing is listening at the address (connection refused / unreachable): the CLI
     /// starts the daemon on this one.

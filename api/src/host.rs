@@ -25,6 +25,9 @@ use crate::Error;
 
 /// Environment variable naming the address (like `OLLAMA_HOST`).
 pub const WHALE_HOST: &str = "WHALE_HOST";
+/// Environment variable holding whaled's API key: whaled requires it of every request when set,
+/// and whale sends it (the first, when it lists several separated by commas).
+pub const WHALE_API_KEY: &str = "WHALE_API_KEY";
 /// The address when `WHALE_HOST` is unset or empty: loopback, Ollama's port, so Ollama's clients
 /// find whaled.
 pub const DEFAULT_HOST: &str = "127.0.0.1:11434";

@@ -29,7 +29,7 @@ pub use embed::{EmbedInput, EmbedRequest, EmbedResponse, EmbeddingRequest, Embed
 pub use error::{ClientError, Error, ParseError};
 pub use format::Format;
 pub use generate::{GenerateRequest, GenerateResponse, Logprob, Metrics, TokenLogprob};
-pub use host::{DEFAULT_HOST, Host, Scheme, WHALE_HOST};
+pub use host::{DEFAULT_HOST, Host, Scheme, WHALE_API_KEY, WHALE_HOST};
 pub use keep_alive::KeepAlive;
 pub use model::{
     CopyRequest, CreateRequest, DeleteRequest, ErrorResponse, License, ListModel, ListResponse,

@@ -199,6 +199,12 @@ impl Error {
             Self::Api(whale_api::Error::InvalidAddress { .. }) => {
                 Some("set WHALE_HOST to host:port, e.g. 127.0.0.1:11434".into())
             }
+            Self::Api(whale_api::Error::Api { status: 401, .. }) => {
+                Some("this whaled requires an API key: set WHALE_API_KEY to one of its keys".into())
+            }
+            Self::Api(whale_api::Error::InvalidApiKey) => {
+                Some("an API key is printable ASCII without spaces or commas".into())
+            }
             _ => None,
         }
     }
@@ -240,6 +246,11 @@ mod tests {
         };
         assert!(spawn.hint().unwrap().contains("PATH"));
         assert_eq!(Error::Usage("x".into()).hint(), None);
+        let unauthorised = Error::Api(whale_api::Error::Api {
+            status: 401,
+            message: "invalid API key".into(),
+        });
+        assert!(unauthorised.hint().unwrap().contains("WHALE_API_KEY"));
     }
 
     #[test]

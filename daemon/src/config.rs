@@ -37,6 +37,20 @@ pub const ENV_LOG: &str = "WHALE_LOG";
 /// How long generations in flight may run on after SIGTERM before they are cancelled.
 pub const ENV_SHUTDOWN_GRACE: &str = "WHALE_SHUTDOWN_GRACE";
 
+/// Hosts served besides those no other site can borrow (IP literals, localhost, this machine).
+pub const ENV_ALLOWED_HOSTS: &str = "WHALE_ALLOWED_HOSTS";
+/// Web origins whose pages may call whaled, besides loopback pages and local apps.
+pub const ENV_ORIGINS: &str = "WHALE_ORIGINS";
+/// Keys a request must carry as `Authorization: Bearer <key>` (whale reads the same variable).
+pub const ENV_API_KEY: &str = whale_api::WHALE_API_KEY;
+/// Serve beyond loopback without a key, knowingly.
+pub const ENV_NO_API_KEY: &str = "WHALE_NO_API_KEY";
+/// Connections served at once; more wait to be accepted.
+pub const ENV_MAX_CONNECTIONS: &str = "WHALE_MAX_CONNECTIONS";
+
+/// How long a client may take to send request headers (and stay idle between requests).
+pub const ENV_HEADER_TIMEOUT: &str = "WHALE_HEADER_TIMEOUT";
+
 /// The default address: loopback, Ollama's port, so Ollama's clients find whaled.
 pub const DEFAULT_HOST: &str = whale_api::DEFAULT_HOST;
 
@@ -92,10 +106,52 @@ pub struct Config {
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log: String,
 
+    /// Host names served besides IP literals, `localhost`, `*.localhost`, `*.local`, `*.internal` and this machine's name; comma-separated, `*` wildcards (`*.example.com`, `*` for any). Without an API key, a request naming another host is refused (DNS rebinding).
+    #[arg(long, env = ENV_ALLOWED_HOSTS, value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
+    /// Web origins whose pages may call whaled (and get CORS headers), besides `http(s)://localhost`, `127.0.0.1`, `[::1]`, `0.0.0.0` on any port and the `app:`, `file:`, `tauri:`, `vscode-webview:`, `vscode-file:` schemes; comma-separated, `*` wildcards.
+    #[arg(long, env = ENV_ORIGINS, value_delimiter = ',')]
+    pub origins: Vec<String>,
+
+    /// API keys (comma-separated): every request but `GET /` and `GET /api/version` must send `Authorization: Bearer <key>`. Required to listen beyond loopback.
+    #[arg(long, env = ENV_API_KEY, value_delimiter = ',', hide_env_values = true)]
+    pub api_key: Vec<Secret>,
+
+    /// Listen beyond loopback without an API key: anyone who reaches the port can use, pull, push and delete models.
+    #[arg(long, env = ENV_NO_API_KEY, value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_api_key: bool,
+
+    /// Connections served at once; further ones wait in the system's queue until one closes.
+    #[arg(long, env = ENV_MAX_CONNECTIONS, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// How long a client may take to send a request's headers (`30s`, `1m`); a connection idle that long between requests is closed. A request whose headers are in has as long as it needs.
+    #[arg(long, env = ENV_HEADER_TIMEOUT, default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: std::time::Duration,
+
     /// On SIGTERM or Ctrl-C, how long requests in flight may go on (`10s`, `1m`, `0`) before
     /// they are cancelled; no new ones are taken meanwhile.
     #[arg(long, env = ENV_SHUTDOWN_GRACE, default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: std::time::Duration,
+}
+
+/// A value that is never printed (an API key).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
 }
 
 /// `10s`, `1m30s`, `0`, or a bare number of seconds.

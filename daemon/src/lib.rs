@@ -21,7 +21,6 @@ pub mod scheduler;
 pub mod state;
 
 use std::future::Future;
-use std::future::IntoFuture as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,9 +87,15 @@ pub async fn serve(
             signalled.notify_one();
         }
     };
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(notice)
-        .into_future();
+    let server = http::server::serve(
+        listener,
+        app,
+        http::server::Limits {
+            max_connections: state.config.max_connections as usize,
+            header_timeout: state.config.header_timeout.max(Duration::from_secs(1)),
+        },
+        notice,
+    );
     let mut server = std::pin::pin!(server);
     let grace_over = async {
         signalled.notified().await;

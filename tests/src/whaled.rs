@@ -91,6 +91,7 @@ impl WhaledBuilder {
         let mut command = Command::new(binary("whaled"));
         command
             .env_remove("WHALE_HOST")
+            .env_remove("WHALE_API_KEY")
             .env("WHALE_HOST", "127.0.0.1:0")
             .env("WHALE_MODELS", &models)
             .env("WHALE_LOG", "info")
@@ -265,6 +266,7 @@ where
     command
         .args(args)
         .env("WHALE_HOST", host)
+        .env_remove("WHALE_API_KEY")
         .env("WHALE_NO_AUTOSTART", "1")
         .env("NO_COLOR", "1")
         .env("WHALE_NOHISTORY", "1");

@@ -28,6 +28,13 @@ async fn daemon() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(colour)
         .init();
+    let policy = whale_daemon::http::policy(&config);
+    if let Err(message) =
+        whale_daemon::http::guard::check_exposure(config.host, &policy, config.no_api_key)
+    {
+        eprintln!("error: {message}");
+        std::process::exit(2);
+    }
     let listener = tokio::net::TcpListener::bind(config.host)
         .await
         .with_context(|| format!("cannot listen on {}", config.host))?;

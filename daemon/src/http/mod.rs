@@ -2,19 +2,23 @@
 //! store's read-only `/v2/` registry routes. Handlers are thin: they extract, validate into
 //! typed requests, call the core ([`crate::inference`]), and map the result; errors become
 //! `{"error": ...}` (OpenAI's error object on `/v1/*`) through the one table in [`error`].
-//! Streams are NDJSON on `/api/*` and Server-Sent Events on `/v1/*`.
+//! Streams are NDJSON on `/api/*` and Server-Sent Events on `/v1/*`. Before any of it,
+//! [`guard`] decides who may ask at all, and [`server`] bounds connections.
 
 pub mod error;
 mod extract;
+pub mod guard;
 mod ndjson;
 mod ollama;
 mod openai;
+pub mod server;
 mod sse;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, head, post};
 
 use crate::state::AppState;
@@ -55,5 +59,18 @@ pub fn router(state: &Arc<AppState>) -> Router {
         )
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(Arc::clone(state));
+    let policy = Arc::new(policy(&state.config));
+    // CORS outermost, so that what the guard refuses is readable by pages it allows.
     api.merge(whale_registry::server::router(state.store.clone()))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&policy),
+            guard::check,
+        ))
+        .layer(policy.cors())
+}
+
+/// The guard's policy from whaled's configuration.
+pub fn policy(config: &crate::Config) -> guard::Policy {
+    let keys: Vec<String> = config.api_key.iter().map(|key| key.0.clone()).collect();
+    guard::Policy::new(&config.allowed_hosts, &config.origins, &keys)
 }
