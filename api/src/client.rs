@@ -17,7 +17,7 @@ use crate::{
     ChatRequest, ChatResponse, CopyRequest, CreateRequest, DeleteRequest, EmbedRequest,
     EmbedResponse, EmbeddingRequest, EmbeddingResponse, Error, ErrorResponse, GenerateRequest,
     GenerateResponse, ListResponse, ProcessResponse, ProgressResponse, PullRequest, PushRequest,
-    ShowRequest, ShowResponse, VersionResponse,
+    ShowRequest, ShowResponse, VerifyRequest, VerifyResponse, VersionResponse,
 };
 
 /// A stream of NDJSON objects; ends after the last line, or with an error.
@@ -249,6 +249,11 @@ impl Client {
         self.send(self.http.post(&url).json(request), &url)
             .await
             .map(drop)
+    }
+
+    /// `POST /api/verify` (whale's own): re-hashes the whole store, so it may take minutes.
+    pub async fn verify(&self, request: &VerifyRequest) -> Result<VerifyResponse, Error> {
+        self.post_json("/api/verify", request).await
     }
 
     /// `DELETE /api/delete`.

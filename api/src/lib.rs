@@ -33,8 +33,8 @@ pub use host::{DEFAULT_HOST, Host, Scheme, WHALE_API_KEY, WHALE_HOST};
 pub use keep_alive::KeepAlive;
 pub use model::{
     CopyRequest, CreateRequest, DeleteRequest, ErrorResponse, License, ListModel, ListResponse,
-    ModelDetails, ProcessModel, ProcessResponse, ProgressResponse, PullRequest, PushRequest,
-    ShowRequest, ShowResponse, VersionResponse,
+    MissingBlob, ModelDetails, ProcessModel, ProcessResponse, ProgressResponse, PullRequest,
+    PushRequest, ShowRequest, ShowResponse, VerifyRequest, VerifyResponse, VersionResponse,
 };
 pub use modelfile::Modelfile;
 pub use options::Options;

@@ -208,6 +208,43 @@ pub struct ProcessModel {
     pub context_length: u64,
 }
 
+/// Body of `POST /api/verify` (whale's own): re-hash every blob of the store and check every
+/// model's blobs are there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    /// Remove blobs whose content does not match their digest, so a pull fetches them again.
+    #[serde(default)]
+    pub repair: bool,
+}
+
+/// A blob a model needs that the store does not hold whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingBlob {
+    pub model: String,
+    pub digest: String,
+}
+
+/// Answer of `POST /api/verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyResponse {
+    /// `"ok"` when every model is whole and every blob matches its digest, else `"damaged"`.
+    pub status: String,
+    /// Blobs re-hashed, and their bytes.
+    pub blobs: u64,
+    pub bytes: u64,
+    /// Digests of blobs whose content does not match (removed if `repair` was asked).
+    #[serde(default)]
+    pub corrupt: Vec<String>,
+    #[serde(default)]
+    pub missing: Vec<MissingBlob>,
+    /// Manifest files that are not manifests, relative to the store.
+    #[serde(default)]
+    pub invalid_manifests: Vec<String>,
+    /// Temporary files and partial downloads, relative to the store.
+    #[serde(default)]
+    pub leftovers: Vec<String>,
+}
+
 /// Answer of `GET /api/version`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionResponse {

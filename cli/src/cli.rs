@@ -58,6 +58,8 @@ pub enum Command {
     Cp(CopyArgs),
     /// Remove models.
     Rm(RemoveArgs),
+    /// Re-hash every blob of the store and check that every model has its blobs.
+    Verify(VerifyArgs),
     /// Print a shell completion script.
     Completion(CompletionArgs),
     /// Print the client's and the server's versions.
@@ -172,6 +174,17 @@ pub struct ListArgs {
 /// `--json` alone.
 #[derive(Debug, Args)]
 pub struct JsonArg {
+    /// Print the server's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `whale verify [--repair]`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Remove blobs whose content does not match their digest, so a pull fetches them again.
+    #[arg(long)]
+    pub repair: bool,
     /// Print the server's answer as JSON.
     #[arg(long)]
     pub json: bool,

@@ -59,6 +59,9 @@ pub enum Error {
     /// message alone, since the status of the stream says nothing about it.
     #[error("{message}")]
     Daemon { message: String },
+    /// `whale verify` found blobs that do not match or models that lack some.
+    #[error("the store is damaged: {summary}")]
+    Damaged { summary: String, repaired: bool },
     #[error("cannot read {}", .path.display())]
     Read {
         path: PathBuf,
@@ -196,6 +199,16 @@ impl Error {
                  registry host is pulled from registry.ollama.ai"
                     .into(),
             ),
+            Self::Damaged {
+                repaired: false, ..
+            } => Some(
+                "'whale verify --repair' removes corrupt blobs; then 'whale pull' each model \
+                 listed fetches what it lacks"
+                    .into(),
+            ),
+            Self::Damaged { repaired: true, .. } => {
+                Some("'whale pull' each model listed to fetch what it lacks".into())
+            }
             Self::Api(whale_api::Error::InvalidAddress { .. }) => {
                 Some("set WHALE_HOST to host:port, e.g. 127.0.0.1:11434".into())
             }

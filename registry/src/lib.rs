@@ -12,6 +12,7 @@ pub mod reference;
 pub mod server;
 pub mod store;
 mod transport;
+pub mod verify;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
@@ -21,3 +22,4 @@ pub use pull::{MIRROR_ENV, PullOptions, Puller};
 pub use push::{PushOptions, Pusher};
 pub use reference::ModelRef;
 pub use store::{MODELS_ENV, PruneReport, Store, StoredModel};
+pub use verify::VerifyReport;

@@ -257,11 +257,11 @@ impl Store {
         &self.root
     }
 
-    fn blobs_dir(&self) -> PathBuf {
+    pub(crate) fn blobs_dir(&self) -> PathBuf {
         self.root.join("blobs")
     }
 
-    fn manifests_dir(&self) -> PathBuf {
+    pub(crate) fn manifests_dir(&self) -> PathBuf {
         self.root.join("manifests")
     }
 

@@ -12,6 +12,7 @@ pub mod run;
 pub mod serve;
 pub mod show;
 pub mod stop;
+pub mod verify;
 pub mod version;
 
 use crate::cli::{Cli, Command};
@@ -56,6 +57,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Ps(args) => ps::run(args.json, &context).await,
         Command::Cp(args) => copy::run(&args, &context).await,
         Command::Rm(args) => remove::run(&args.models, &context).await,
+        Command::Verify(args) => verify::run(&args, &context).await,
         Command::Completion(args) => completion::run(args.shell),
         Command::Version => version::run().await,
     }

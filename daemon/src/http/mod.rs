@@ -43,6 +43,7 @@ pub fn router(state: &Arc<AppState>) -> Router {
         .route("/api/pull", post(ollama::pull))
         .route("/api/push", post(ollama::push))
         .route("/api/create", post(ollama::create))
+        .route("/api/verify", post(ollama::verify))
         .route("/api/embed", post(ollama::embed))
         .route("/api/embeddings", post(ollama::embeddings))
         .route("/v1/chat/completions", post(openai::chat_completions))

@@ -606,6 +606,51 @@ pub async fn copy(
     Ok(StatusCode::OK)
 }
 
+/// `POST /api/verify` (whale's own): re-hashes every blob and checks every model's blobs.
+/// Loaded models are untouched: a runner holds its weights open, and repair only unlinks.
+pub async fn verify(
+    State(state): SharedState,
+    Json(request): Json<api::VerifyRequest>,
+) -> Result<axum::Json<api::VerifyResponse>, Error> {
+    let started = Instant::now();
+    let report = state.store.verify(request.repair, |_, _| {}).await?;
+    let root = state.store.root().to_path_buf();
+    let relative = |path: &std::path::Path| {
+        path.strip_prefix(&root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    };
+    tracing::info!(
+        blobs = report.blobs,
+        bytes = report.bytes,
+        corrupt = report.corrupt.len(),
+        missing = report.missing.len(),
+        elapsed = ?started.elapsed(),
+        "store verified"
+    );
+    Ok(axum::Json(api::VerifyResponse {
+        status: if report.is_clean() { "ok" } else { "damaged" }.to_owned(),
+        blobs: report.blobs as u64,
+        bytes: report.bytes,
+        corrupt: report.corrupt.iter().map(ToString::to_string).collect(),
+        missing: report
+            .missing
+            .iter()
+            .map(|(model, digest)| api::MissingBlob {
+                model: model.short(),
+                digest: digest.to_string(),
+            })
+            .collect(),
+        invalid_manifests: report
+            .invalid_manifests
+            .iter()
+            .map(|p| relative(p))
+            .collect(),
+        leftovers: report.leftovers.iter().map(|p| relative(p)).collect(),
+    }))
+}
+
 pub async fn delete(
     State(state): SharedState,
     Json(request): Json<api::DeleteRequest>,
