@@ -51,6 +51,11 @@ pub const ENV_MAX_CONNECTIONS: &str = "WHALE_MAX_CONNECTIONS";
 /// How long a client may take to send request headers (and stay idle between requests).
 pub const ENV_HEADER_TIMEOUT: &str = "WHALE_HEADER_TIMEOUT";
 
+/// The local model DeepSeek API scripts reach as `deepseek-chat`.
+pub const ENV_DEEPSEEK_CHAT: &str = "WHALE_DEEPSEEK_CHAT";
+/// The local model DeepSeek API scripts reach as `deepseek-reasoner`.
+pub const ENV_DEEPSEEK_REASONER: &str = "WHALE_DEEPSEEK_REASONER";
+
 /// The default address: loopback, Ollama's port, so Ollama's clients find whaled.
 pub const DEFAULT_HOST: &str = whale_api::DEFAULT_HOST;
 
@@ -129,6 +134,14 @@ pub struct Config {
     /// How long a client may take to send a request's headers (`30s`, `1m`); a connection idle that long between requests is closed. A request whose headers are in has as long as it needs.
     #[arg(long, env = ENV_HEADER_TIMEOUT, default_value = "30s", value_parser = parse_duration)]
     pub header_timeout: std::time::Duration,
+
+    /// The local model that `deepseek-chat` (the DeepSeek API's name for its V3 chat model) stands for, on `/v1` and `/api`, unless a model of that very name is stored.
+    #[arg(long, env = ENV_DEEPSEEK_CHAT, default_value = "deepseek-v3")]
+    pub deepseek_chat: String,
+
+    /// The local model that `deepseek-reasoner` (the DeepSeek API's name for R1) stands for, unless a model of that very name is stored.
+    #[arg(long, env = ENV_DEEPSEEK_REASONER, default_value = "deepseek-r1")]
+    pub deepseek_reasoner: String,
 
     /// On SIGTERM or Ctrl-C, how long requests in flight may go on (`10s`, `1m`, `0`) before
     /// they are cancelled; no new ones are taken meanwhile.

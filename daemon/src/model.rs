@@ -36,7 +36,64 @@ pub struct LocalModel {
     pub modified: SystemTime,
 }
 
+/// The DeepSeek API's model names, which whaled lets stand for local models so that scripts
+/// written for api.deepseek.com run unchanged: each with the variable that sets its target.
+const DEEPSEEK_ALIASES: [(&str, &str); 2] = [
+    ("deepseek-chat", crate::config::ENV_DEEPSEEK_CHAT),
+    ("deepseek-reasoner", crate::config::ENV_DEEPSEEK_REASONER),
+];
+
+/// The model a DeepSeek API name stands for under `config`, with the variable that sets it.
+pub fn alias_target<'c>(config: &'c crate::Config, name: &str) -> Option<(&'c str, &'static str)> {
+    let name = name.trim().to_ascii_lowercase();
+    let name = name.strip_suffix(":latest").unwrap_or(&name);
+    let (_, variable) = DEEPSEEK_ALIASES.iter().find(|(alias, _)| *alias == name)?;
+    let target = if name == "deepseek-chat" {
+        &config.deepseek_chat
+    } else {
+        &config.deepseek_reasoner
+    };
+    Some((target.as_str(), variable))
+}
+
+/// The DeepSeek API names whose targets are stored, with the model each stands for.
+pub fn aliases_present(store: &Store, config: &crate::Config) -> Vec<(&'static str, ModelRef)> {
+    DEEPSEEK_ALIASES
+        .iter()
+        .filter(|(alias, _)| parse_name(alias).is_ok_and(|r| store.resolve(&r).is_none()))
+        .filter_map(|(alias, _)| {
+            let (target, _) = alias_target(config, alias)?;
+            let reference = store.resolve(&parse_name(target).ok()?)?;
+            Some((*alias, reference))
+        })
+        .collect()
+}
+
 impl LocalModel {
+    /// [`LocalModel::find`], where a DeepSeek API name (`deepseek-chat`, `deepseek-reasoner`)
+    /// that no stored model bears stands for the model `config` names for it.
+    pub async fn find_or_alias(
+        store: &Store,
+        config: &crate::Config,
+        name: &str,
+    ) -> Result<Self, Error> {
+        match Self::find(store, name).await {
+            Err(Error::ModelNotFound(missing)) => {
+                let Some((target, variable)) = alias_target(config, name) else {
+                    return Err(Error::ModelNotFound(missing));
+                };
+                Self::find(store, target).await.map_err(|error| match error {
+                    Error::ModelNotFound(_) => Error::NotFound(format!(
+                        "model '{name}' not found: it stands for '{target}' ({variable}), which \
+                         is not here; pull it, or set {variable} to a model you have"
+                    )),
+                    other => other,
+                })
+            }
+            other => other,
+        }
+    }
+
     /// Parses `name` and loads the model it names; 400 for a bad name, 404 when absent.
     pub async fn find(store: &Store, name: &str) -> Result<Self, Error> {
         let reference = parse_name(name)?;

@@ -581,3 +581,73 @@ fn chat_completions_give_logprobs_in_openais_shape() {
     assert_eq!(status, 200, "{plain}");
     assert!(plain["choices"][0].get("logprobs").is_none(), "{plain}");
 }
+
+#[test]
+fn deepseek_api_names_stand_for_configured_local_models() {
+    let daemon = Whaled::builder()
+        .env("WHALE_DEEPSEEK_REASONER", "r1-tiny")
+        .start();
+    daemon.create_from_gguf("r1-tiny", &fixtures::deepseek2());
+    let greedy = json!({"temperature": 0, "max_tokens": 4});
+
+    let mut request = json!({"model": "deepseek-reasoner",
+                             "messages": [{"role": "user", "content": "Hi"}]});
+    request
+        .as_object_mut()
+        .unwrap()
+        .extend(greedy.as_object().unwrap().clone());
+    let (status, answer) = daemon.post("/v1/chat/completions", &request);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["model"], "deepseek-reasoner", "{answer}");
+    let (status, native) = daemon.post(
+        "/api/chat",
+        &json!({"model": "deepseek-reasoner", "stream": false,
+                "messages": [{"role": "user", "content": "Hi"}],
+                "options": {"temperature": 0, "num_predict": 4}}),
+    );
+    assert_eq!(status, 200, "{native}");
+    assert_eq!(native["model"], "deepseek-reasoner", "{native}");
+
+    // Listed under the DeepSeek API's name only while what it stands for is here.
+    let (_, list) = daemon.get("/v1/models");
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"deepseek-reasoner"), "{list}");
+    assert!(!ids.contains(&"deepseek-chat"), "{list}");
+    let (status, one) = daemon.get("/v1/models/deepseek-reasoner");
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["id"], "deepseek-reasoner");
+
+    // `deepseek-chat` stands for deepseek-v3, which is not here: the error says what to do.
+    let mut request = json!({"model": "deepseek-chat",
+                             "messages": [{"role": "user", "content": "Hi"}]});
+    request
+        .as_object_mut()
+        .unwrap()
+        .extend(greedy.as_object().unwrap().clone());
+    let (status, missing) = daemon.post("/v1/chat/completions", &request);
+    assert_openai_error(
+        status,
+        &missing,
+        404,
+        "not_found_error",
+        "WHALE_DEEPSEEK_CHAT",
+    );
+
+    // A stored model of that very name wins.
+    create_with_template(&daemon, "deepseek-chat", "r1-tiny", R1_TEMPLATE);
+    let (status, answer) = daemon.post("/v1/chat/completions", &request);
+    assert_eq!(status, 200, "{answer}");
+    let (_, list) = daemon.get("/v1/models");
+    let chats = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["id"].as_str().unwrap().starts_with("deepseek-chat"))
+        .count();
+    assert_eq!(chats, 1, "{list}");
+}

@@ -465,7 +465,7 @@ pub async fn show(
     State(state): SharedState,
     Json(request): Json<api::ShowRequest>,
 ) -> Result<axum::Json<api::ShowResponse>, Error> {
-    let model = LocalModel::find(&state.store, &request.model).await?;
+    let model = LocalModel::find_or_alias(&state.store, &state.config, &request.model).await?;
     let verbose = request.verbose == Some(true);
     let gguf = read_gguf(model.weights_path.clone(), verbose).await;
     let gguf_template = gguf.as_ref().and_then(|g| g.chat_template());

@@ -24,7 +24,7 @@ use super::{Json, sse};
 use crate::chat::{self, ChatMessage, Think, ThinkLevel};
 use crate::error::Error;
 use crate::inference::{self, Chunk, EmbedRequest, Finished, GenerateRequest, Input};
-use crate::model::LocalModel;
+use crate::model::{self, LocalModel};
 use crate::state::AppState;
 
 type SharedState = State<Arc<AppState>>;
@@ -241,12 +241,21 @@ pub async fn embeddings(
 
 pub async fn models(State(state): SharedState) -> Result<axum::Json<wire::ModelList>, OpenAiError> {
     let stored = state.store.list().await.map_err(Error::from)?;
+    let mut data: Vec<wire::Model> = stored
+        .iter()
+        .map(|entry| model_entry(&entry.reference, entry.modified))
+        .collect();
+    // The DeepSeek API's names, where the models they stand for are here.
+    for (alias, target) in model::aliases_present(&state.store, &state.config) {
+        if let Some(entry) = stored.iter().find(|entry| entry.reference == target) {
+            let mut listed = model_entry(&entry.reference, entry.modified);
+            alias.clone_into(&mut listed.id);
+            data.push(listed);
+        }
+    }
     Ok(axum::Json(wire::ModelList {
         object: "list".to_owned(),
-        data: stored
-            .iter()
-            .map(|entry| model_entry(&entry.reference, entry.modified))
-            .collect(),
+        data,
     }))
 }
 
@@ -254,8 +263,12 @@ pub async fn model(
     State(state): SharedState,
     Path(name): Path<String>,
 ) -> Result<axum::Json<wire::Model>, OpenAiError> {
-    let model = LocalModel::find(&state.store, &name).await?;
-    Ok(axum::Json(model_entry(&model.reference, model.modified)))
+    let model = LocalModel::find_or_alias(&state.store, &state.config, &name).await?;
+    let mut entry = model_entry(&model.reference, model.modified);
+    if model::alias_target(&state.config, &name).is_some() && entry.id != name {
+        entry.id.clone_from(&name);
+    }
+    Ok(axum::Json(entry))
 }
 
 /// A model as `/v1/models` lists it: the name `/api/tags` shows, owned by its namespace.

@@ -324,7 +324,7 @@ async fn model_and_options(
     name: &str,
     request: Option<&api::Options>,
 ) -> Result<(LocalModel, RunOptions), Error> {
-    let model = LocalModel::find(&state.store, name).await?;
+    let model = LocalModel::find_or_alias(&state.store, &state.config, name).await?;
     let options = options::resolve(&model.params, request, state.config.context_length)?;
     Ok((model, options))
 }
