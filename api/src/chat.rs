@@ -40,6 +40,13 @@ pub struct ChatRequest {
     /// With `logprobs`, this many most likely tokens at each position too (0–20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<u32>,
+    /// Answer with the prompt the model would evaluate (`_debug_info`) instead of running it.
+    #[serde(
+        default,
+        rename = "_debug_render_only",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub debug_render_only: Option<bool>,
 }
 
 /// One chat message, in requests and in responses.
@@ -127,6 +134,13 @@ pub struct ChatResponse {
     pub logprobs: Option<Vec<crate::Logprob>>,
     #[serde(flatten)]
     pub metrics: Metrics,
+    /// The rendered prompt, for `_debug_render_only`.
+    #[serde(
+        default,
+        rename = "_debug_info",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub debug_info: Option<crate::DebugInfo>,
 }
 
 #[cfg(test)]

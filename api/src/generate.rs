@@ -49,6 +49,21 @@ pub struct GenerateRequest {
     /// With `logprobs`, this many most likely tokens at each position too (0–20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<u32>,
+    /// Answer with the prompt the model would evaluate (`_debug_info`) instead of running it.
+    #[serde(
+        default,
+        rename = "_debug_render_only",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub debug_render_only: Option<bool>,
+}
+
+/// What `_debug_render_only` answers with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugInfo {
+    /// The prompt as the model would see it: the template rendered, special tokens as text.
+    pub rendered_template: String,
+    pub image_count: u32,
 }
 
 /// One NDJSON line of `/api/generate` (or the whole answer when not streaming).
@@ -71,6 +86,13 @@ pub struct GenerateResponse {
     pub logprobs: Option<Vec<Logprob>>,
     #[serde(flatten)]
     pub metrics: Metrics,
+    /// The rendered prompt, for `_debug_render_only`.
+    #[serde(
+        default,
+        rename = "_debug_info",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub debug_info: Option<DebugInfo>,
 }
 
 /// A generated token's log probability, and the most likely tokens at its position.

@@ -28,7 +28,7 @@ pub use client::Client;
 pub use embed::{EmbedInput, EmbedRequest, EmbedResponse, EmbeddingRequest, EmbeddingResponse};
 pub use error::{ClientError, Error, ParseError};
 pub use format::Format;
-pub use generate::{GenerateRequest, GenerateResponse, Logprob, Metrics, TokenLogprob};
+pub use generate::{DebugInfo, GenerateRequest, GenerateResponse, Logprob, Metrics, TokenLogprob};
 pub use host::{DEFAULT_HOST, Host, Scheme, WHALE_API_KEY, WHALE_HOST};
 pub use keep_alive::KeepAlive;
 pub use model::{

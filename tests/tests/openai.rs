@@ -651,3 +651,51 @@ fn deepseek_api_names_stand_for_configured_local_models() {
         .count();
     assert_eq!(chats, 1, "{list}");
 }
+
+#[test]
+fn debug_render_only_shows_the_prompt_without_running_the_model() {
+    let daemon = Whaled::start();
+    daemon.create_from_gguf("tiny", &fixtures::deepseek2());
+    create_with_template(&daemon, "r1", "tiny", R1_TEMPLATE);
+    let (status, answer) = daemon.post(
+        "/api/chat",
+        &json!({"model": "r1", "_debug_render_only": true,
+                "messages": [{"role": "user", "content": "Hi"},
+                             {"role": "assistant", "content": "<think>\nhm\n</think>\n\nHello"},
+                             {"role": "user", "content": "Again"}]}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let rendered = answer["_debug_info"]["rendered_template"].as_str().unwrap();
+    // Earlier reasoning is dropped (with the blank line after it, as Ollama's parser drops it).
+    assert_eq!(
+        rendered,
+        "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜>Hello<｜end▁of▁sentence｜>\
+         <｜User｜>Again<｜Assistant｜><think>\n"
+    );
+    assert_eq!(answer["_debug_info"]["image_count"], 0);
+    assert_eq!(answer["done"], false, "{answer}");
+    assert_eq!(answer["message"]["content"], "", "{answer}");
+    assert!(
+        answer.get("eval_count").is_none(),
+        "nothing was generated: {answer}"
+    );
+
+    let (status, answer) = daemon.post(
+        "/api/generate",
+        &json!({"model": "r1", "prompt": "Why?", "_debug_render_only": true}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let rendered = answer["_debug_info"]["rendered_template"].as_str().unwrap();
+    assert!(
+        rendered.ends_with("<｜User｜>Why?<｜Assistant｜><think>\n"),
+        "{rendered:?}"
+    );
+    assert_eq!(answer["response"], "", "{answer}");
+
+    let (status, answer) = daemon.post(
+        "/api/generate",
+        &json!({"model": "r1", "prompt": "as is", "raw": true, "_debug_render_only": true}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["_debug_info"]["rendered_template"], "as is");
+}

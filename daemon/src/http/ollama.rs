@@ -128,6 +128,19 @@ pub async fn generate(
     let name = request.model.clone();
     let suffix = request.suffix.as_deref().unwrap_or_default();
     refuse_images(&name, request.images.as_ref())?;
+    if request.debug_render_only == Some(true) {
+        let rendered = inference::render(&state, generate_request(request)?, started).await?;
+        return Ok(axum::Json(api::GenerateResponse {
+            model: name,
+            created_at: now(),
+            debug_info: Some(api::DebugInfo {
+                rendered_template: rendered,
+                image_count: 0,
+            }),
+            ..api::GenerateResponse::default()
+        })
+        .into_response());
+    }
     if request.prompt.is_empty() && suffix.is_empty() {
         let reason =
             inference::load_or_unload(&state, &name, request.options.as_ref(), request.keep_alive)
@@ -254,6 +267,20 @@ pub async fn chat(
     }
     let stream = request.stream != Some(false);
     let name = request.model.clone();
+    if request.debug_render_only == Some(true) {
+        let rendered = inference::render(&state, chat_request(request)?, started).await?;
+        return Ok(axum::Json(api::ChatResponse {
+            model: name,
+            created_at: now(),
+            message: api::Message::new("assistant", ""),
+            debug_info: Some(api::DebugInfo {
+                rendered_template: rendered,
+                image_count: 0,
+            }),
+            ..api::ChatResponse::default()
+        })
+        .into_response());
+    }
     let chunks = inference::generate(&state, chat_request(request)?, started).await?;
     if !stream {
         let whole = inference::collect(chunks).await?;

@@ -134,6 +134,21 @@ pub async fn start(
     }))
 }
 
+/// The prompt `plan` would evaluate, as text: what the template rendered (special tokens
+/// spelled out), or a raw prompt as given.
+pub async fn render(lease: &Lease, plan: &Plan) -> Result<String, Error> {
+    if let Input::Prompt {
+        prompt, raw: true, ..
+    } = &plan.input
+    {
+        return Ok(prompt.clone());
+    }
+    match templated(lease, plan).await?.prompt {
+        Prompt::Text { text, .. } => Ok(text),
+        Prompt::Tokens(tokens) => Ok(lease.runner().detokenize(&tokens).await?),
+    }
+}
+
 /// A conversation rendered with the chat template, ready for the engine.
 struct Templated {
     prompt: Prompt,

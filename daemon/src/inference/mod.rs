@@ -73,6 +73,27 @@ pub async fn generate(
     request: GenerateRequest,
     started: Instant,
 ) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
+    let (lease, plan, load_duration) = prepare(state, request, started).await?;
+    completion::start(lease, plan, started, load_duration).await
+}
+
+/// The prompt a generation would evaluate, as text (Ollama's `_debug_render_only`). The model
+/// is loaded as for a generation: the template needs its special tokens.
+pub async fn render(
+    state: &AppState,
+    request: GenerateRequest,
+    started: Instant,
+) -> Result<String, Error> {
+    let (lease, plan, _) = prepare(state, request, started).await?;
+    completion::render(&lease, &plan).await
+}
+
+/// Everything before the engine: the model and its options, the conversation, the lease.
+async fn prepare(
+    state: &AppState,
+    request: GenerateRequest,
+    started: Instant,
+) -> Result<(Lease, completion::Plan, Duration), Error> {
     let GenerateRequest {
         model: name,
         input,
@@ -138,7 +159,7 @@ pub async fn generate(
         },
         grammar,
     };
-    completion::start(lease, plan, started, load_duration).await
+    Ok((lease, plan, load_duration))
 }
 
 /// A prompt request as the completion module takes it, with the model's `SYSTEM` unless the
