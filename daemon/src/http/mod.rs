@@ -2,10 +2,12 @@
 //! store's read-only `/v2/` registry routes. Handlers are thin: they extract, validate into
 //! typed requests, call the core ([`crate::inference`]), and map the result; errors become
 //! `{"error": ...}` (OpenAI's error object on `/v1/*`) through the one table in [`error`].
-//! Streams are NDJSON on `/api/*` and Server-Sent Events on `/v1/*`.
+//! Streams are NDJSON on `/api/*` and Server-Sent Events on `/v1/*`. Every request is counted
+//! ([`metrics`]); `/metrics` serves the counts to Prometheus.
 
 pub mod error;
 mod extract;
+mod metrics;
 mod ndjson;
 mod ollama;
 mod openai;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, head, post};
 
 use crate::state::AppState;
@@ -29,6 +32,7 @@ pub fn router(state: &Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/", get(ollama::root).head(ollama::root))
         .route("/api/version", get(ollama::version).head(ollama::version))
+        .route("/metrics", get(metrics::scrape))
         .route("/api/generate", post(ollama::generate))
         .route("/api/chat", post(ollama::chat))
         .route("/api/tags", get(ollama::tags).head(ollama::tags))
@@ -56,4 +60,8 @@ pub fn router(state: &Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(Arc::clone(state));
     api.merge(whale_registry::server::router(state.store.clone()))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(state),
+            metrics::track,
+        ))
 }

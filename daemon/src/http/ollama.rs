@@ -686,9 +686,10 @@ pub async fn pull(
     };
     let store = state.store.clone();
     transfer(request.stream != Some(false), move |sender| {
+        let progress = state.metrics.pull_progress(sender);
         tokio::spawn(async move {
             Puller::new(options)
-                .pull(&store, &reference, &sender)
+                .pull(&store, &reference, &progress)
                 .await
                 .map(drop)
                 .map_err(Error::from)

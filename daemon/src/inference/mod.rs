@@ -17,6 +17,7 @@ use crate::chat::{self, ChatMessage, Think, ToolCall};
 use crate::config::KeepAlive;
 use crate::engine::{DoneReason, Embeddings, GenerateJob, GrammarSource, Logprobs, Prompt};
 use crate::error::Error;
+use crate::metrics::Endpoint;
 use crate::model::LocalModel;
 use crate::options::{self, RunOptions};
 use crate::scheduler::{Lease, LoadRequest, RunnerOptions};
@@ -67,9 +68,45 @@ pub enum Input {
 }
 
 /// Starts a generation: the returned stream yields its chunks, the last being
-/// [`Chunk::Done`] or an error. Dropping the stream cancels the generation.
+/// [`Chunk::Done`] or an error. Dropping the stream cancels the generation. Once the model is
+/// found, the request is counted in its metrics, whatever happens next.
 pub async fn generate(
     state: &AppState,
+    request: GenerateRequest,
+    started: Instant,
+) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
+    let endpoint = match &request.input {
+        Input::Prompt {
+            raw: true,
+            system,
+            template,
+            context,
+            ..
+        } if system.is_some() || template.is_some() || !context.is_empty() => {
+            return Err(Error::BadRequest(
+                "raw mode does not support template, system, or context".to_owned(),
+            ));
+        }
+        Input::Prompt { .. } => Endpoint::Generate,
+        Input::Chat { .. } => Endpoint::Chat,
+    };
+    let model = LocalModel::find(&state.store, &request.model).await?;
+    let recorder = state
+        .metrics
+        .request(model.reference.short(), endpoint, started);
+    match start(state, model, request, started).await {
+        Ok(chunks) => Ok(recorder.follow(chunks)),
+        Err(error) => {
+            recorder.failed();
+            Err(error)
+        }
+    }
+}
+
+/// Everything of [`generate`] after finding the model.
+async fn start(
+    state: &AppState,
+    model: LocalModel,
     request: GenerateRequest,
     started: Instant,
 ) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
@@ -84,20 +121,7 @@ pub async fn generate(
         truncate,
         shift,
     } = request;
-    if let Input::Prompt {
-        raw: true,
-        system,
-        template,
-        context,
-        ..
-    } = &input
-        && (system.is_some() || template.is_some() || !context.is_empty())
-    {
-        return Err(Error::BadRequest(
-            "raw mode does not support template, system, or context".to_owned(),
-        ));
-    }
-    let (model, options) = model_and_options(state, &name, request_options.as_ref()).await?;
+    let options = run_options(state, &model, request_options.as_ref())?;
     let input = match input {
         Input::Chat { messages, tools } => completion::Input::Chat {
             messages: conversation(&model, messages)?,
@@ -229,9 +253,27 @@ pub async fn embed(
     request: EmbedRequest,
 ) -> Result<(Embeddings, Duration), Error> {
     let started = Instant::now();
-    let (model, options) =
-        model_and_options(state, &request.model, request.options.as_ref()).await?;
-    let lease = lease(state, &model, &request.model, &options, request.keep_alive).await?;
+    let model = LocalModel::find(&state.store, &request.model).await?;
+    let recorder = state
+        .metrics
+        .request(model.reference.short(), Endpoint::Embed, started);
+    let embedded = embed_with(state, &model, request, started).await;
+    match &embedded {
+        Ok((embeddings, _)) => recorder.embedded(embeddings.prompt_tokens),
+        Err(_) => recorder.failed(),
+    }
+    embedded
+}
+
+/// Everything of [`embed`] after finding the model.
+async fn embed_with(
+    state: &AppState,
+    model: &LocalModel,
+    request: EmbedRequest,
+    started: Instant,
+) -> Result<(Embeddings, Duration), Error> {
+    let options = run_options(state, model, request.options.as_ref())?;
+    let lease = lease(state, model, &request.model, &options, request.keep_alive).await?;
     let load_duration = started.elapsed();
     let embeddings = lease
         .runner()
@@ -325,8 +367,17 @@ async fn model_and_options(
     request: Option<&api::Options>,
 ) -> Result<(LocalModel, RunOptions), Error> {
     let model = LocalModel::find(&state.store, name).await?;
-    let options = options::resolve(&model.params, request, state.config.context_length)?;
+    let options = run_options(state, &model, request)?;
     Ok((model, options))
+}
+
+/// `model`'s parameters overlaid by the request's `options`.
+fn run_options(
+    state: &AppState,
+    model: &LocalModel,
+    request: Option<&api::Options>,
+) -> Result<RunOptions, Error> {
+    options::resolve(&model.params, request, state.config.context_length)
 }
 
 /// Loads (or finds loaded) the model for a request.
