@@ -1,5 +1,6 @@
 //! End-to-end: a real `whaled`'s `/metrics`, read with a Prometheus text parser, moving with the
-//! pulls, generations and chats it serves.
+//! pulls, generations and chats it serves; and the request ids it gives every request and
+//! writes into its log.
 
 use std::io;
 
@@ -139,17 +140,28 @@ fn metrics_follow_pulls_generations_and_loaded_models() {
     assert_eq!(status, 200);
     assert_eq!(ps["models"], json!([]), "{ps}");
 
+    // A generation, under the client's request id.
     let response = Whaled::http()
         .post(format!("{}/api/generate", daemon.url()))
+        .header("X-Request-Id", "metrics-generate-1")
         .json(&json!({"model": "qwen-tiny", "prompt": "Hi", "stream": false, "options": greedy()}))
         .send()
         .expect("generate");
+    assert_eq!(header(&response, "x-request-id"), "metrics-generate-1");
     assert_eq!(response.status().as_u16(), 200);
     let generated: Value = response.json().expect("JSON");
     let generate_eval = generated["eval_count"].as_u64().unwrap();
     let generate_prompt = generated["prompt_eval_count"].as_u64().unwrap();
     assert!(generate_eval >= 1, "{generated}");
-    // A chat through the OpenAI API.
+    // The model was loaded while handling it, so the load's log line names the request.
+    let log = daemon.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("request{id=metrics-generate-1") && line.contains(" loaded ")),
+        "{log}"
+    );
+
+    // A chat through the OpenAI API; whaled makes up its id.
     let response = Whaled::http()
         .post(format!("{}/v1/chat/completions", daemon.url()))
         .json(&json!({
@@ -161,6 +173,11 @@ fn metrics_follow_pulls_generations_and_loaded_models() {
         }))
         .send()
         .expect("chat");
+    let id = header(&response, "x-request-id");
+    assert!(
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id:?}"
+    );
     assert_eq!(response.status().as_u16(), 200);
     let chat: Value = response.json().expect("JSON");
     let chat_eval = chat["usage"]["completion_tokens"].as_u64().unwrap();
@@ -307,16 +324,26 @@ fn openmetrics_for_scrapers_that_ask() {
 
 #[test]
 fn a_refused_load_is_an_error_and_unknown_models_add_no_series() {
-    // Room for no model: every load is refused with a server error.
+    // Room for no model: every load is refused with a server error, which is logged.
     let daemon = Whaled::builder().env("WHALE_MAX_MEMORY", "1").start();
     daemon.create_from_gguf("qwen-tiny", &fixtures::qwen2());
 
     let response = Whaled::http()
         .post(format!("{}/api/generate", daemon.url()))
+        .header("X-Request-Id", "doomed-load-7")
         .json(&json!({"model": "qwen-tiny", "prompt": "Hi", "stream": false}))
         .send()
         .expect("generate");
     assert_eq!(response.status().as_u16(), 500);
+    // The warning about the failure names the request.
+    assert_eq!(header(&response, "x-request-id"), "doomed-load-7");
+    let log = daemon.log();
+    assert!(
+        log.lines().any(|line| line.contains("WARN")
+            && line.contains("request{id=doomed-load-7")
+            && line.contains("request failed")),
+        "{log}"
+    );
 
     let metrics = scrape(&daemon);
     let error = [
@@ -347,4 +374,39 @@ fn a_refused_load_is_an_error_and_unknown_models_add_no_series() {
             .all(|model| model == MODEL),
         "an unknown model became a label"
     );
+}
+
+#[test]
+fn request_ids_are_echoed_when_sane_and_made_otherwise() {
+    let daemon = Whaled::start();
+    let id = |sent: Option<&str>| {
+        let mut request = Whaled::http().get(format!("{}/api/version", daemon.url()));
+        if let Some(sent) = sent {
+            request = request.header("X-Request-Id", sent);
+        }
+        let response = request.send().expect("request");
+        assert_eq!(response.status().as_u16(), 200);
+        header(&response, "x-request-id")
+    };
+    assert_eq!(id(Some("abc-123_DEF.4")), "abc-123_DEF.4");
+    let made = id(None);
+    assert!(
+        made.len() == 16 && made.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{made:?}"
+    );
+    assert_ne!(id(None), made, "ids differ");
+    // Too long, or with a space: replaced, so never copied into the log.
+    for insane in ["x".repeat(65), "two words".to_owned()] {
+        let replaced = id(Some(&insane));
+        assert_ne!(replaced, insane);
+        assert_eq!(replaced.len(), 16, "{replaced:?}");
+    }
+    // Requests no route serves get one too.
+    let response = Whaled::http()
+        .get(format!("{}/no/such/path", daemon.url()))
+        .header("X-Request-Id", "lost-1")
+        .send()
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 404);
+    assert_eq!(header(&response, "x-request-id"), "lost-1");
 }

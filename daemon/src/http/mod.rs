@@ -2,8 +2,8 @@
 //! store's read-only `/v2/` registry routes. Handlers are thin: they extract, validate into
 //! typed requests, call the core ([`crate::inference`]), and map the result; errors become
 //! `{"error": ...}` (OpenAI's error object on `/v1/*`) through the one table in [`error`].
-//! Streams are NDJSON on `/api/*` and Server-Sent Events on `/v1/*`. Every request is counted
-//! ([`metrics`]); `/metrics` serves the counts to Prometheus.
+//! Streams are NDJSON on `/api/*` and Server-Sent Events on `/v1/*`. Every request gets an id
+//! ([`request_id`]) and is counted ([`metrics`]); `/metrics` serves the counts to Prometheus.
 
 pub mod error;
 mod extract;
@@ -11,6 +11,7 @@ mod metrics;
 mod ndjson;
 mod ollama;
 mod openai;
+mod request_id;
 mod sse;
 
 use std::sync::Arc;
@@ -64,4 +65,6 @@ pub fn router(state: &Arc<AppState>) -> Router {
             Arc::clone(state),
             metrics::track,
         ))
+        // Outermost, so that everything below logs under the request's id.
+        .layer(middleware::from_fn(request_id::assign))
 }
