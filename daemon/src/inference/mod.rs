@@ -75,18 +75,20 @@ pub async fn generate(
     request: GenerateRequest,
     started: Instant,
 ) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
+    if let Input::Prompt {
+        raw: true,
+        system,
+        template,
+        context,
+        ..
+    } = &request.input
+        && (system.is_some() || template.is_some() || !context.is_empty())
+    {
+        return Err(Error::BadRequest(
+            "raw mode does not support template, system, or context".to_owned(),
+        ));
+    }
     let endpoint = match &request.input {
-        Input::Prompt {
-            raw: true,
-            system,
-            template,
-            context,
-            ..
-        } if system.is_some() || template.is_some() || !context.is_empty() => {
-            return Err(Error::BadRequest(
-                "raw mode does not support template, system, or context".to_owned(),
-            ));
-        }
         Input::Prompt { .. } => Endpoint::Generate,
         Input::Chat { .. } => Endpoint::Chat,
     };
