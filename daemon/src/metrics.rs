@@ -169,51 +169,50 @@ impl Metrics {
             pull_bytes: Counter::default(),
         });
         let mut registry = Registry::with_prefix("whale");
-        let i = &instruments;
         registry.register(
             "http_requests",
             "HTTP requests answered, by route template (`other` when no route matched), method and status",
-            i.http_requests.clone(),
+            instruments.http_requests.clone(),
         );
         registry.register_with_unit(
             "http_request_duration",
             "Time from an HTTP request to the end of its response body (streams included), by route template and method",
             Unit::Seconds,
-            i.http_duration.clone(),
+            instruments.http_duration.clone(),
         );
         registry.register(
             "requests",
             "Generations and embeddings by model, endpoint (generate, chat, embed) and outcome (ok, error, cancelled)",
-            i.requests.clone(),
+            instruments.requests.clone(),
         );
         registry.register(
             "prompt_tokens",
             "Prompt tokens evaluated, by model (a prefix reused from the cache is not evaluated again)",
-            i.prompt_tokens.clone(),
+            instruments.prompt_tokens.clone(),
         );
         registry.register(
             "generated_tokens",
             "Tokens generated, by model",
-            i.generated_tokens.clone(),
+            instruments.generated_tokens.clone(),
         );
         registry.register_with_unit(
             "time_to_first_token",
             "Time from a generation request to its first piece of answer, waiting and loading included, by model",
             Unit::Seconds,
-            i.time_to_first_token.clone(),
+            instruments.time_to_first_token.clone(),
         );
         registry.register_with_unit(
             "token_latency",
             "Mean time per generated token of each generation (its eval_duration / eval_count), by model",
             Unit::Seconds,
-            i.token_latency.clone(),
+            instruments.token_latency.clone(),
         );
         // The unit completes the name: `whale_pull_bytes_total`.
         registry.register_with_unit(
             "pull",
             "Blob bytes pulls downloaded into the store (bytes a resumed pull already had are not counted)",
             Unit::Bytes,
-            i.pull_bytes.clone(),
+            instruments.pull_bytes.clone(),
         );
         registry.register_collector(Box::new(SchedulerCollector { scheduler }));
         Self {
@@ -473,5 +472,203 @@ impl Collector for SchedulerCollector {
             ConstGauge::new(u64::from(model.queued)).encode(queue.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt as _;
+
+    use super::*;
+    use crate::config::KeepAlive;
+    use crate::engine::Summary;
+    use crate::inference::Finished;
+    use crate::runner::Launcher;
+    use crate::scheduler::Limits;
+
+    fn metrics() -> Metrics {
+        let limits = Limits {
+            num_parallel: 1,
+            max_queue: 4,
+            max_loaded_models: 1,
+            max_memory: None,
+            gpu_overhead: 0,
+            default_keep_alive: KeepAlive::For(Duration::from_mins(5)),
+            num_threads: None,
+        };
+        let launcher = Launcher::new("/nonexistent/whaled".into(), "info");
+        Metrics::new(Scheduler::new(limits, launcher))
+    }
+
+    fn text(piece: &str) -> Chunk {
+        Chunk::Text {
+            content: piece.to_owned(),
+            thinking: String::new(),
+            logprobs: Vec::new(),
+        }
+    }
+
+    fn done(done_reason: DoneReason, prompt: u32, generated: u32) -> Chunk {
+        Chunk::Done(Box::new(Finished {
+            summary: Summary {
+                done_reason,
+                prompt_eval_count: prompt,
+                prompt_eval_duration: Duration::from_millis(5),
+                eval_count: generated,
+                eval_duration: Duration::from_millis(40),
+                context: Vec::new(),
+            },
+            total_duration: Duration::from_millis(50),
+            load_duration: Duration::ZERO,
+        }))
+    }
+
+    /// Runs `chunks` through a recorder, reading the first `read` of them.
+    fn follow(
+        metrics: &Metrics,
+        endpoint: Endpoint,
+        chunks: Vec<Result<Chunk, Error>>,
+        read: usize,
+    ) {
+        let recorder = metrics.request("m:latest".to_owned(), endpoint, Instant::now());
+        let followed = recorder.follow(futures::stream::iter(chunks));
+        let read = futures::executor::block_on(followed.take(read).count());
+        assert!(read > 0);
+    }
+
+    fn lines(metrics: &Metrics) -> Vec<String> {
+        metrics
+            .encode(Format::Prometheus)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn has(lines: &[String], line: &str) -> bool {
+        lines.iter().any(|l| l == line)
+    }
+
+    #[test]
+    fn a_finished_generation_counts_its_tokens_and_times() {
+        let metrics = metrics();
+        let chunks = vec![
+            Ok(text("Hel")),
+            Ok(text("lo")),
+            Ok(done(DoneReason::Stop, 7, 4)),
+        ];
+        follow(&metrics, Endpoint::Chat, chunks, 3);
+        let lines = lines(&metrics);
+        for line in [
+            r#"whale_requests_total{model="m:latest",endpoint="chat",outcome="ok"} 1"#,
+            r#"whale_prompt_tokens_total{model="m:latest"} 7"#,
+            r#"whale_generated_tokens_total{model="m:latest"} 4"#,
+            r#"whale_time_to_first_token_seconds_count{model="m:latest"} 1"#,
+            r#"whale_token_latency_seconds_count{model="m:latest"} 1"#,
+            // 40 ms over 4 tokens.
+            r#"whale_token_latency_seconds_sum{model="m:latest"} 0.01"#,
+        ] {
+            assert!(has(&lines, line), "no {line:?} in {lines:#?}");
+        }
+    }
+
+    #[test]
+    fn a_stream_dropped_midway_is_cancelled() {
+        let metrics = metrics();
+        let chunks = vec![
+            Ok(text("Hel")),
+            Ok(text("lo")),
+            Ok(done(DoneReason::Stop, 7, 4)),
+        ];
+        follow(&metrics, Endpoint::Generate, chunks, 1);
+        let lines = lines(&metrics);
+        assert!(has(
+            &lines,
+            r#"whale_requests_total{model="m:latest",endpoint="generate",outcome="cancelled"} 1"#
+        ));
+        assert!(has(
+            &lines,
+            r#"whale_time_to_first_token_seconds_count{model="m:latest"} 1"#
+        ));
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.starts_with("whale_generated_tokens"))
+        );
+    }
+
+    #[test]
+    fn an_error_midway_is_an_error_and_a_cancelled_engine_is_cancelled() {
+        let metrics = metrics();
+        let failing = vec![
+            Ok(text("a")),
+            Err(Error::Internal("the engine stopped".to_owned())),
+        ];
+        follow(&metrics, Endpoint::Chat, failing, 2);
+        follow(
+            &metrics,
+            Endpoint::Chat,
+            vec![Ok(done(DoneReason::Cancelled, 3, 0))],
+            1,
+        );
+        let lines = lines(&metrics);
+        for outcome in ["error", "cancelled"] {
+            let line = format!(
+                r#"whale_requests_total{{model="m:latest",endpoint="chat",outcome="{outcome}"}} 1"#
+            );
+            assert!(has(&lines, &line), "no {line:?} in {lines:#?}");
+        }
+        // No token came from the cancelled one: one first token in all, one latency not taken.
+        assert!(has(
+            &lines,
+            r#"whale_time_to_first_token_seconds_count{model="m:latest"} 1"#
+        ));
+        assert!(!lines.iter().any(|l| l.starts_with("whale_token_latency")));
+    }
+
+    #[test]
+    fn a_failed_or_embedding_request_is_counted_once() {
+        let metrics = metrics();
+        let recorder = metrics.request("m:latest".to_owned(), Endpoint::Embed, Instant::now());
+        recorder.embedded(12);
+        let recorder = metrics.request("m:latest".to_owned(), Endpoint::Generate, Instant::now());
+        recorder.failed();
+        let lines = lines(&metrics);
+        for line in [
+            r#"whale_requests_total{model="m:latest",endpoint="embed",outcome="ok"} 1"#,
+            r#"whale_requests_total{model="m:latest",endpoint="generate",outcome="error"} 1"#,
+            r#"whale_prompt_tokens_total{model="m:latest"} 12"#,
+        ] {
+            assert!(has(&lines, line), "no {line:?} in {lines:#?}");
+        }
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.starts_with("whale_requests_total") && l.contains("cancelled"))
+        );
+    }
+
+    #[test]
+    fn pull_progress_passes_events_on_and_counts_bytes() {
+        let metrics = metrics();
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let progress = metrics.pull_progress(sender);
+        progress.report(ProgressEvent::status("pulling manifest"));
+        progress.received(1000);
+        progress.received(24);
+        assert_eq!(receiver.try_recv().unwrap().status, "pulling manifest");
+        assert!(has(&lines(&metrics), "whale_pull_bytes_total 1024"));
+    }
+
+    #[test]
+    fn with_nothing_loaded_the_gauges_say_so() {
+        let lines = lines(&metrics());
+        assert!(has(&lines, "whale_loaded_models 0"));
+        assert!(has(&lines, "# TYPE whale_model_memory_bytes gauge"));
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.starts_with("whale_model_memory_bytes"))
+        );
+        assert!(!lines.iter().any(|l| l.starts_with("whale_queue_depth")));
     }
 }
