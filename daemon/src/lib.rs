@@ -13,6 +13,7 @@ pub mod gguf;
 pub mod http;
 pub mod inference;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod offload;
 pub mod options;
@@ -60,6 +61,7 @@ pub fn state(config: Config) -> anyhow::Result<AppState> {
     Ok(AppState {
         config,
         store,
+        metrics: metrics::Metrics::new(scheduler.clone()),
         scheduler,
         started: Instant::now(),
     })

@@ -99,6 +99,11 @@ impl Loaded {
         self.active.load(Ordering::SeqCst) == 0
     }
 
+    /// Leases outstanding: requests running on the model plus those waiting for a slot.
+    pub fn leases(&self) -> u32 {
+        self.active.load(Ordering::SeqCst)
+    }
+
     /// When the model will be unloaded if no request comes (`None` while it is in use forever).
     pub fn expires_at(&self) -> Option<SystemTime> {
         *self.expires_at.lock().expect("expires_at lock")

@@ -42,6 +42,13 @@ impl ProgressEvent {
 /// is ignored: a client that went away does not stop the transfer).
 pub trait Reporter: Send + Sync {
     fn report(&self, event: ProgressEvent);
+
+    /// `bytes` of a blob arrived from the network and were written to the store. Called as
+    /// each write lands, so a meter of network traffic sees every byte once: bytes a resumed
+    /// pull already had, or blobs already stored, are never counted. Ignored by default.
+    fn received(&self, bytes: u64) {
+        let _ = bytes;
+    }
 }
 
 impl<F: Fn(ProgressEvent) + Send + Sync> Reporter for F {

@@ -123,6 +123,7 @@ struct Download<'a> {
     written: Arc<Vec<AtomicU64>>,
     done: std::sync::Mutex<Vec<bool>>,
     completed: AtomicU64,
+    progress: &'a dyn Reporter,
 }
 
 /// Part outcome that is not an error of the blob: the server ignored `Range`.
@@ -400,6 +401,7 @@ impl Puller {
             done: std::sync::Mutex::new(done.clone()),
             completed: AtomicU64::new(completed),
             parts,
+            progress,
         };
         let mut pending = (0..done.len()).filter(|&i| !done[i]);
         let mut running = futures::stream::FuturesUnordered::new();
@@ -693,6 +695,7 @@ impl PartWriter {
         self.position += n;
         download.written[index].fetch_add(n, Ordering::Release);
         download.completed.fetch_add(n, Ordering::Relaxed);
+        download.progress.received(n);
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ mod support;
 use std::sync::Mutex;
 
 use reqwest::StatusCode;
-use support::{Distribution, Model, options, random_model, serve};
+use support::{Distribution, Model, Received, options, random_model, serve};
 use whale_registry::progress::NoProgress;
 use whale_registry::{
     Digest, ModelRef, PullEvent, PullOptions, Puller, PushOptions, Pusher, Store, server,
@@ -153,19 +153,25 @@ async fn pulls_from_our_own_v2_server() {
 
     let target = Store::open(dir.path().join("target")).unwrap();
     let name = ModelRef::parse(&format!("{addr}/someone/small:Q4_K_M")).unwrap();
+    let received = Received::default();
     Puller::new(options())
-        .pull(&target, &name, &NoProgress)
+        .pull(&target, &name, &received)
         .await
         .unwrap();
     model.assert_in(&target, &name).await;
+    // Every blob's bytes are reported received once, however many parts carried them.
+    let blobs: u64 = model.blobs.iter().map(|(_, b)| b.len() as u64).sum();
+    assert_eq!(received.bytes(), blobs);
 
-    // Pinned by manifest digest.
+    // Pinned by manifest digest: every blob is already there, so nothing is received.
     let digest = Digest::of_bytes(&model.manifest_bytes);
     let pinned = ModelRef::parse(&format!("{addr}/someone/small:pinned@{digest}")).unwrap();
+    let received = Received::default();
     Puller::new(options())
-        .pull(&target, &pinned, &NoProgress)
+        .pull(&target, &pinned, &received)
         .await
         .unwrap();
+    assert_eq!(received.bytes(), 0);
 }
 
 #[tokio::test]

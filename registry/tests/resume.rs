@@ -18,7 +18,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use futures::StreamExt;
-use support::{options, random_model, serve};
+use support::{Received, options, random_model, serve};
 use whale_registry::progress::NoProgress;
 use whale_registry::{ModelRef, PullOptions, Puller, Store, server};
 
@@ -155,11 +155,18 @@ async fn a_killed_pull_resumes_and_refetches_only_parts_in_flight() {
 
     meter.throttle.store(false, Ordering::Relaxed);
     meter.sent.store(0, Ordering::Relaxed);
+    let received = Received::default();
     Puller::new(child_options())
-        .pull(&target, &name, &NoProgress)
+        .pull(&target, &name, &received)
         .await
         .unwrap();
     model.assert_in(&target, &name).await;
+    // The puller reports as received exactly the blob bytes the server sent this time: not
+    // the parts the killed run had already written.
+    assert_eq!(
+        received.bytes(),
+        meter.sent.load(Ordering::Relaxed) - model.manifest_bytes.len() as u64
+    );
     // Besides the missing parts, the second run fetches the manifest and the small blobs.
     let small: u64 = model.blobs[1..]
         .iter()

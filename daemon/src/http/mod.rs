@@ -3,14 +3,18 @@
 //! typed requests, call the core ([`crate::inference`]), and map the result; errors become
 //! `{"error": ...}` (OpenAI's error object on `/v1/*`) through the one table in [`error`].
 //! Streams are NDJSON on `/api/*` and Server-Sent Events on `/v1/*`. Before any of it,
-//! [`guard`] decides who may ask at all, and [`server`] bounds connections.
+//! [`guard`] decides who may ask at all, and [`server`] bounds connections. Every request gets
+//! an id ([`request_id`]) and is counted ([`metrics`]); `/metrics` serves the counts to
+//! Prometheus.
 
 pub mod error;
 mod extract;
 pub mod guard;
+mod metrics;
 mod ndjson;
 mod ollama;
 mod openai;
+mod request_id;
 pub mod server;
 mod sse;
 
@@ -33,6 +37,7 @@ pub fn router(state: &Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/", get(ollama::root).head(ollama::root))
         .route("/api/version", get(ollama::version).head(ollama::version))
+        .route("/metrics", get(metrics::scrape))
         .route("/api/generate", post(ollama::generate))
         .route("/api/chat", post(ollama::chat))
         .route("/api/tags", get(ollama::tags).head(ollama::tags))
@@ -61,13 +66,20 @@ pub fn router(state: &Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(Arc::clone(state));
     let policy = Arc::new(policy(&state.config));
-    // CORS outermost, so that what the guard refuses is readable by pages it allows.
+    // CORS outside the guard, so that what the guard refuses is readable by pages it allows.
     api.merge(whale_registry::server::router(state.store.clone()))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&policy),
             guard::check,
         ))
+        // Refusals are counted too.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(state),
+            metrics::track,
+        ))
         .layer(policy.cors())
+        // Outermost, so that everything below logs under the request's id.
+        .layer(middleware::from_fn(request_id::assign))
 }
 
 /// The guard's policy from whaled's configuration.

@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use tracing::Instrument as _;
 use whale_api as api;
 use whale_registry::{Digest, ProgressEvent, PullOptions, Puller, PushOptions, Pusher};
 
@@ -758,13 +759,17 @@ pub async fn pull(
     };
     let store = state.store.clone();
     transfer(request.stream != Some(false), move |sender| {
-        tokio::spawn(async move {
-            Puller::new(options)
-                .pull(&store, &reference, &sender)
-                .await
-                .map(drop)
-                .map_err(Error::from)
-        })
+        let progress = state.metrics.pull_progress(sender);
+        tokio::spawn(
+            async move {
+                Puller::new(options)
+                    .pull(&store, &reference, &progress)
+                    .await
+                    .map(drop)
+                    .map_err(Error::from)
+            }
+            .in_current_span(),
+        )
     })
     .await
 }
@@ -782,12 +787,15 @@ pub async fn push(
     };
     let store = state.store.clone();
     transfer(request.stream != Some(false), move |sender| {
-        tokio::spawn(async move {
-            Pusher::new(options)
-                .push(&store, &reference, &sender)
-                .await
-                .map_err(Error::from)
-        })
+        tokio::spawn(
+            async move {
+                Pusher::new(options)
+                    .push(&store, &reference, &sender)
+                    .await
+                    .map_err(Error::from)
+            }
+            .in_current_span(),
+        )
     })
     .await
 }

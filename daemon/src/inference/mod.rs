@@ -17,6 +17,7 @@ use crate::chat::{self, ChatMessage, Think, ToolCall};
 use crate::config::KeepAlive;
 use crate::engine::{DoneReason, Embeddings, GenerateJob, GrammarSource, Logprobs, Prompt};
 use crate::error::Error;
+use crate::metrics::Endpoint;
 use crate::model::LocalModel;
 use crate::options::{self, RunOptions};
 use crate::scheduler::{Lease, LoadRequest, RunnerOptions};
@@ -67,14 +68,33 @@ pub enum Input {
 }
 
 /// Starts a generation: the returned stream yields its chunks, the last being
-/// [`Chunk::Done`] or an error. Dropping the stream cancels the generation.
+/// [`Chunk::Done`] or an error. Dropping the stream cancels the generation. Once the model is
+/// found, the request is counted in its metrics, whatever happens next.
 pub async fn generate(
     state: &AppState,
     request: GenerateRequest,
     started: Instant,
 ) -> Result<impl Stream<Item = Result<Chunk, Error>> + Send + 'static, Error> {
-    let (lease, plan, load_duration) = prepare(state, request, started).await?;
-    completion::start(lease, plan, started, load_duration).await
+    refuse_raw_extras(&request)?;
+    let endpoint = match &request.input {
+        Input::Prompt { .. } => Endpoint::Generate,
+        Input::Chat { .. } => Endpoint::Chat,
+    };
+    let model = LocalModel::find_or_alias(&state.store, &state.config, &request.model).await?;
+    let recorder = state
+        .metrics
+        .request(model.reference.short(), endpoint, started);
+    let running = async {
+        let (lease, plan, load_duration) = prepare(state, model, request, started).await?;
+        completion::start(lease, plan, started, load_duration).await
+    };
+    match running.await {
+        Ok(chunks) => Ok(recorder.follow(chunks)),
+        Err(error) => {
+            recorder.failed();
+            Err(error)
+        }
+    }
 }
 
 /// The prompt a generation would evaluate, as text (Ollama's `_debug_render_only`). The model
@@ -84,13 +104,35 @@ pub async fn render(
     request: GenerateRequest,
     started: Instant,
 ) -> Result<String, Error> {
-    let (lease, plan, _) = prepare(state, request, started).await?;
+    refuse_raw_extras(&request)?;
+    let model = LocalModel::find_or_alias(&state.store, &state.config, &request.model).await?;
+    let (lease, plan, _) = prepare(state, model, request, started).await?;
     completion::render(&lease, &plan).await
 }
 
-/// Everything before the engine: the model and its options, the conversation, the lease.
+/// Raw mode takes the prompt as it is: a template, system prompt or context cannot apply.
+fn refuse_raw_extras(request: &GenerateRequest) -> Result<(), Error> {
+    if let Input::Prompt {
+        raw: true,
+        system,
+        template,
+        context,
+        ..
+    } = &request.input
+        && (system.is_some() || template.is_some() || !context.is_empty())
+    {
+        return Err(Error::BadRequest(
+            "raw mode does not support template, system, or context".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Everything after finding the model and before the engine: options, the conversation, the
+/// lease.
 async fn prepare(
     state: &AppState,
+    model: LocalModel,
     request: GenerateRequest,
     started: Instant,
 ) -> Result<(Lease, completion::Plan, Duration), Error> {
@@ -105,20 +147,7 @@ async fn prepare(
         truncate,
         shift,
     } = request;
-    if let Input::Prompt {
-        raw: true,
-        system,
-        template,
-        context,
-        ..
-    } = &input
-        && (system.is_some() || template.is_some() || !context.is_empty())
-    {
-        return Err(Error::BadRequest(
-            "raw mode does not support template, system, or context".to_owned(),
-        ));
-    }
-    let (model, options) = model_and_options(state, &name, request_options.as_ref()).await?;
+    let options = run_options(state, &model, request_options.as_ref())?;
     let input = match input {
         Input::Chat { messages, tools } => completion::Input::Chat {
             messages: conversation(&model, messages)?,
@@ -250,9 +279,27 @@ pub async fn embed(
     request: EmbedRequest,
 ) -> Result<(Embeddings, Duration), Error> {
     let started = Instant::now();
-    let (model, options) =
-        model_and_options(state, &request.model, request.options.as_ref()).await?;
-    let lease = lease(state, &model, &request.model, &options, request.keep_alive).await?;
+    let model = LocalModel::find_or_alias(&state.store, &state.config, &request.model).await?;
+    let recorder = state
+        .metrics
+        .request(model.reference.short(), Endpoint::Embed, started);
+    let embedded = embed_with(state, &model, request, started).await;
+    match &embedded {
+        Ok((embeddings, _)) => recorder.embedded(embeddings.prompt_tokens),
+        Err(_) => recorder.failed(),
+    }
+    embedded
+}
+
+/// Everything of [`embed`] after finding the model.
+async fn embed_with(
+    state: &AppState,
+    model: &LocalModel,
+    request: EmbedRequest,
+    started: Instant,
+) -> Result<(Embeddings, Duration), Error> {
+    let options = run_options(state, model, request.options.as_ref())?;
+    let lease = lease(state, model, &request.model, &options, request.keep_alive).await?;
     let load_duration = started.elapsed();
     let embeddings = lease
         .runner()
@@ -346,8 +393,17 @@ async fn model_and_options(
     request: Option<&api::Options>,
 ) -> Result<(LocalModel, RunOptions), Error> {
     let model = LocalModel::find_or_alias(&state.store, &state.config, name).await?;
-    let options = options::resolve(&model.params, request, state.config.context_length)?;
+    let options = run_options(state, &model, request)?;
     Ok((model, options))
+}
+
+/// `model`'s parameters overlaid by the request's `options`.
+fn run_options(
+    state: &AppState,
+    model: &LocalModel,
+    request: Option<&api::Options>,
+) -> Result<RunOptions, Error> {
+    options::resolve(&model.params, request, state.config.context_length)
 }
 
 /// Loads (or finds loaded) the model for a request.

@@ -209,3 +209,22 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Counts the blob bytes a pull reports it received, and drops its progress lines.
+#[derive(Default)]
+pub struct Received(pub std::sync::atomic::AtomicU64);
+
+impl Received {
+    pub fn bytes(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl whale_registry::Reporter for Received {
+    fn report(&self, _event: whale_registry::ProgressEvent) {}
+
+    fn received(&self, bytes: u64) {
+        self.0
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
