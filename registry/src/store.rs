@@ -558,6 +558,12 @@ impl Store {
     }
 
     fn list_blocking(&self) -> Vec<StoredModel> {
+        self.list_noting_invalid(&mut Vec::new())
+    }
+
+    /// [`Store::list`], blocking; manifest files with a model's name that do not parse as
+    /// manifests go to `invalid`.
+    pub(crate) fn list_noting_invalid(&self, invalid: &mut Vec<PathBuf>) -> Vec<StoredModel> {
         fn children(dir: &Path) -> Vec<(String, PathBuf)> {
             let Ok(entries) = fs::read_dir(dir) else {
                 return Vec::new();
@@ -586,6 +592,7 @@ impl Store {
                         let Ok(bytes) = fs::read(&path) else { continue };
                         let Ok(manifest) = Manifest::parse(&bytes) else {
                             tracing::debug!(path = %path.display(), "skipping invalid manifest");
+                            invalid.push(path);
                             continue;
                         };
                         models.push(StoredModel {

@@ -2,14 +2,12 @@
 //! after a crash, a full disk or a failing drive a person can tell whether the store is whole.
 
 use std::fs::{self, File};
-use std::io::Read;
 use std::path::PathBuf;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
 use crate::reference::ModelRef;
 use crate::store::{Store, TEMP_SUFFIX, blocking};
 
@@ -38,20 +36,10 @@ impl VerifyReport {
     }
 }
 
-/// Reads a file through SHA-256.
+/// Reads a file through SHA-256: its digest and its length.
 fn hash_file(path: &std::path::Path) -> std::io::Result<(Digest, u64)> {
-    let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-        bytes += read as u64;
-    }
+    let bytes = std::io::copy(&mut File::open(path)?, &mut hasher)?;
     Ok((Digest::from_hasher(hasher), bytes))
 }
 
@@ -109,60 +97,15 @@ impl Store {
             }
             report.corrupt.push(digest);
         }
-        for (reference, manifest) in self.manifests_with_invalid(&mut report.invalid_manifests) {
-            for layer in manifest.blobs() {
+        for model in self.list_noting_invalid(&mut report.invalid_manifests) {
+            for layer in model.manifest.blobs() {
                 if !good.contains(&layer.digest) {
                     report
                         .missing
-                        .push((reference.clone(), layer.digest.clone()));
+                        .push((model.reference.clone(), layer.digest.clone()));
                 }
             }
         }
         Ok(report)
-    }
-
-    /// Every readable manifest with its name; the paths of those that are not manifests go
-    /// to `invalid`.
-    fn manifests_with_invalid(&self, invalid: &mut Vec<PathBuf>) -> Vec<(ModelRef, Manifest)> {
-        let mut found = Vec::new();
-        let mut dirs = vec![self.manifests_dir()];
-        while let Some(dir) = dirs.pop() {
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            let mut entries: Vec<_> = entries.flatten().collect();
-            entries.sort_by_key(fs::DirEntry::file_name);
-            for entry in entries {
-                let path = entry.path();
-                match entry.file_type() {
-                    Ok(kind) if kind.is_dir() => dirs.push(path),
-                    Ok(kind) if kind.is_file() => {
-                        let name = entry.file_name().to_string_lossy().into_owned();
-                        if name.ends_with(TEMP_SUFFIX) {
-                            continue;
-                        }
-                        let Some(reference) = self.reference_of(&path) else {
-                            continue;
-                        };
-                        match fs::read(&path).ok().map(|bytes| Manifest::parse(&bytes)) {
-                            Some(Ok(manifest)) => found.push((reference, manifest)),
-                            _ => invalid.push(path),
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        found
-    }
-
-    /// The model name a manifest path stands for (`manifests/<host>/<ns>/<model>/<tag>`).
-    fn reference_of(&self, path: &std::path::Path) -> Option<ModelRef> {
-        let relative = path.strip_prefix(self.manifests_dir()).ok()?;
-        let parts: Vec<&str> = relative.iter().filter_map(|part| part.to_str()).collect();
-        let [host, namespace, model, tag] = parts.as_slice() else {
-            return None;
-        };
-        ModelRef::from_parts(host, namespace, model, tag).ok()
     }
 }
