@@ -38,33 +38,43 @@ pub struct LocalModel {
 
 /// The DeepSeek API's model names, which whaled lets stand for local models so that scripts
 /// written for api.deepseek.com run unchanged: each with the variable that sets its target.
-const DEEPSEEK_ALIASES: [(&str, &str); 2] = [
-    ("deepseek-chat", crate::config::ENV_DEEPSEEK_CHAT),
-    ("deepseek-reasoner", crate::config::ENV_DEEPSEEK_REASONER),
+const DEEPSEEK_ALIASES: [Alias; 2] = [
+    Alias {
+        name: "deepseek-chat",
+        variable: crate::config::ENV_DEEPSEEK_CHAT,
+        target: |config| &config.deepseek_chat,
+    },
+    Alias {
+        name: "deepseek-reasoner",
+        variable: crate::config::ENV_DEEPSEEK_REASONER,
+        target: |config| &config.deepseek_reasoner,
+    },
 ];
+
+/// A DeepSeek API name, the variable that sets what it stands for, and where the
+/// configuration keeps that.
+struct Alias {
+    name: &'static str,
+    variable: &'static str,
+    target: fn(&crate::Config) -> &String,
+}
 
 /// The model a DeepSeek API name stands for under `config`, with the variable that sets it.
 pub fn alias_target<'c>(config: &'c crate::Config, name: &str) -> Option<(&'c str, &'static str)> {
     let name = name.trim().to_ascii_lowercase();
     let name = name.strip_suffix(":latest").unwrap_or(&name);
-    let (_, variable) = DEEPSEEK_ALIASES.iter().find(|(alias, _)| *alias == name)?;
-    let target = if name == "deepseek-chat" {
-        &config.deepseek_chat
-    } else {
-        &config.deepseek_reasoner
-    };
-    Some((target.as_str(), variable))
+    let alias = DEEPSEEK_ALIASES.iter().find(|alias| alias.name == name)?;
+    Some(((alias.target)(config).as_str(), alias.variable))
 }
 
 /// The DeepSeek API names whose targets are stored, with the model each stands for.
 pub fn aliases_present(store: &Store, config: &crate::Config) -> Vec<(&'static str, ModelRef)> {
     DEEPSEEK_ALIASES
         .iter()
-        .filter(|(alias, _)| parse_name(alias).is_ok_and(|r| store.resolve(&r).is_none()))
-        .filter_map(|(alias, _)| {
-            let (target, _) = alias_target(config, alias)?;
-            let reference = store.resolve(&parse_name(target).ok()?)?;
-            Some((*alias, reference))
+        .filter(|alias| parse_name(alias.name).is_ok_and(|r| store.resolve(&r).is_none()))
+        .filter_map(|alias| {
+            let target = parse_name((alias.target)(config)).ok()?;
+            Some((alias.name, store.resolve(&target)?))
         })
         .collect()
 }
