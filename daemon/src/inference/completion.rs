@@ -19,19 +19,23 @@ use crate::scheduler::Lease;
 /// What the model is asked: a conversation, or a prompt (templated or raw).
 #[derive(Debug, Clone)]
 pub enum Input {
+    /// A conversation, rendered with the chat template. Roles are checked here.
     Chat {
         messages: Vec<ChatMessage>,
         tools: Vec<serde_json::Value>,
     },
+    /// A prompt: templated as one user turn, or `raw`.
     Prompt {
         prompt: String,
         system: Option<String>,
         /// Text after the cursor, for fill-in-the-middle (templates with `.Suffix`).
         suffix: Option<String>,
         raw: bool,
-        /// The request's own template (see [`Plan::request_template`]).
+        /// A template used instead of the model's (`/api/generate`'s `template`; see
+        /// [`Plan::request_template`]).
         template: Option<String>,
-        /// Earlier tokens, turned back into text before the prompt by the caller.
+        /// Tokens of an earlier exchange (`/api/generate`'s deprecated `context`), turned
+        /// back into text before the prompt by the caller.
         context: Vec<i32>,
     },
 }

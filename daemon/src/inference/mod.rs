@@ -8,6 +8,8 @@
 
 pub mod completion;
 
+pub use completion::Input;
+
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
@@ -42,29 +44,6 @@ pub struct GenerateRequest {
     pub truncate: Option<bool>,
     /// Shift the context when it fills during generation (default: yes).
     pub shift: Option<bool>,
-}
-
-/// What the model is asked.
-#[derive(Debug, Clone)]
-pub enum Input {
-    /// A conversation, rendered with the chat template. Roles are checked here.
-    Chat {
-        messages: Vec<ChatMessage>,
-        tools: Vec<serde_json::Value>,
-    },
-    /// A prompt: templated as one user turn, or `raw`.
-    Prompt {
-        prompt: String,
-        system: Option<String>,
-        /// Text after the cursor, for fill-in-the-middle (templates with `.Suffix`).
-        suffix: Option<String>,
-        raw: bool,
-        /// A template used instead of the model's (`/api/generate`'s `template`).
-        template: Option<String>,
-        /// Tokens of an earlier exchange (`/api/generate`'s deprecated `context`), put back
-        /// as text before the prompt.
-        context: Vec<i32>,
-    },
 }
 
 /// Starts a generation: the returned stream yields its chunks, the last being
