@@ -129,6 +129,12 @@ pub struct Metrics {
     pub eval_count: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_duration: Option<u64>,
+    /// Tokens drafted ahead by speculative decoding, and how many of them the model accepted
+    /// (whale's own fields; absent when nothing was drafted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_accepted_count: Option<u64>,
 }
 
 #[cfg(test)]

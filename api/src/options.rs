@@ -26,6 +26,12 @@ pub struct Options {
     pub num_keep: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draft_num_predict: Option<i64>,
+    /// Speculative decoding: `auto` (the default), `off`, `ngram`, `draft` or `mtp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speculative: Option<String>,
+    /// Most tokens drafted ahead at one step (`draft_num_predict` is Ollama's name for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_max: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,20 +123,23 @@ enum Kind {
     Int,
     Float,
     Bool,
+    /// A string; repeated `stop` lines accumulate.
     Text,
+    /// One word.
+    Word,
 }
 
 fn kind_of(name: &str) -> Option<Kind> {
     Some(match name {
         "num_ctx" | "num_batch" | "num_gpu" | "main_gpu" | "num_thread" | "num_keep"
-        | "draft_num_predict" | "seed" | "num_predict" | "top_k" | "repeat_last_n" | "mirostat" => {
-            Kind::Int
-        }
+        | "draft_num_predict" | "draft_max" | "seed" | "num_predict" | "top_k"
+        | "repeat_last_n" | "mirostat" => Kind::Int,
         "top_p" | "min_p" | "typical_p" | "temperature" | "repeat_penalty" | "presence_penalty"
         | "frequency_penalty" | "mirostat_tau" | "mirostat_eta" | "tfs_z" => Kind::Float,
         "use_mmap" | "penalize_newline" | "numa" | "low_vram" | "f16_kv" | "logits_all"
         | "vocab_only" | "use_mlock" => Kind::Bool,
         "stop" => Kind::Text,
+        "speculative" => Kind::Word,
         _ => return None,
     })
 }
@@ -178,6 +187,7 @@ impl Options {
                     .parse::<bool>()
                     .map_err(|_| invalid("true or false"))?,
             ),
+            Kind::Word => serde_json::Value::from(value.trim()),
             Kind::Text => {
                 self.stop
                     .get_or_insert_with(Vec::new)

@@ -154,6 +154,8 @@ fn metrics_of(metrics: &whale_api::Metrics) -> Metrics {
         prompt_eval_duration: nanos(metrics.prompt_eval_duration),
         eval_count: metrics.eval_count.unwrap_or(0),
         eval_duration: nanos(metrics.eval_duration),
+        draft_count: metrics.draft_count.unwrap_or(0),
+        draft_accepted_count: metrics.draft_accepted_count.unwrap_or(0),
     }
 }
 

@@ -9,7 +9,7 @@
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use whale_daemon::engine::{
-    Engine, Event, GenerateJob, LoadParams, Prompt, Sampling, llama_backend,
+    Engine, Event, GenerateJob, LoadParams, Prompt, Sampling, Speculation, llama_backend,
 };
 use whale_tests::bench::median;
 use whale_tests::fixtures;
@@ -47,6 +47,7 @@ async fn engine_round(engine: &Engine) -> f64 {
             shift: true,
             truncate: true,
             logprobs: None,
+            speculation: Speculation::off(),
         })
         .expect("engine running");
     while let Some(event) = events.recv().await {

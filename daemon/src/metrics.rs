@@ -121,6 +121,8 @@ struct Instruments {
     requests: Family<RequestLabels, Counter>,
     prompt_tokens: Family<ModelLabels, Counter>,
     generated_tokens: Family<ModelLabels, Counter>,
+    draft_tokens: Family<ModelLabels, Counter>,
+    draft_accepted_tokens: Family<ModelLabels, Counter>,
     time_to_first_token: HistogramFamily<ModelLabels>,
     token_latency: HistogramFamily<ModelLabels>,
     pull_bytes: Counter,
@@ -164,6 +166,8 @@ impl Metrics {
             requests: Family::default(),
             prompt_tokens: Family::default(),
             generated_tokens: Family::default(),
+            draft_tokens: Family::default(),
+            draft_accepted_tokens: Family::default(),
             time_to_first_token: Family::new_with_constructor(time_to_first_token_buckets),
             token_latency: Family::new_with_constructor(token_latency_buckets),
             pull_bytes: Counter::default(),
@@ -194,6 +198,16 @@ impl Metrics {
             "generated_tokens",
             "Tokens generated, by model",
             instruments.generated_tokens.clone(),
+        );
+        registry.register(
+            "draft_tokens",
+            "Tokens drafted ahead by speculative decoding, by model",
+            instruments.draft_tokens.clone(),
+        );
+        registry.register(
+            "draft_accepted_tokens",
+            "Drafted tokens the model accepted, by model",
+            instruments.draft_accepted_tokens.clone(),
         );
         registry.register_with_unit(
             "time_to_first_token",
@@ -337,6 +351,16 @@ impl Recorder {
                     .generated_tokens
                     .get_or_create(&self.model)
                     .inc_by(u64::from(summary.eval_count));
+                if summary.draft_count > 0 {
+                    self.instruments
+                        .draft_tokens
+                        .get_or_create(&self.model)
+                        .inc_by(u64::from(summary.draft_count));
+                    self.instruments
+                        .draft_accepted_tokens
+                        .get_or_create(&self.model)
+                        .inc_by(u64::from(summary.draft_accepted_count));
+                }
                 self.count(match summary.done_reason {
                     DoneReason::Cancelled => Outcome::Cancelled,
                     DoneReason::Stop | DoneReason::Length => Outcome::Ok,
@@ -517,6 +541,8 @@ mod tests {
                 eval_count: generated,
                 eval_duration: Duration::from_millis(40),
                 context: Vec::new(),
+                draft_count: 0,
+                draft_accepted_count: 0,
             },
             total_duration: Duration::from_millis(50),
             load_duration: Duration::ZERO,

@@ -12,7 +12,7 @@
 use serde_json::{Map, Value};
 use whale_api::Options;
 
-use crate::engine::Sampling;
+use crate::engine::{Sampling, Speculation, SpeculationMode};
 use crate::error::Error;
 
 /// Largest `num_ctx` accepted (16 Mi tokens; far beyond any DeepSeek model's training).
@@ -33,6 +33,7 @@ pub struct RunOptions {
     pub num_predict: i32,
     pub stop: Vec<String>,
     pub sampling: Sampling,
+    pub speculation: Speculation,
 }
 
 /// Overlays `request` on the model's params layer and validates the result.
@@ -103,6 +104,7 @@ fn validate(options: &Options, default_num_ctx: u32) -> Result<RunOptions, Error
         // Ollama's -1 (and any negative) means a random seed.
         seed: options.seed.and_then(|seed| u32::try_from(seed).ok()),
     };
+    let speculation = speculation(options)?;
     Ok(RunOptions {
         num_ctx,
         num_batch,
@@ -112,6 +114,42 @@ fn validate(options: &Options, default_num_ctx: u32) -> Result<RunOptions, Error
         num_predict,
         stop,
         sampling,
+        speculation,
+    })
+}
+
+/// `speculative` and `draft_max` (or Ollama's `draft_num_predict`; 0 drafts nothing).
+fn speculation(options: &Options) -> Result<Speculation, Error> {
+    let limit = i64::from(Speculation::DRAFT_MAX_LIMIT);
+    let draft_max = match bounded("draft_max", options.draft_max, 0, limit)? {
+        Some(n) => Some(n),
+        None => bounded("draft_num_predict", options.draft_num_predict, 0, limit)?,
+    };
+    let mode = match options.speculative.as_deref().map(str::trim) {
+        None | Some("auto") => SpeculationMode::Auto,
+        Some("off") => SpeculationMode::Off,
+        Some("ngram") => SpeculationMode::Ngram,
+        Some(mode @ ("draft" | "mtp")) => {
+            return Err(Error::BadRequest(format!(
+                "speculative: \"{mode}\" is not available in this version of whaled; use \"auto\", \"ngram\" or \"off\""
+            )));
+        }
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "speculative must be one of auto, off, ngram, draft, mtp, got \"{other}\""
+            )));
+        }
+    };
+    Ok(match draft_max {
+        Some(0) => Speculation::off(),
+        Some(n) => Speculation {
+            mode,
+            draft_max: n as u32,
+        },
+        None => Speculation {
+            mode,
+            draft_max: Speculation::DRAFT_MAX,
+        },
     })
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::Receiver;
 use whale_daemon::engine::{
-    DoneReason, Engine, EngineError, Event, GenerateJob, LoadParams, Prompt, Sampling, Summary,
+    DoneReason, Engine, EngineError, Event, GenerateJob, LoadParams, Prompt, Sampling, Speculation,
+    Summary,
 };
 
 const COUNTING: &str = "1, 2, 3, 4, 5,";
@@ -54,6 +55,7 @@ fn job(prompt: &str, num_predict: i32) -> GenerateJob {
         shift: true,
         truncate: true,
         logprobs: None,
+        speculation: Speculation::default(),
     }
 }
 

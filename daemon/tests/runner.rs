@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use whale_daemon::engine::{Engine, EngineError, Event, GenerateJob, LoadParams, Prompt, Sampling};
+use whale_daemon::engine::{
+    Engine, EngineError, Event, GenerateJob, LoadParams, Prompt, Sampling, Speculation,
+};
 use whale_daemon::runner::{Events, Launcher};
 use whale_tests::fixtures;
 use whale_tests::gguf::broken;
@@ -39,6 +41,7 @@ fn job(prompt: &str, num_predict: i32) -> GenerateJob {
         shift: true,
         truncate: true,
         logprobs: Some(2),
+        speculation: Speculation::default(),
     }
 }
 

@@ -11,7 +11,9 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::sampling::LlamaSampler;
 use tokio::sync::mpsc::Receiver;
-use whale_daemon::engine::{Engine, Event, GenerateJob, LoadParams, Prompt, Sampling, Summary};
+use whale_daemon::engine::{
+    Engine, Event, GenerateJob, LoadParams, Prompt, Sampling, Speculation, Summary,
+};
 use whale_tests::fixtures;
 
 const N_CTX: u32 = 512;
@@ -44,6 +46,7 @@ fn job(sampling: Sampling) -> GenerateJob {
         shift: false,
         truncate: false,
         logprobs: None,
+        speculation: Speculation::default(),
     }
 }
 

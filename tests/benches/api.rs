@@ -11,7 +11,8 @@
 //!
 //! Gemma 3 270M `Q4_K_M` (and the wide llama fixture, f32), 2 threads, greedy (no penalties on either side: whaled's default
 //! `repeat_penalty` is 1.0, so its sampler chain is greedy alone, as the raw loop's), raw mode,
-//! 128 generated tokens per request, 512 tokens of context per sequence. Raw and API rounds
+//! 128 generated tokens per request, 512 tokens of context per sequence, no speculative
+//! decoding. Raw and API rounds
 //! alternate and never overlap: each waits for the other to finish, so they never compete for
 //! the cores. The model stays loaded in whaled between rounds (`keep_alive: -1`), and both paths
 //! are warmed up before measuring.
@@ -73,8 +74,10 @@ fn generate(
     prompt: &str,
     num_predict: usize,
 ) -> Streamed {
-    let options =
-        json!({"temperature": 0, "seed": 1, "num_predict": num_predict, "num_ctx": N_CTX});
+    // No drafting: the raw loop decodes one token per step too (`--bench speculative`
+    // measures drafting).
+    let options = json!({"temperature": 0, "seed": 1, "num_predict": num_predict,
+                         "num_ctx": N_CTX, "speculative": "off"});
     bench::generate(client, daemon, model, prompt, &options)
 }
 

@@ -37,13 +37,13 @@ const PROMPTS: [&str; STREAMS] = [
     "Hello", "One", "The sea", "Why", "Listen", "Numbers", "A story", "Rust",
 ];
 
-/// The two ways whaled samples here.
+/// The two ways whaled samples here; no drafting, which the raw loop does not do either.
 fn sampling(greedy: bool) -> Value {
     if greedy {
-        json!({"temperature": 0, "num_predict": TOKENS, "num_ctx": N_CTX})
+        json!({"temperature": 0, "num_predict": TOKENS, "num_ctx": N_CTX, "speculative": "off"})
     } else {
         json!({"temperature": 0.6, "top_p": 0.95, "seed": 42, "num_predict": TOKENS,
-               "num_ctx": N_CTX})
+               "num_ctx": N_CTX, "speculative": "off"})
     }
 }
 

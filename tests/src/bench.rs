@@ -39,6 +39,11 @@ pub struct Streamed {
     pub first_text: Instant,
     /// When the final object arrived.
     pub done: Instant,
+    /// `draft_count` and `draft_accepted_count` of the final object (0 when absent).
+    pub draft_count: u64,
+    pub draft_accepted_count: u64,
+    /// The generated text.
+    pub text: String,
 }
 
 impl Streamed {
@@ -83,6 +88,7 @@ pub fn generate(
     let mut reader = BufReader::new(response);
     let mut line = String::new();
     let mut first_text = None;
+    let mut text = String::new();
     loop {
         line.clear();
         let read = reader.read_line(&mut line).expect("read the stream");
@@ -90,8 +96,9 @@ pub fn generate(
         let now = Instant::now();
         let chunk: Value = serde_json::from_str(&line).expect("an NDJSON line");
         assert!(chunk.get("error").is_none(), "{chunk}");
-        if first_text.is_none() && chunk["response"].as_str().is_some_and(|t| !t.is_empty()) {
-            first_text = Some(now);
+        if let Some(piece) = chunk["response"].as_str().filter(|t| !t.is_empty()) {
+            first_text.get_or_insert(now);
+            text.push_str(piece);
         }
         if chunk["done"] == true {
             return Streamed {
@@ -101,7 +108,33 @@ pub fn generate(
                 ),
                 first_text: first_text.unwrap_or(now),
                 done: now,
+                draft_count: chunk["draft_count"].as_u64().unwrap_or(0),
+                draft_accepted_count: chunk["draft_accepted_count"].as_u64().unwrap_or(0),
+                text,
             };
         }
     }
 }
+
+/// A code-editing prompt for a base model: a function, then the start of the same function
+/// with one change. The model goes on copying it, which prompt lookup drafts well.
+pub const CODE_EDIT_PROMPT: &str = r#"# inventory.py, before the change:
+
+def restock(items, threshold, supplier):
+    """Orders more of every item that runs low."""
+    orders = []
+    for item in items:
+        if item.quantity < threshold:
+            amount = threshold * 2 - item.quantity
+            orders.append(supplier.order(item.sku, amount))
+            item.pending += amount
+    return orders
+
+# inventory.py, after renaming `supplier` to `vendor` (the rest unchanged):
+
+def restock(items, threshold, vendor):
+    """Orders more of every item that runs low."""
+"#;
+
+/// A prompt with nothing to copy: the model writes new prose.
+pub const FREE_TEXT_PROMPT: &str = "Once upon a time, in a small village by the sea, there lived";

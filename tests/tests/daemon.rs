@@ -196,6 +196,83 @@ fn gemma_counts_on() {
     );
 }
 
+/// Speculative decoding through the API: `speculative` and `draft_max` in a request's options or
+/// a model's parameters, the counts in the final object and in `/metrics`, clear refusals.
+#[test]
+fn speculative_option_drafts_reports_and_refuses_what_it_cannot_do() {
+    let daemon = Whaled::start();
+    daemon.create_from_gguf("gemma", &fixtures::gemma());
+    let prompt = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2,";
+    let generate = |model: &str, options: Value| {
+        daemon.post(
+            "/api/generate",
+            &json!({"model": model, "prompt": prompt, "raw": true, "stream": false,
+                    "options": options}),
+        )
+    };
+    let (status, drafted) = generate(
+        "gemma",
+        json!({"temperature": 0, "num_predict": 24, "speculative": "ngram", "draft_max": 4}),
+    );
+    assert_eq!(status, 200, "{drafted}");
+    let (count, accepted) = (
+        drafted["draft_count"].as_u64().expect("draft_count"),
+        drafted["draft_accepted_count"]
+            .as_u64()
+            .expect("draft_accepted_count"),
+    );
+    assert!(count > 0 && accepted > 0 && accepted <= count, "{drafted}");
+    let (status, plain) = generate(
+        "gemma",
+        json!({"temperature": 0, "num_predict": 24, "speculative": "off"}),
+    );
+    assert_eq!(status, 200, "{plain}");
+    assert!(plain.get("draft_count").is_none(), "{plain}");
+    assert_eq!(plain["response"], drafted["response"]);
+    let metrics = Whaled::http()
+        .get(format!("{}/metrics", daemon.url()))
+        .send()
+        .and_then(reqwest::blocking::Response::text)
+        .expect("metrics");
+    assert!(
+        metrics.contains(&format!(
+            "whale_draft_tokens_total{{model=\"gemma:latest\"}} {count}"
+        )),
+        "{metrics}"
+    );
+    // A model whose parameters turn drafting off; a request may turn it back on.
+    let (status, body) = daemon.post(
+        "/api/create",
+        &json!({"model": "plain", "from": "gemma", "parameters": {"speculative": "off"},
+                "stream": false}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = generate("plain", json!({"temperature": 0, "num_predict": 24}));
+    assert!(body.get("draft_count").is_none(), "{body}");
+    let (_, body) = generate(
+        "plain",
+        json!({"temperature": 0, "num_predict": 24, "speculative": "ngram"}),
+    );
+    assert!(
+        body["draft_count"].as_u64().is_some_and(|n| n > 0),
+        "{body}"
+    );
+    for (options, expected) in [
+        (json!({"speculative": "mtp"}), "\"mtp\" is not available"),
+        (json!({"speculative": "fast"}), "speculative must be one of"),
+        (
+            json!({"draft_max": 1000}),
+            "draft_max must be between 0 and 64",
+        ),
+        (json!({"speculative": 1}), "speculative"),
+    ] {
+        let (status, body) = generate("gemma", options.clone());
+        assert_eq!(status, 400, "{options}: {body}");
+        let error = body["error"].as_str().expect("an error message");
+        assert!(error.contains(expected), "{options}: {error}");
+    }
+}
+
 fn collect_text(daemon: &Whaled, prompt: &str) -> String {
     let (status, body) = daemon.post(
         "/api/generate",

@@ -15,6 +15,9 @@ pub struct Metrics {
     pub prompt_eval_duration: Duration,
     pub eval_count: u64,
     pub eval_duration: Duration,
+    /// Tokens drafted ahead (speculative decoding) and accepted; 0 when none were drafted.
+    pub draft_count: u64,
+    pub draft_accepted_count: u64,
 }
 
 impl Metrics {
@@ -60,6 +63,14 @@ impl Metrics {
             let rate = rate(self.eval_count, self.eval_duration);
             let _ = writeln!(out, "eval rate:            {rate:.2} tokens/s");
         }
+        if self.draft_count > 0 {
+            let share = 100.0 * self.draft_accepted_count as f64 / self.draft_count as f64;
+            let _ = writeln!(
+                out,
+                "draft tokens:         {} drafted, {} accepted ({share:.0}%)",
+                self.draft_count, self.draft_accepted_count
+            );
+        }
         out
     }
 }
@@ -81,6 +92,7 @@ mod tests {
             prompt_eval_duration: Duration::from_micros(325_953),
             eval_count: 290,
             eval_duration: Duration::from_micros(4_709_213),
+            ..Metrics::default()
         };
         let want = "\
 total duration:       5.043500667s
@@ -93,6 +105,20 @@ eval duration:        4.709213s
 eval rate:            61.58 tokens/s
 ";
         assert_eq!(metrics.summary(), want);
+    }
+
+    #[test]
+    fn drafted_tokens_follow_the_eval_rate() {
+        let metrics = Metrics {
+            eval_count: 40,
+            draft_count: 32,
+            draft_accepted_count: 24,
+            ..Metrics::default()
+        };
+        assert_eq!(
+            metrics.summary(),
+            "eval count:           40 token(s)\ndraft tokens:         32 drafted, 24 accepted (75%)\n"
+        );
     }
 
     #[test]

@@ -96,7 +96,18 @@ impl FastSampler {
 
     /// Picks the next token from `logits` (one row, the whole vocabulary); `window` counts
     /// each of the sequence's recent tokens, which the penalties apply to.
-    pub(super) fn sample(&mut self, logits: &[f32], window: &HashMap<i32, u32>) -> i32 {
+    ///
+    /// With a `draft` (a token proposed for this position before the model saw it), a draw
+    /// follows the rejection rule of speculative sampling for a proposal that is certain: the
+    /// draft is kept with its probability p, otherwise the token is drawn from the other
+    /// candidates in proportion to theirs — so each token still comes with its probability
+    /// under the chain. Greedy ignores the draft: the caller compares.
+    pub(super) fn sample(
+        &mut self,
+        logits: &[f32],
+        window: &HashMap<i32, u32>,
+        draft: Option<i32>,
+    ) -> i32 {
         let greedy = self.options.temperature.is_none();
         let k = if greedy { 1 } else { self.options.top_k };
         if window.is_empty() && k == 1 {
@@ -120,7 +131,7 @@ impl FastSampler {
         };
         self.keep_top_p();
         self.keep_min_p();
-        self.draw(temperature)
+        self.draw(temperature, draft)
     }
 
     /// top-p: the fewest best candidates whose probabilities (softmax of the logits, before
@@ -160,22 +171,40 @@ impl FastSampler {
         self.candidates.truncate(keep);
     }
 
-    /// A draw from the softmax of the candidates' logits over `temperature`.
-    fn draw(&mut self, temperature: f32) -> i32 {
+    /// A draw from the softmax of the candidates' logits over `temperature`; a `draft` is
+    /// kept with its probability, else the draw is over the others (see [`Self::sample`]).
+    fn draw(&mut self, temperature: f32, draft: Option<i32>) -> i32 {
         let max = self.candidates[0].0 / temperature;
         let mut sum = 0.0f32;
-        for (logit, _) in &mut self.candidates {
+        let mut draft_weight = 0.0f32;
+        for (logit, token) in &mut self.candidates {
             *logit = (*logit / temperature - max).exp();
             sum += *logit;
+            if Some(*token) == draft {
+                draft_weight = *logit;
+            }
+        }
+        if let Some(draft) = draft
+            && draft_weight > 0.0
+        {
+            if self.rng.random::<f32>() * sum < draft_weight {
+                return draft;
+            }
+            sum -= draft_weight;
         }
         let mut target = self.rng.random::<f32>() * sum;
+        let mut last = self.candidates[0].1;
         for &(weight, token) in &self.candidates {
+            if draft_weight > 0.0 && Some(token) == draft {
+                continue;
+            }
             if target < weight {
                 return token;
             }
             target -= weight;
+            last = token;
         }
-        self.candidates[self.candidates.len() - 1].1
+        last
     }
 }
 
@@ -295,12 +324,12 @@ mod tests {
             .unwrap()
             .0;
         let mut sampler = FastSampler::new(options());
-        assert_eq!(sampler.sample(&row, &none()), best as i32);
+        assert_eq!(sampler.sample(&row, &none(), None), best as i32);
         // A tie goes to the lower id.
         row[5] = 100.0;
         row[900] = 100.0;
         assert_eq!(argmax(&row), 5);
-        assert_eq!(sampler.sample(&row, &none()), 5);
+        assert_eq!(sampler.sample(&row, &none(), None), 5);
     }
 
     #[test]
@@ -343,11 +372,11 @@ mod tests {
             ..options()
         });
         assert_eq!(
-            sampler.sample(&row, &[(10, 2)].into()),
+            sampler.sample(&row, &[(10, 2)].into(), None),
             20,
             "10 penalised below 20"
         );
-        assert_eq!(sampler.sample(&row, &none()), 10);
+        assert_eq!(sampler.sample(&row, &none(), None), 10);
     }
 
     #[test]
@@ -360,7 +389,7 @@ mod tests {
                 ..options()
             });
             (0..20_000)
-                .map(|_| sampler.sample(&row, &none()))
+                .map(|_| sampler.sample(&row, &none(), None))
                 .collect::<Vec<_>>()
         };
         assert_eq!(draws(3), draws(3));
@@ -389,8 +418,9 @@ mod tests {
             top_p: 0.8,
             ..options()
         });
-        let seen: std::collections::HashSet<i32> =
-            (0..2000).map(|_| sampler.sample(&row, &none())).collect();
+        let seen: std::collections::HashSet<i32> = (0..2000)
+            .map(|_| sampler.sample(&row, &none(), None))
+            .collect();
         assert_eq!(seen, [0, 1].into_iter().collect());
         // min_p 0.3: e^(l - 3) >= 0.3 keeps logits >= 3 + ln 0.3 ≈ 1.8.
         let mut sampler = FastSampler::new(FastOptions {
@@ -398,8 +428,9 @@ mod tests {
             min_p: 0.3,
             ..options()
         });
-        let seen: std::collections::HashSet<i32> =
-            (0..2000).map(|_| sampler.sample(&row, &none())).collect();
+        let seen: std::collections::HashSet<i32> = (0..2000)
+            .map(|_| sampler.sample(&row, &none(), None))
+            .collect();
         assert_eq!(seen, [0, 1].into_iter().collect());
         // top_k 1 with a temperature is the best token.
         let mut sampler = FastSampler::new(FastOptions {
@@ -407,6 +438,35 @@ mod tests {
             top_k: 1,
             ..options()
         });
-        assert!((0..100).all(|_| sampler.sample(&row, &none()) == 0));
+        assert!((0..100).all(|_| sampler.sample(&row, &none(), None) == 0));
+    }
+
+    #[test]
+    fn a_checked_draft_leaves_the_distribution_as_it_was() {
+        // Probabilities ≈ 0.64, 0.24, 0.09, 0.03 at temperature 1; whatever the draft (likely,
+        // unlikely, or cut by top-k), each token comes out with its own probability.
+        let row = vec![3.0f32, 2.0, 1.0, 0.0];
+        let sum: f32 = row[..3].iter().map(|l| l.exp()).sum();
+        for draft in [0, 1, 2, 3] {
+            let mut sampler = FastSampler::new(FastOptions {
+                temperature: Some(1.0),
+                top_k: 3,
+                seed: Some(draft as u32),
+                ..options()
+            });
+            let mut counts = [0usize; 4];
+            for _ in 0..40_000 {
+                counts[sampler.sample(&row, &none(), Some(draft)) as usize] += 1;
+            }
+            assert_eq!(counts[3], 0, "top-k cut token 3 (draft {draft})");
+            for token in 0..3 {
+                let expected = row[token].exp() / sum;
+                let seen = counts[token] as f32 / 40_000.0;
+                assert!(
+                    (seen - expected).abs() < 0.012,
+                    "draft {draft}, token {token}: {seen} vs {expected}"
+                );
+            }
+        }
     }
 }

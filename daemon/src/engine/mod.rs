@@ -12,6 +12,7 @@
 //! next step and its slot freed.
 
 mod fast_sampler;
+mod lookup;
 mod output;
 mod sampler;
 mod schema;
@@ -198,6 +199,55 @@ pub struct GenerateJob {
     /// Report each generated token's log probability, with this many of the most likely
     /// tokens at its position (at most [`MAX_TOP_LOGPROBS`]); `None` reports none.
     pub logprobs: Option<usize>,
+    /// Whether and how far tokens are drafted ahead and verified in one pass.
+    #[serde(default)]
+    pub speculation: Speculation,
+}
+
+/// How a job drafts tokens ahead of the model and verifies them in one decode (speculative
+/// decoding). Whatever the mode, the output is what plain decoding gives: greedy output token
+/// for token, sampled output in distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Speculation {
+    pub mode: SpeculationMode,
+    /// Most tokens drafted at one step.
+    pub draft_max: u32,
+}
+
+impl Speculation {
+    /// The default most tokens drafted at one step.
+    pub const DRAFT_MAX: u32 = 8;
+    /// The largest `draft_max` accepted.
+    pub const DRAFT_MAX_LIMIT: u32 = 64;
+
+    /// No drafting.
+    pub fn off() -> Self {
+        Self {
+            mode: SpeculationMode::Off,
+            draft_max: Self::DRAFT_MAX,
+        }
+    }
+}
+
+impl Default for Speculation {
+    fn default() -> Self {
+        Self {
+            mode: SpeculationMode::Auto,
+            draft_max: Self::DRAFT_MAX,
+        }
+    }
+}
+
+/// Where drafted tokens come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpeculationMode {
+    /// Prompt lookup where it pays: while few sequences share the batch, and for a sequence
+    /// only while its drafts keep being accepted.
+    Auto,
+    Off,
+    /// Prompt lookup (n-gram) whenever the sequence's text offers a continuation, however
+    /// many sequences share the batch.
+    Ngram,
 }
 
 /// Most alternatives a job may ask for at each position (as Ollama and OpenAI).
@@ -264,6 +314,11 @@ pub struct Summary {
     pub eval_duration: Duration,
     /// Prompt plus generated tokens.
     pub context: Vec<i32>,
+    /// Tokens drafted ahead (speculative decoding) and how many of them the model accepted.
+    #[serde(default)]
+    pub draft_count: u32,
+    #[serde(default)]
+    pub draft_accepted_count: u32,
 }
 
 /// Pooled embedding vectors, one per input, as the model computes them: not normalised

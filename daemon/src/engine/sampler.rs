@@ -104,12 +104,29 @@ impl SequenceSampler {
         matches!(&self.picker, Picker::Fast(fast) if fast.penalises())
     }
 
-    /// Samples (and accepts) the next token from output row `index` of the last decode.
-    pub(super) fn sample(&mut self, context: &LlamaContext<'_>, index: i32) -> LlamaToken {
+    /// Whether a drafted token is kept as often as its probability allows: on the fast path,
+    /// and in greedy decoding. llama.cpp's chain (grammars, `typical_p`) draws without telling
+    /// the probabilities, so a draft there is kept only when the draw happens to pick it —
+    /// still exact, rarely worth drafting for.
+    pub(super) fn checks_drafts(&self) -> bool {
+        matches!(self.picker, Picker::Fast(_)) || self.options.temperature <= 0.0
+    }
+
+    /// Samples (and accepts) the next token from output row `index` of the last decode. A
+    /// `draft` proposed for this position is kept by the rejection rule that leaves the
+    /// distribution unchanged (only when [`Self::checks_drafts`]; else it is ignored).
+    pub(super) fn sample(
+        &mut self,
+        context: &LlamaContext<'_>,
+        index: i32,
+        draft: Option<LlamaToken>,
+    ) -> LlamaToken {
         let token = match &mut self.picker {
-            Picker::Fast(fast) => {
-                LlamaToken(fast.sample(context.get_logits_ith(index), &self.counts))
-            }
+            Picker::Fast(fast) => LlamaToken(fast.sample(
+                context.get_logits_ith(index),
+                &self.counts,
+                draft.map(|token| token.0),
+            )),
             Picker::Chain(chain) => chain.sample(context, index),
         };
         if self.penalty_window > 0 {

@@ -11,6 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
+use super::lookup::Drafter;
 use super::output::{Pushed, TextOutput};
 use super::sampler::SequenceSampler;
 use super::{
@@ -362,6 +363,10 @@ struct Running {
     /// Tokens this job put in the current batch, and the batch row whose logits it samples.
     in_batch: usize,
     row: Option<i32>,
+    /// Drafts tokens ahead of `next` (speculative decoding); the drafts of the current batch
+    /// sit from row `draft_row` on.
+    drafter: Drafter,
+    draft_row: i32,
 }
 
 struct Slot {
@@ -713,6 +718,8 @@ impl<'m> Worker<'m> {
             prefilled: None,
             in_batch: 0,
             row: None,
+            drafter: Drafter::new(job.speculation),
+            draft_row: 0,
         });
     }
 
@@ -807,6 +814,9 @@ impl<'m> Worker<'m> {
             }
             job.in_batch = take;
         }
+        if batch_failed.is_none() {
+            batch_failed = self.add_drafts().err();
+        }
         if self.batch.n_tokens() == 0 {
             return;
         }
@@ -838,7 +848,47 @@ impl<'m> Worker<'m> {
         );
     }
 
-    /// Records what the batch evaluated for slot `index` and samples its next token.
+    /// Drafts tokens after each generating sequence's next token (speculative decoding), in
+    /// the batch room that decode tokens and prefill left. A draft stays inside the slot's
+    /// context and within the tokens the job may still generate.
+    fn add_drafts(&mut self) -> Result<(), String> {
+        let streams = self
+            .slots
+            .iter()
+            .filter(|slot| slot.job.as_ref().is_some_and(|job| job.next.is_some()))
+            .count();
+        for slot in &mut self.slots {
+            let Some(job) = slot.job.as_mut() else {
+                continue;
+            };
+            let Some(next) = job.next else {
+                continue;
+            };
+            let room = (self.n_batch - self.batch.n_tokens() as usize)
+                .min((self.n_ctx as usize).saturating_sub(slot.cached.len() + 1))
+                .min((job.limit as usize).saturating_sub(job.generated.len() + 1));
+            let cheap = job.sampler.checks_drafts();
+            job.drafter.draft(&slot.cached, next, room, streams, cheap);
+            if job.drafter.drafts.is_empty() {
+                continue;
+            }
+            job.draft_row = self.batch.n_tokens();
+            let first = slot.cached.len() + 1;
+            for (offset, &token) in job.drafter.drafts.iter().enumerate() {
+                self.batch
+                    .add(token, (first + offset) as i32, &[slot.seq], true)
+                    .map_err(|error| error.to_string())?;
+            }
+            job.in_batch += job.drafter.drafts.len();
+        }
+        Ok(())
+    }
+
+    /// Records what the batch evaluated for slot `index` and samples its next token. With
+    /// drafts in the batch, each row in turn is sampled with the draft that followed it: while
+    /// the model picks the draft, the draft is kept (its KV entry is already right) and the
+    /// next row decides; the first other pick, or the pick after the last draft, is the next
+    /// token. Drafts after it leave the KV cache.
     fn after_decode(&mut self, index: usize) {
         let slot = &mut self.slots[index];
         let Some(job) = slot.job.as_mut() else {
@@ -854,20 +904,67 @@ impl<'m> Worker<'m> {
             slot.cached
                 .extend_from_slice(&job.prompt[start..start + job.in_batch]);
         }
-        let Some(row) = job.row else {
+        let Some(mut row) = job.row else {
             return;
         };
         if job.prefilled.is_none() {
             job.prefilled = Some(Instant::now());
         }
+        let drafted = job.drafter.drafts.len();
+        let draft_row = job.draft_row;
+        let mut accepted = 0;
+        let next = loop {
+            let draft = self.slots[index]
+                .job
+                .as_ref()
+                .and_then(|job| job.drafter.drafts.get(accepted).copied());
+            let Some(token) = self.emit(index, row, draft) else {
+                break None;
+            };
+            if Some(token) != draft {
+                break Some(token);
+            }
+            let slot = &mut self.slots[index];
+            slot.cached.push(token);
+            if let Some(job) = slot.job.as_mut() {
+                job.drafter.accepted += 1;
+            }
+            row = draft_row + accepted as i32;
+            accepted += 1;
+        };
+        let slot = &mut self.slots[index];
+        if drafted > accepted || (drafted > 0 && next.is_none()) {
+            let _ = self.context.clear_kv_cache_seq(
+                Some(slot.seq as u32),
+                Some(slot.cached.len() as u32),
+                None,
+            );
+        }
+        let (Some(job), Some(token)) = (slot.job.as_mut(), next) else {
+            return;
+        };
+        job.drafter.settle(accepted);
+        job.next = Some(token);
+        let shift = job.shift;
+        if slot.cached.len() >= self.n_ctx as usize && !(shift && self.shift_context(index)) {
+            self.finish(index, DoneReason::Length, None);
+        }
+    }
+
+    /// Samples the token of output row `row` for the job in slot `index` (checking `draft`,
+    /// the token drafted for that position) and hands it on: text, stop strings, limits.
+    /// `None` when the job ended with it.
+    fn emit(&mut self, index: usize, row: i32, draft: Option<LlamaToken>) -> Option<LlamaToken> {
+        let slot = &mut self.slots[index];
+        let job = slot.job.as_mut()?;
         let sampling = Instant::now();
-        let token = job.sampler.sample(&self.context, row);
+        let token = job.sampler.sample(&self.context, row, draft);
         self.clock.sample += sampling.elapsed();
         let model: &'m LlamaModel = self.model;
         let vocab = model.vocab();
         if vocab.is_eog(token) {
             self.finish(index, DoneReason::Stop, None);
-            return;
+            return None;
         }
         if let Some(top) = job.logprobs {
             let logits = self.context.get_logits_ith(row);
@@ -882,7 +979,7 @@ impl<'m> Worker<'m> {
         {
             job.outbox.finish(Event::Error(error.to_string()));
             slot.job = None;
-            return;
+            return None;
         }
         match job.text.push(&self.piece) {
             Pushed::Text(text) => {
@@ -892,18 +989,14 @@ impl<'m> Worker<'m> {
             }
             Pushed::Stopped(text) => {
                 self.finish(index, DoneReason::Stop, Some(text));
-                return;
+                return None;
             }
         }
         if job.generated.len() >= job.limit as usize {
             self.finish(index, DoneReason::Length, None);
-            return;
+            return None;
         }
-        job.next = Some(token);
-        let shift = job.shift;
-        if slot.cached.len() >= self.n_ctx as usize && !(shift && self.shift_context(index)) {
-            self.finish(index, DoneReason::Length, None);
-        }
+        Some(token)
     }
 
     /// Makes room in a full slot: keeps the first [`NUM_KEEP`] tokens, drops half of the rest,
@@ -956,6 +1049,8 @@ impl<'m> Worker<'m> {
             eval_count: job.generated.len() as u32,
             eval_duration: now - prefilled,
             context,
+            draft_count: job.drafter.drafted,
+            draft_accepted_count: job.drafter.accepted,
         }));
         if !job.outbox.flush() {
             self.draining.push(job.outbox);

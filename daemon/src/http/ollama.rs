@@ -48,6 +48,7 @@ fn rfc3339(time: SystemTime) -> String {
 }
 
 fn metrics(finished: &inference::Finished) -> api::Metrics {
+    let drafted = finished.summary.draft_count > 0;
     api::Metrics {
         total_duration: nanos(finished.total_duration),
         load_duration: nanos(finished.load_duration),
@@ -55,6 +56,8 @@ fn metrics(finished: &inference::Finished) -> api::Metrics {
         prompt_eval_duration: nanos(finished.summary.prompt_eval_duration),
         eval_count: Some(u64::from(finished.summary.eval_count)),
         eval_duration: nanos(finished.summary.eval_duration),
+        draft_count: drafted.then_some(u64::from(finished.summary.draft_count)),
+        draft_accepted_count: drafted.then_some(u64::from(finished.summary.draft_accepted_count)),
     }
 }
 

@@ -164,6 +164,7 @@ async fn prepare(
             shift: shift.unwrap_or(true),
             truncate: truncate.unwrap_or(true),
             logprobs,
+            speculation: options.speculation,
         },
         grammar,
     };

@@ -205,6 +205,8 @@ mod tests {
                 eval_count: 2,
                 eval_duration: std::time::Duration::from_micros(1500),
                 context: vec![1, 2, 3],
+                draft_count: 0,
+                draft_accepted_count: 0,
             }),
         };
         encode(&done, &mut buffer).unwrap();
