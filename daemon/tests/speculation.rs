@@ -188,6 +188,7 @@ async fn drafting_keeps_the_sampled_distribution() {
     );
     // Total variation distance per position, against what two samples of this size from one
     // distribution give (about 0.1 here; a draft taken without its check moves it far more).
+    #[allow(clippy::needless_range_loop)]
     for position in 0..TOKENS {
         let (off, on) = (&counts[0][position], &counts[1][position]);
         let distance: f64 = off

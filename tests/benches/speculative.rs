@@ -2,7 +2,7 @@
 //! `speculative: "auto"` (the default) against `"off"`, in alternating rounds of one run.
 //!
 //! 1. A code-editing prompt, where the model repeats a function with one change: greedy, and
-//!    with R1's recommended sampling (temperature 0.6, top_p 0.95, seeded). Target: auto ≥ 1.5×
+//!    with R1's recommended sampling (temperature 0.6, `top_p` 0.95, seeded). Target: auto ≥ 1.5×
 //!    off.
 //! 2. A prompt with nothing to copy (free prose): auto costs ≤ 3 % (ratio ≥ 0.97).
 //!
