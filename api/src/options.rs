@@ -32,6 +32,10 @@ pub struct Options {
     /// Most tokens drafted ahead at one step (`draft_num_predict` is Ollama's name for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draft_max: Option<i64>,
+    /// The model that drafts for this one (`speculative` `draft` or `auto`): a small model
+    /// sharing its tokenizer, loaded beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,7 +143,7 @@ fn kind_of(name: &str) -> Option<Kind> {
         "use_mmap" | "penalize_newline" | "numa" | "low_vram" | "f16_kv" | "logits_all"
         | "vocab_only" | "use_mlock" => Kind::Bool,
         "stop" => Kind::Text,
-        "speculative" => Kind::Word,
+        "speculative" | "draft_model" => Kind::Word,
         _ => return None,
     })
 }

@@ -77,6 +77,7 @@ async fn main() {
         num_threads: Some(THREADS),
         placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
+        draft: None,
     })
     .await
     .expect("engine");

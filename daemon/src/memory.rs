@@ -103,6 +103,19 @@ impl MemoryEstimate {
         }
     }
 
+    /// Adds what a draft model loaded beside the model costs, on the GPU or in RAM.
+    #[must_use]
+    pub fn with_draft(self, draft: &MemoryEstimate, on_gpu: bool) -> Self {
+        Self {
+            weights: self.weights + draft.weights,
+            kv_cache: self.kv_cache + draft.kv_cache,
+            compute: self.compute + draft.compute,
+            total: self.total + draft.total,
+            vram: self.vram + if on_gpu { draft.total } else { 0 },
+            ..self
+        }
+    }
+
     /// Bytes that stay in RAM.
     pub fn ram(&self) -> u64 {
         self.total.saturating_sub(self.vram)

@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub stop: Vec<String>,
     pub sampling: Sampling,
     pub speculation: Speculation,
+    /// The model that drafts for this one, loaded beside it (a load option).
+    pub draft_model: Option<String>,
 }
 
 /// Overlays `request` on the model's params layer and validates the result.
@@ -105,6 +107,19 @@ fn validate(options: &Options, default_num_ctx: u32) -> Result<RunOptions, Error
         seed: options.seed.and_then(|seed| u32::try_from(seed).ok()),
     };
     let speculation = speculation(options)?;
+    let draft_model = options
+        .draft_model
+        .as_deref()
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned);
+    if speculation.mode == SpeculationMode::Draft && draft_model.is_none() {
+        return Err(Error::BadRequest(
+            "speculative: \"draft\" needs draft_model, the name of a small model that shares \
+             this model's tokenizer (e.g. deepseek-r1:1.5b for the Qwen-based R1 distills)"
+                .to_owned(),
+        ));
+    }
     Ok(RunOptions {
         num_ctx,
         num_batch,
@@ -115,6 +130,7 @@ fn validate(options: &Options, default_num_ctx: u32) -> Result<RunOptions, Error
         stop,
         sampling,
         speculation,
+        draft_model,
     })
 }
 
@@ -129,10 +145,11 @@ fn speculation(options: &Options) -> Result<Speculation, Error> {
         None | Some("auto") => SpeculationMode::Auto,
         Some("off") => SpeculationMode::Off,
         Some("ngram") => SpeculationMode::Ngram,
-        Some(mode @ ("draft" | "mtp")) => {
-            return Err(Error::BadRequest(format!(
-                "speculative: \"{mode}\" is not available in this version of whaled; use \"auto\", \"ngram\" or \"off\""
-            )));
+        Some("draft") => SpeculationMode::Draft,
+        Some("mtp") => {
+            return Err(Error::BadRequest(
+                "speculative: \"mtp\" is not available in this version of whaled; use \"auto\", \"ngram\", \"draft\" or \"off\"".to_owned(),
+            ));
         }
         Some(other) => {
             return Err(Error::BadRequest(format!(

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::KeepAlive;
-use crate::engine::{Gpu, LoadParams};
+use crate::engine::{DraftParams, Gpu, LoadParams};
 use crate::error::Error;
 use crate::gguf::GgufFile;
 use crate::memory::{self, MemoryEstimate};
@@ -62,13 +62,24 @@ pub struct LoadRequest {
 /// The options that shape a loaded model: a request that differs in any of them reloads it
 /// (as Ollama's `needsReload`), e.g. another `num_ctx` or `num_gpu`. Chat and embeddings share
 /// a loaded model: the runner makes an embedding context beside the chat one when first asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunnerOptions {
     pub num_ctx: u32,
     pub num_batch: u32,
     pub num_gpu: Option<i32>,
     pub num_thread: Option<u32>,
     pub use_mmap: bool,
+    /// A small model loaded beside this one to draft its tokens (speculative decoding).
+    pub draft: Option<DraftModel>,
+}
+
+/// A draft model to load beside a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DraftModel {
+    pub name: String,
+    /// Digest of its weights blob.
+    pub key: String,
+    pub path: PathBuf,
 }
 
 /// A loaded model: its runner process and what the scheduler knows about it.
@@ -234,16 +245,49 @@ impl Scheduler {
         let num_ctx = clamp_context(request.options.num_ctx, &gguf);
         let num_parallel = self.shared.limits.num_parallel;
         let estimate = memory::estimate(&gguf, num_ctx, num_parallel, memory::KvType::F16);
+        let draft = match &request.options.draft {
+            None => None,
+            Some(draft) => {
+                let path = draft.path.clone();
+                let gguf = tokio::task::spawn_blocking(move || GgufFile::open(&path))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .map_err(|source| Error::InvalidModel {
+                        name: request.name.clone(),
+                        message: format!("its draft model {}: {source}", draft.name),
+                    })?;
+                let cost = memory::estimate(&gguf, num_ctx, num_parallel, memory::KvType::F16);
+                Some((draft, cost))
+            }
+        };
         let layers = LayerSizes::new(
             &gguf,
             memory::kv_cache_per_layer(&gguf, num_ctx, num_parallel, memory::KvType::F16),
             estimate.compute,
         );
         let process = self.shared.launcher.spawn(&request.name).await?;
-        let (estimate, gpus) = self
+        let (mut estimate, gpus) = self
             .shared
             .make_gpu_room(&process, &layers, request.options.num_gpu, estimate)
             .await?;
+        // The draft model goes to the GPU whole when the model did and there is room left for
+        // it; else it runs on the CPU.
+        let draft = draft.map(|(draft, cost)| {
+            let whole =
+                estimate.gpu_layers > layers.weights.len() as u32 && estimate.cpu_moe_layers == 0;
+            let free = gpus
+                .iter()
+                .map(|gpu| gpu.free)
+                .sum::<u64>()
+                .saturating_sub(self.shared.limits.gpu_overhead + estimate.vram);
+            let gpu = !gpus.is_empty() && whole && cost.total <= free;
+            estimate = estimate.with_draft(&cost, gpu);
+            DraftParams {
+                model_path: draft.path.clone(),
+                name: draft.name.clone(),
+                gpu,
+            }
+        });
         if let Err(error) = self.shared.make_room(&request.name, &estimate).await {
             process.shutdown(crate::engine::UNLOADED).await;
             return Err(error);
@@ -265,6 +309,7 @@ impl Scheduler {
                 vram: estimate.vram,
             },
             use_mmap: request.options.use_mmap,
+            draft,
         };
         let started = Instant::now();
         let pid = process.pid();
@@ -287,7 +332,7 @@ impl Scheduler {
             estimate,
             gpus,
             num_ctx,
-            requested: request.options,
+            requested: request.options.clone(),
             active: AtomicU32::new(1),
             generation: AtomicU64::new(0),
             keep_alive: Mutex::new(keep_alive),

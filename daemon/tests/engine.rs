@@ -39,6 +39,7 @@ fn params(num_parallel: u32) -> LoadParams {
         num_threads: Some(2),
         placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
+        draft: None,
     }
 }
 

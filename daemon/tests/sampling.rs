@@ -30,6 +30,7 @@ fn params(path: &Path) -> LoadParams {
         num_threads: Some(2),
         placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
+        draft: None,
     }
 }
 

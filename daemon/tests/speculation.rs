@@ -1,13 +1,15 @@
-//! Speculative decoding (prompt lookup) in the engine: drafted tokens verified in one pass
-//! change nothing but speed. Greedy output is token for token the output without drafting — on
-//! Gemma with a prompt the model copies from, alone and among concurrent sequences — and a
-//! seeded draw keeps its distribution.
+//! Speculative decoding in the engine, by prompt lookup and by a draft model: drafted tokens
+//! verified in one pass change nothing but speed. Greedy output is token for token the output
+//! without drafting — on Gemma with a prompt the model copies from, alone and among concurrent
+//! sequences, and with a draft model (Gemma drafting for itself, the qwen2 fixture for the
+//! deepseek2 one) — and a seeded draw keeps its distribution.
 
 use std::path::Path;
 
 use tokio::sync::mpsc::Receiver;
 use whale_daemon::engine::{
-    Engine, Event, GenerateJob, LoadParams, Prompt, Sampling, Speculation, SpeculationMode, Summary,
+    DraftParams, Engine, Event, GenerateJob, LoadParams, Prompt, Sampling, Speculation,
+    SpeculationMode, Summary,
 };
 use whale_tests::bench::CODE_EDIT_PROMPT;
 use whale_tests::fixtures;
@@ -22,6 +24,7 @@ fn params(path: &Path, num_parallel: u32) -> LoadParams {
         num_threads: Some(2),
         placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
+        draft: None,
     }
 }
 
@@ -208,4 +211,118 @@ async fn drafting_keeps_the_sampled_distribution() {
             "position {position}: distance {distance:.3}\n off {off:?}\n on {on:?}"
         );
     }
+}
+
+fn with_draft(mut params: LoadParams, draft: &Path) -> LoadParams {
+    params.draft = Some(DraftParams {
+        model_path: draft.to_path_buf(),
+        name: "draft".to_owned(),
+        gpu: false,
+    });
+    params
+}
+
+/// Gemma drafting for itself: the draft model guesses what the model picks, and the output is
+/// the output without drafting, token for token.
+#[tokio::test]
+async fn a_draft_model_keeps_greedy_output_token_for_token() {
+    let gemma = fixtures::gemma();
+    let engine = Engine::load(with_draft(params(&gemma, 1), &gemma))
+        .await
+        .expect("gemma loads with itself as draft model");
+    for prompt in [CODE_EDIT_PROMPT, "Monday, Tuesday, Wednesday,"] {
+        let (plain, plain_summary) = run(&engine, job(prompt, 64, SpeculationMode::Off)).await;
+        assert_eq!(plain_summary.draft_count, 0);
+        for mode in [SpeculationMode::Draft, SpeculationMode::Auto] {
+            let (drafted, summary) = run(&engine, job(prompt, 64, mode)).await;
+            assert_eq!(drafted, plain, "{mode:?}");
+            assert_eq!(summary.context, plain_summary.context, "{mode:?}");
+            assert!(
+                summary.draft_count > 20
+                    && summary.draft_accepted_count * 10 >= summary.draft_count * 9,
+                "{mode:?}: {} of {} drafts accepted",
+                summary.draft_accepted_count,
+                summary.draft_count
+            );
+        }
+    }
+    engine.shutdown().await;
+}
+
+/// Four sequences, two drafting with the draft model and two not, decoded together: each
+/// writes what it writes alone (see `drafting_and_plain_sequences_share_a_batch` for the
+/// horizon). The draft model's own context keeps each sequence apart.
+#[tokio::test]
+async fn a_draft_model_drafts_for_several_sequences_at_once() {
+    const TOKENS: i32 = 16;
+    let gemma = fixtures::gemma();
+    let prompts = [
+        CODE_EDIT_PROMPT,
+        "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2,",
+        "Monday, Tuesday, Wednesday,",
+        CODE_EDIT_PROMPT,
+    ];
+    let modes = [
+        SpeculationMode::Draft,
+        SpeculationMode::Draft,
+        SpeculationMode::Off,
+        SpeculationMode::Ngram,
+    ];
+    let engine = Engine::load(with_draft(params(&gemma, 4), &gemma))
+        .await
+        .expect("gemma loads");
+    let mut solo = Vec::new();
+    for prompt in prompts {
+        solo.push(
+            run(&engine, job(prompt, TOKENS, SpeculationMode::Off))
+                .await
+                .0,
+        );
+    }
+    let receivers: Vec<_> = prompts
+        .iter()
+        .zip(modes)
+        .map(|(prompt, mode)| engine.generate(job(prompt, TOKENS, mode)).expect("running"))
+        .collect();
+    let results = futures::future::join_all(receivers.into_iter().map(collect)).await;
+    for (index, ((text, summary), mode)) in results.iter().zip(modes).enumerate() {
+        assert_eq!(text, &solo[index], "sequence {index} ({mode:?})");
+        if mode == SpeculationMode::Draft {
+            assert!(summary.draft_accepted_count > 0, "sequence {index}");
+        }
+    }
+    engine.shutdown().await;
+}
+
+/// A draft model of another architecture sharing the tokenizer (the qwen2 fixture drafting for
+/// the deepseek2 one, as an R1 distill would for a larger one): its random guesses are
+/// rejected, and the output is still the model's own. One with another tokenizer is refused
+/// at load, saying why.
+#[tokio::test]
+async fn a_draft_model_must_share_the_tokenizer() {
+    let engine = Engine::load(with_draft(
+        params(&fixtures::deepseek2(), 1),
+        &fixtures::qwen2(),
+    ))
+    .await
+    .expect("qwen2 drafts for deepseek2");
+    let (plain, _) = run(&engine, job("Hello, world", 24, SpeculationMode::Off)).await;
+    let (drafted, summary) = run(&engine, job("Hello, world", 24, SpeculationMode::Draft)).await;
+    assert_eq!(drafted, plain);
+    assert!(summary.draft_count > 0);
+    engine.shutdown().await;
+
+    let Err(error) = Engine::load(with_draft(
+        params(&fixtures::gemma(), 1),
+        &fixtures::qwen2(),
+    ))
+    .await
+    else {
+        panic!("a draft model with another tokenizer loaded");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("draft model draft cannot draft for it"),
+        "{message}"
+    );
 }

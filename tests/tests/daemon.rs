@@ -273,6 +273,94 @@ fn speculative_option_drafts_reports_and_refuses_what_it_cannot_do() {
     }
 }
 
+/// A draft model through the API: `draft_model` in a request's options or a model's
+/// parameters loads it beside the model (its memory counted in `/api/ps`), drafts under
+/// `speculative` `draft` and `auto`, and leaves the output as it was; what cannot work is
+/// refused with a reason and the daemon keeps serving.
+#[test]
+fn draft_model_option_loads_it_beside_the_model() {
+    let daemon = Whaled::start();
+    daemon.create_from_gguf("gemma", &fixtures::gemma());
+    daemon.create_from_gguf("ds", &fixtures::deepseek2());
+    let prompt = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2,";
+    let generate = |model: &str, options: Value| {
+        daemon.post(
+            "/api/generate",
+            &json!({"model": model, "prompt": prompt, "raw": true, "stream": false,
+                    "options": options}),
+        )
+    };
+    let loaded_size = || {
+        let (_, ps) = daemon.get("/api/ps");
+        ps["models"][0]["size"].as_u64().expect("a loaded model")
+    };
+    let (status, plain) = generate(
+        "gemma",
+        json!({"temperature": 0, "num_predict": 24, "speculative": "off"}),
+    );
+    assert_eq!(status, 200, "{plain}");
+    let alone = loaded_size();
+    let (status, drafted) = generate(
+        "gemma",
+        json!({"temperature": 0, "num_predict": 24, "speculative": "draft",
+               "draft_model": "gemma"}),
+    );
+    assert_eq!(status, 200, "{drafted}");
+    assert_eq!(drafted["response"], plain["response"]);
+    assert!(
+        drafted["draft_accepted_count"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{drafted}"
+    );
+    let with_draft = loaded_size();
+    assert!(
+        with_draft > alone * 3 / 2,
+        "the draft model's memory is not counted: {alone} then {with_draft}"
+    );
+    // Named by a model's parameters, the draft model is loaded and drafts under the default
+    // `auto`; one that is not here is left out (prompt lookup drafts instead).
+    for (name, draft, size) in [
+        ("paired", "gemma", with_draft),
+        ("unpaired", "absent:1b", alone),
+    ] {
+        let (status, body) = daemon.post(
+            "/api/create",
+            &json!({"model": name, "from": "gemma", "parameters": {"draft_model": draft},
+                    "stream": false}),
+        );
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = generate(name, json!({"temperature": 0, "num_predict": 24}));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["response"], plain["response"], "{name}");
+        assert!(
+            body["draft_accepted_count"].as_u64().is_some_and(|n| n > 0),
+            "{name}: {body}"
+        );
+        assert_eq!(loaded_size(), size, "{name}");
+    }
+    for (options, status, expected) in [
+        (json!({"speculative": "draft"}), 400, "needs draft_model"),
+        (
+            json!({"speculative": "draft", "draft_model": "absent:1b"}),
+            404,
+            "draft model 'absent:1b' not found",
+        ),
+        (
+            json!({"speculative": "draft", "draft_model": "ds"}),
+            500,
+            "cannot draft for it",
+        ),
+    ] {
+        let (got, body) = generate("gemma", options.clone());
+        assert_eq!(got, status, "{options}: {body}");
+        let error = body["error"].as_str().expect("an error message");
+        assert!(error.contains(expected), "{options}: {error}");
+    }
+    let (status, body) = generate("gemma", json!({"temperature": 0, "num_predict": 24}));
+    assert_eq!(status, 200, "{body}");
+}
+
 fn collect_text(daemon: &Whaled, prompt: &str) -> String {
     let (status, body) = daemon.post(
         "/api/generate",

@@ -4,7 +4,7 @@
 //! same phrase again. When the last tokens of a sequence occurred before, the tokens that
 //! followed them then are a good guess for what follows now. Those guesses go into the next
 //! batch behind the sequence's real next token; one decode scores them all, and the worker keeps
-//! the longest run the model agrees with (see the worker's `verify`). A wrong guess costs a
+//! the longest run the model agrees with (see the worker's `after_decode`). A wrong guess costs a
 //! little compute in that decode, never a different output.
 //!
 //! A [`Drafter`] also decides how much to guess: it drafts more while guesses are accepted, and
@@ -32,6 +32,15 @@ pub(super) const AUTO_MAX_STREAMS: usize = 4;
 
 /// The longest pause (in steps) after rejected drafts.
 const MAX_COOLDOWN: u32 = 64;
+
+/// Where a step's drafts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// Prompt lookup, on a suffix match of at least this many tokens.
+    Lookup(usize),
+    /// The draft model.
+    Model,
+}
 
 /// One sequence's drafting state and counts.
 #[derive(Debug)]
@@ -66,36 +75,43 @@ impl Drafter {
         }
     }
 
-    /// Drafts up to `room` tokens to follow `history` then `next` into [`Self::drafts`].
-    /// `streams` is how many sequences generate in this step; `cheap_check` says whether the
-    /// sampler keeps a draft as often as its probability allows (else `auto` does not draft).
-    pub(super) fn draft(
+    /// Whether and how this step drafts, and at most how many tokens: `None` when it does not
+    /// (mode, cooldown, no room). `room` bounds the draft; `streams` is how many sequences
+    /// generate in this step; `cheap_check` says whether the sampler keeps a draft as often as
+    /// its probability allows (else `auto` does not draft); `has_model` whether a draft model
+    /// is loaded. Clears the previous step's drafts.
+    pub(super) fn plan(
         &mut self,
-        history: &[LlamaToken],
-        next: LlamaToken,
         room: usize,
         streams: usize,
         cheap_check: bool,
-    ) {
+        has_model: bool,
+    ) -> Option<(Source, usize)> {
         self.drafts.clear();
-        let min_ngram = match self.mode {
-            SpeculationMode::Off => return,
-            SpeculationMode::Auto => {
-                if streams > AUTO_MAX_STREAMS || !cheap_check {
-                    return;
-                }
-                AUTO_MIN_NGRAM
-            }
-            SpeculationMode::Ngram => NGRAM_MIN_NGRAM,
+        let source = match self.mode {
+            SpeculationMode::Auto if streams > AUTO_MAX_STREAMS || !cheap_check => return None,
+            SpeculationMode::Auto | SpeculationMode::Draft if has_model => Source::Model,
+            SpeculationMode::Auto => Source::Lookup(AUTO_MIN_NGRAM),
+            SpeculationMode::Ngram => Source::Lookup(NGRAM_MIN_NGRAM),
+            SpeculationMode::Off | SpeculationMode::Draft => return None,
         };
         if self.cooldown > 0 {
             self.cooldown -= 1;
-            return;
+            return None;
         }
         let want = self.len.min(room).min(self.max);
-        if want == 0 {
-            return;
-        }
+        (want > 0).then_some((source, want))
+    }
+
+    /// Drafts up to `want` tokens to follow `history` then `next` from the text itself, on a
+    /// suffix match of at least `min_ngram` tokens.
+    pub(super) fn look_up(
+        &mut self,
+        history: &[LlamaToken],
+        next: LlamaToken,
+        min_ngram: usize,
+        want: usize,
+    ) {
         if let Some(from) = find(history, next, min_ngram) {
             let tail = &history[from..];
             let take = want.min(tail.len() + 1);
@@ -106,6 +122,13 @@ impl Drafter {
             }
             self.drafted += self.drafts.len() as u32;
         }
+    }
+
+    /// Takes `tokens`, drafted by the draft model, as this step's drafts.
+    pub(super) fn take(&mut self, tokens: &[LlamaToken]) {
+        self.drafts.clear();
+        self.drafts.extend_from_slice(tokens);
+        self.drafted += tokens.len() as u32;
     }
 
     /// The model kept `accepted` of [`Self::drafts`] (each already counted in
@@ -163,6 +186,24 @@ mod tests {
 
     fn tokens(ids: &[i32]) -> Vec<LlamaToken> {
         ids.iter().map(|&id| LlamaToken(id)).collect()
+    }
+
+    impl Drafter {
+        /// One step of prompt lookup, as the worker runs it without a draft model.
+        fn draft(
+            &mut self,
+            history: &[LlamaToken],
+            next: LlamaToken,
+            room: usize,
+            streams: usize,
+            cheap_check: bool,
+        ) {
+            if let Some((Source::Lookup(min_ngram), want)) =
+                self.plan(room, streams, cheap_check, false)
+            {
+                self.look_up(history, next, min_ngram, want);
+            }
+        }
     }
 
     fn ngram(max: u32) -> Drafter {
@@ -223,6 +264,26 @@ mod tests {
         let mut off = Drafter::new(Speculation::off());
         off.draft(&history, LlamaToken(7), 16, 1, true);
         assert!(off.drafts.is_empty());
+    }
+
+    #[test]
+    fn a_draft_model_drafts_under_auto_and_draft_only_when_loaded() {
+        let speculation = |mode| Speculation { mode, draft_max: 8 };
+        let mut auto = Drafter::new(speculation(SpeculationMode::Auto));
+        assert_eq!(auto.plan(16, 1, true, true), Some((Source::Model, 4)));
+        assert_eq!(auto.plan(16, 1, true, false), Some((Source::Lookup(3), 4)));
+        assert_eq!(auto.plan(16, AUTO_MAX_STREAMS + 1, true, true), None);
+        let mut draft = Drafter::new(speculation(SpeculationMode::Draft));
+        assert_eq!(
+            draft.plan(2, AUTO_MAX_STREAMS + 1, false, true),
+            Some((Source::Model, 2))
+        );
+        assert_eq!(draft.plan(16, 1, true, false), None);
+        let mut ngram = Drafter::new(speculation(SpeculationMode::Ngram));
+        assert_eq!(ngram.plan(16, 1, true, true), Some((Source::Lookup(2), 4)));
+        draft.take(&tokens(&[3, 4, 5]));
+        draft.settle(3);
+        assert_eq!((draft.drafted, draft.len), (3, 6));
     }
 
     #[test]

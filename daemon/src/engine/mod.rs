@@ -11,6 +11,7 @@
 //! streams text to each job's own channel. A job whose receiver is dropped is cancelled at the
 //! next step and its slot freed.
 
+mod draft;
 mod fast_sampler;
 mod lookup;
 mod output;
@@ -67,6 +68,20 @@ pub struct LoadParams {
     pub placement: Placement,
     /// Memory-map the weights instead of reading them.
     pub use_mmap: bool,
+    /// A small model sharing the tokenizer that drafts tokens for this one.
+    #[serde(default)]
+    pub draft: Option<DraftParams>,
+}
+
+/// The draft model loaded beside a model (speculative decoding with a draft model).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DraftParams {
+    /// The draft model's GGUF file.
+    pub model_path: PathBuf,
+    /// Its name, for messages.
+    pub name: String,
+    /// Whether all its layers go to the GPU (else it runs on the CPU).
+    pub gpu: bool,
 }
 
 /// What the model file says about itself, read once at load.
@@ -241,13 +256,17 @@ impl Default for Speculation {
 /// Where drafted tokens come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SpeculationMode {
-    /// Prompt lookup where it pays: while few sequences share the batch, and for a sequence
-    /// only while its drafts keep being accepted.
+    /// Where it pays: while few sequences share the batch, and for a sequence only while its
+    /// drafts keep being accepted. Drafts come from the draft model when one is loaded, else
+    /// from prompt lookup.
     Auto,
     Off,
     /// Prompt lookup (n-gram) whenever the sequence's text offers a continuation, however
     /// many sequences share the batch.
     Ngram,
+    /// The draft model loaded beside the model ([`LoadParams::draft`]), however many sequences
+    /// share the batch; nothing is drafted when none is loaded.
+    Draft,
 }
 
 /// Most alternatives a job may ask for at each position (as Ollama and OpenAI).

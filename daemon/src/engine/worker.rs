@@ -11,7 +11,8 @@ use std::num::NonZeroU32;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-use super::lookup::Drafter;
+use super::draft::{self, DraftModel};
+use super::lookup::{Drafter, Source};
 use super::output::{Pushed, TextOutput};
 use super::sampler::SequenceSampler;
 use super::{
@@ -80,7 +81,18 @@ pub(super) fn run(params: &LoadParams, commands: &Receiver<Command>, ready: Repl
             return;
         }
     };
-    let model = match load_model(backend, params) {
+    if params.num_ctx == 0 || params.num_parallel == 0 || params.num_batch == 0 {
+        ready(Err(load_error(
+            "num_ctx, num_parallel and num_batch must be positive".to_owned(),
+        )));
+        return;
+    }
+    let model = match load_model(
+        backend,
+        &params.model_path,
+        params.use_mmap,
+        params.placement,
+    ) {
         Ok(model) => model,
         Err(message) => {
             ready(Err(load_error(message)));
@@ -94,6 +106,44 @@ pub(super) fn run(params: &LoadParams, commands: &Receiver<Command>, ready: Repl
             return;
         }
     };
+    // The draft model, if any, with a context shaped like the model's.
+    let draft_model = match &params.draft {
+        None => None,
+        Some(draft) => {
+            let placement = offload::Placement {
+                gpu_layers: if draft.gpu { u32::MAX } else { 0 },
+                ..offload::Placement::default()
+            };
+            match load_model(backend, &draft.model_path, params.use_mmap, placement) {
+                Ok(loaded) => Some(loaded),
+                Err(message) => {
+                    ready(Err(load_error(format!(
+                        "draft model {}: {message}",
+                        draft.name
+                    ))));
+                    return;
+                }
+            }
+        }
+    };
+    let draft = match (&draft_model, &params.draft) {
+        (Some(loaded), Some(draft)) => {
+            let made = new_context(backend, loaded, params, false).and_then(|context| {
+                DraftModel::new(loaded, context, &model, params.num_parallel as usize)
+            });
+            match made {
+                Ok(made) => Some(made),
+                Err(message) => {
+                    ready(Err(load_error(format!(
+                        "draft model {} cannot draft for it: {message}",
+                        draft.name
+                    ))));
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
     let info = model_info(backend, &model, params);
     let sliding_window = info
         .metadata
@@ -104,6 +154,7 @@ pub(super) fn run(params: &LoadParams, commands: &Receiver<Command>, ready: Repl
     tracing::info!(model = %params.name, can_shift, "engine ready");
     let mut worker = Worker::new(&model, context, params, sliding_window);
     worker.can_shift = can_shift;
+    worker.draft = draft;
     worker.serve(commands);
     tracing::info!(model = %params.name, "engine stopped");
 }
@@ -133,22 +184,23 @@ fn can_shift_context(info: &ModelInfo, sliding_window: Option<usize>) -> bool {
 
 /// Checks the file before llama.cpp sees it (a missing path would trip an assertion in
 /// `llama-cpp-2`), then loads the weights.
-fn load_model(backend: &LlamaBackend, params: &LoadParams) -> Result<LlamaModel, String> {
+fn load_model(
+    backend: &LlamaBackend,
+    path: &std::path::Path,
+    use_mmap: bool,
+    placement: offload::Placement,
+) -> Result<LlamaModel, String> {
     use std::io::Read;
     let mut magic = [0u8; 4];
-    std::fs::File::open(&params.model_path)
+    std::fs::File::open(path)
         .and_then(|mut file| file.read_exact(&mut magic))
         .map_err(|error| error.to_string())?;
     if &magic != b"GGUF" {
         return Err("not a GGUF file".to_owned());
     }
-    if params.num_ctx == 0 || params.num_parallel == 0 || params.num_batch == 0 {
-        return Err("num_ctx, num_parallel and num_batch must be positive".to_owned());
-    }
-    let placement = params.placement;
     let mut model_params = std::pin::pin!(
         LlamaModelParams::default()
-            .with_use_mmap(params.use_mmap)
+            .with_use_mmap(use_mmap)
             .with_n_gpu_layers(placement.gpu_layers)
     );
     // llama.cpp keeps a pointer to the pattern: it must outlive the load.
@@ -157,7 +209,7 @@ fn load_model(backend: &LlamaBackend, params: &LoadParams) -> Result<LlamaModel,
     if let Some(pattern) = &cpu_moe {
         model_params.as_mut().add_cpu_buft_override(pattern);
     }
-    let model = LlamaModel::load_from_file(backend, &params.model_path, &model_params)
+    let model = LlamaModel::load_from_file(backend, path, &model_params)
         .map_err(|error| format!("llama.cpp could not load it ({error})"));
     drop(cpu_moe);
     model
@@ -403,6 +455,8 @@ struct Worker<'m> {
     can_shift: bool,
     /// Where decode steps spend their time.
     clock: StepClock,
+    /// The draft model loaded beside the model, if any.
+    draft: Option<DraftModel<'m>>,
 }
 
 /// Where the time of decode steps goes, summed and logged at debug level every
@@ -492,6 +546,7 @@ impl<'m> Worker<'m> {
             starts: 0,
             can_shift: false,
             clock: StepClock::default(),
+            draft: None,
         }
     }
 
@@ -849,37 +904,68 @@ impl<'m> Worker<'m> {
     }
 
     /// Drafts tokens after each generating sequence's next token (speculative decoding), in
-    /// the batch room that decode tokens and prefill left. A draft stays inside the slot's
-    /// context and within the tokens the job may still generate.
+    /// the batch room that decode tokens and prefill left: from the sequence's own text (prompt
+    /// lookup) or from the draft model, all sequences that want its drafts in one go. A draft
+    /// stays inside the slot's context and within the tokens the job may still generate.
     fn add_drafts(&mut self) -> Result<(), String> {
         let streams = self
             .slots
             .iter()
             .filter(|slot| slot.job.as_ref().is_some_and(|job| job.next.is_some()))
             .count();
-        for slot in &mut self.slots {
+        let has_model = self.draft.is_some();
+        let mut free = self.n_batch - self.batch.n_tokens() as usize;
+        let mut from_model: Vec<(usize, usize)> = Vec::new();
+        for (index, slot) in self.slots.iter_mut().enumerate() {
             let Some(job) = slot.job.as_mut() else {
                 continue;
             };
             let Some(next) = job.next else {
                 continue;
             };
-            let room = (self.n_batch - self.batch.n_tokens() as usize)
+            let room = free
                 .min((self.n_ctx as usize).saturating_sub(slot.cached.len() + 1))
                 .min((job.limit as usize).saturating_sub(job.generated.len() + 1));
             let cheap = job.sampler.checks_drafts();
-            job.drafter.draft(&slot.cached, next, room, streams, cheap);
-            if job.drafter.drafts.is_empty() {
-                continue;
+            match job.drafter.plan(room, streams, cheap, has_model) {
+                None => {}
+                Some((Source::Lookup(min_ngram), want)) => {
+                    job.drafter.look_up(&slot.cached, next, min_ngram, want);
+                    free -= job.drafter.drafts.len();
+                    push_drafts(&mut self.batch, slot)?;
+                }
+                Some((Source::Model, want)) => {
+                    free -= want;
+                    from_model.push((index, want));
+                }
             }
-            job.draft_row = self.batch.n_tokens();
-            let first = slot.cached.len() + 1;
-            for (offset, &token) in job.drafter.drafts.iter().enumerate() {
-                self.batch
-                    .add(token, (first + offset) as i32, &[slot.seq], true)
-                    .map_err(|error| error.to_string())?;
+        }
+        let Some(model) = self.draft.as_mut() else {
+            return Ok(());
+        };
+        if from_model.is_empty() {
+            return Ok(());
+        }
+        let requests: Vec<draft::Request<'_>> = from_model
+            .iter()
+            .filter_map(|&(index, want)| {
+                let slot = &self.slots[index];
+                Some(draft::Request {
+                    seq: slot.seq as usize,
+                    history: &slot.cached,
+                    next: slot.job.as_ref()?.next?,
+                    want,
+                })
+            })
+            .collect();
+        let proposals = model.propose(&requests);
+        drop(requests);
+        for (&(index, _), tokens) in from_model.iter().zip(proposals) {
+            let slot = &mut self.slots[index];
+            if let Some(job) = slot.job.as_mut() {
+                job.drafter.take(&tokens);
+                push_drafts(&mut self.batch, slot)?;
             }
-            job.in_batch += job.drafter.drafts.len();
         }
         Ok(())
     }
@@ -1151,6 +1237,25 @@ impl<'m> Worker<'m> {
             prompt_tokens,
         })
     }
+}
+
+/// Puts the drafts of the job in `slot` into the batch after its next token.
+fn push_drafts(batch: &mut LlamaBatch<'static>, slot: &mut Slot) -> Result<(), String> {
+    let Some(job) = slot.job.as_mut() else {
+        return Ok(());
+    };
+    if job.drafter.drafts.is_empty() {
+        return Ok(());
+    }
+    job.draft_row = batch.n_tokens();
+    let first = slot.cached.len() + 1;
+    for (offset, &token) in job.drafter.drafts.iter().enumerate() {
+        batch
+            .add(token, (first + offset) as i32, &[slot.seq], true)
+            .map_err(|error| error.to_string())?;
+    }
+    job.in_batch += job.drafter.drafts.len();
+    Ok(())
 }
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {

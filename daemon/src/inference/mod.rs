@@ -17,12 +17,14 @@ use whale_api as api;
 
 use crate::chat::{self, ChatMessage, Think, ToolCall};
 use crate::config::KeepAlive;
-use crate::engine::{DoneReason, Embeddings, GenerateJob, GrammarSource, Logprobs, Prompt};
+use crate::engine::{
+    DoneReason, Embeddings, GenerateJob, GrammarSource, Logprobs, Prompt, SpeculationMode,
+};
 use crate::error::Error;
 use crate::metrics::Endpoint;
 use crate::model::LocalModel;
 use crate::options::{self, RunOptions};
-use crate::scheduler::{Lease, LoadRequest, RunnerOptions};
+use crate::scheduler::{DraftModel, Lease, LoadRequest, RunnerOptions};
 use crate::state::AppState;
 
 pub use completion::{Chunk, Finished};
@@ -394,6 +396,7 @@ async fn lease(
     options: &RunOptions,
     keep_alive: Option<KeepAlive>,
 ) -> Result<Lease, Error> {
+    let draft = draft_model(state, options).await?;
     state
         .scheduler
         .acquire(&LoadRequest {
@@ -407,10 +410,35 @@ async fn lease(
                 num_gpu: options.num_gpu,
                 num_thread: options.num_thread,
                 use_mmap: options.use_mmap,
+                draft,
             },
             keep_alive,
         })
         .await
+}
+
+/// The draft model the options name, found in the store. One that is missing fails the
+/// request when it asked for `speculative` `draft`; under `auto` (e.g. a Modelfile naming a
+/// draft model not pulled here) the model loads without it.
+async fn draft_model(state: &AppState, options: &RunOptions) -> Result<Option<DraftModel>, Error> {
+    let Some(name) = &options.draft_model else {
+        return Ok(None);
+    };
+    match LocalModel::find(&state.store, name).await {
+        Ok(found) => Ok(Some(DraftModel {
+            name: found.name(),
+            key: found.weights.to_string(),
+            path: found.weights_path,
+        })),
+        Err(Error::ModelNotFound(_)) if options.speculation.mode != SpeculationMode::Draft => {
+            tracing::warn!(draft_model = %name, "the draft model is not here; loading without it");
+            Ok(None)
+        }
+        Err(Error::ModelNotFound(_)) => Err(Error::NotFound(format!(
+            "draft model '{name}' not found; pull it first (whale pull {name})"
+        ))),
+        Err(error) => Err(error),
+    }
 }
 
 /// The conversation the template renders: the model's `SYSTEM` first (unless the request
