@@ -16,6 +16,10 @@ pub struct PullRequest {
     pub insecure: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
+    /// Pull only: fetch from another whale's `/v2/` at this address (`http://host:11434`)
+    /// instead of the name's registry (whale's own field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// `POST /api/push` takes the same fields as pull.

@@ -45,8 +45,8 @@ pub enum Command {
     Run(RunArgs),
     /// Unload a running model.
     Stop(ModelArg),
-    /// Pull a model from a registry.
-    Pull(TransferArgs),
+    /// Pull a model from a registry, or from another whale with --from.
+    Pull(PullArgs),
     /// Push a model to a registry.
     Push(TransferArgs),
     /// List local models.
@@ -159,6 +159,16 @@ pub struct TransferArgs {
     /// Allow plain-http registries.
     #[arg(long)]
     pub insecure: bool,
+}
+
+/// `whale pull [--from ADDRESS] MODEL`
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    /// Pull from another whale at this address (`http://host:11434`) instead of the registry.
+    #[arg(long, value_name = "ADDRESS")]
+    pub from: Option<String>,
 }
 
 /// `whale list [FILTER]`

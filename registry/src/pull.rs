@@ -57,6 +57,9 @@ pub struct PullOptions {
     pub insecure: bool,
     /// Tried first for names on `registry.ollama.ai`; on any error the registry is used.
     pub mirror: Option<Url>,
+    /// The only place fetched from, whatever the name's host: another whale's `/v2/`
+    /// (`http://host:port`), e.g. on the same network. Plain http is allowed: it was asked for.
+    pub from: Option<Url>,
     /// Fixed part size; `None` = size/16 clamped to 16–100 MiB.
     pub part_size: Option<u64>,
     /// Most parts downloaded at once (a blob starts with one, see `Ramp`).
@@ -76,6 +79,7 @@ impl Default for PullOptions {
         PullOptions {
             insecure: false,
             mirror: None,
+            from: None,
             part_size: None,
             parts_in_flight: 4,
             stall_timeout: Duration::from_secs(30),
@@ -187,6 +191,14 @@ impl Puller {
     }
 
     fn sources(&self, reference: &ModelRef) -> Result<Vec<Source>> {
+        if let Some(from) = &self.options.from {
+            transport::check_scheme(from, true)?;
+            return Ok(vec![Source {
+                session: Session::new(self.options.insecure || from.scheme() == "http"),
+                base: transport::mirror_url(from, reference)?,
+                is_mirror: false,
+            }]);
+        }
         let mut sources = Vec::new();
         if let Some(mirror) = self
             .options

@@ -1,27 +1,45 @@
-//! `whale pull MODEL`: downloads a model through whaled, drawing its progress. `whale run`
-//! calls [`pull`] too when the model is not there yet.
+//! `whale pull [--from ADDRESS] MODEL`: downloads a model through whaled, drawing its progress.
+//! `whale run` calls [`pull`] too when the model is not there yet.
 
 use futures::{Stream, StreamExt as _};
 use whale_api::Client;
 
-use crate::cli::TransferArgs;
+use crate::cli::PullArgs;
 use crate::commands::Context;
 use crate::error::Error;
 use crate::render::Style;
 use crate::render::progress::{Progress, Update};
 
-pub async fn run(args: &TransferArgs, context: &Context) -> Result<(), Error> {
+pub async fn run(args: &PullArgs, context: &Context) -> Result<(), Error> {
     let client = context.client().await?;
-    pull(&client, &args.model, args.insecure, context.style).await
+    let source = Source {
+        insecure: args.transfer.insecure,
+        from: args.from.as_deref(),
+    };
+    pull(&client, &args.transfer.model, source, context.style).await
+}
+
+/// Where a pull fetches from: the name's registry (over plain http when `insecure`), or
+/// another whale.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Source<'a> {
+    pub insecure: bool,
+    pub from: Option<&'a str>,
 }
 
 /// Pulls `model` and renders the daemon's progress until `success` or an error. What the
 /// daemon or the registry refused is an [`Error::Pull`], whose hint is about the name.
-pub async fn pull(client: &Client, model: &str, insecure: bool, style: Style) -> Result<(), Error> {
+pub async fn pull(
+    client: &Client,
+    model: &str,
+    source: Source<'_>,
+    style: Style,
+) -> Result<(), Error> {
     let request = whale_api::PullRequest {
         model: model.to_owned(),
-        insecure: insecure.then_some(true),
+        insecure: source.insecure.then_some(true),
         stream: Some(true),
+        from: source.from.map(str::to_owned),
     };
     let pulled = match client.pull_stream(&request).await {
         Ok(stream) => follow(stream, style).await,

@@ -11,6 +11,7 @@ pub async fn run(args: &TransferArgs, context: &Context) -> Result<(), Error> {
         model: args.model.clone(),
         insecure: args.insecure.then_some(true),
         stream: Some(true),
+        from: None,
     };
     let stream = client
         .push_stream(&request)

@@ -8,7 +8,7 @@ use whale_api::Client;
 
 use crate::cli::RunArgs;
 use crate::commands::Context;
-use crate::commands::pull::pull;
+use crate::commands::pull::{self, pull};
 use crate::conversation::{Conversation, Outcome, parse_format, parse_keep_alive};
 use crate::error::{Error, not_found};
 use crate::output;
@@ -82,7 +82,11 @@ pub async fn ensure(
         .map_err(|error| not_found(error, model))
     {
         Err(Error::ModelNotFound { .. }) => {
-            pull(client, model, insecure, style).await?;
+            let source = pull::Source {
+                insecure,
+                from: None,
+            };
+            pull(client, model, source, style).await?;
             client
                 .show(&request)
                 .await

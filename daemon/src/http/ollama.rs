@@ -758,6 +758,7 @@ pub async fn pull(
     let options = PullOptions {
         insecure: request.insecure.unwrap_or(false),
         mirror: state.config.registry_mirror.clone(),
+        from: request.from.as_deref().map(pull_source).transpose()?,
         ..PullOptions::default()
     };
     let store = state.store.clone();
@@ -775,6 +776,23 @@ pub async fn pull(
         )
     })
     .await
+}
+
+/// The address of another whale to pull from: `http(s)://host:port`, or `host:port` for plain
+/// http on a local network.
+fn pull_source(from: &str) -> Result<url::Url, Error> {
+    let from = from.trim();
+    let with_scheme = if from.contains("://") {
+        from.to_owned()
+    } else {
+        format!("http://{from}")
+    };
+    match url::Url::parse(&with_scheme) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(url),
+        _ => Err(Error::BadRequest(format!(
+            "from must be the address of another whale, like http://host:11434, got {from:?}"
+        ))),
+    }
 }
 
 pub async fn push(
