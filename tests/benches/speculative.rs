@@ -4,7 +4,9 @@
 //! 1. A code-editing prompt, where the model repeats a function with one change: greedy, and
 //!    with R1's recommended sampling (temperature 0.6, `top_p` 0.95, seeded). Target: auto ≥ 1.5×
 //!    off.
-//! 2. A prompt with nothing to copy (free prose): auto costs ≤ 3 % (ratio ≥ 0.97).
+//! 2. A prompt with nothing to copy: free prose, sampled (greedy prose from this small model
+//!    soon repeats itself, which prompt lookup then copies): auto costs ≤ 3 % (ratio ≥ 0.97).
+//!    Greedy prose is measured too.
 //!
 //! Gemma 3 270M `Q4_K_M`, 2 threads, one slot, raw mode, 160 generated tokens, the model kept
 //! loaded; the rate is `eval_count / eval_duration` of the final object. Greedy rounds also
@@ -130,9 +132,17 @@ fn main() {
         CODE_EDIT_PROMPT,
         false,
     );
+    let free_sampled = compare(
+        &client,
+        &daemon,
+        "free text, sampled",
+        FREE_TEXT_PROMPT,
+        false,
+    );
     let free = compare(&client, &daemon, "free text", FREE_TEXT_PROMPT, true);
     println!();
     println!(
-        "median auto/off: code edit {code:.3} (target >= 1.5), sampled {sampled:.3}, free text {free:.3} (target >= 0.97)"
+        "median auto/off: code edit {code:.3} (target >= 1.5), sampled {sampled:.3}; \
+         free text sampled {free_sampled:.3} (target >= 0.97), greedy {free:.3}"
     );
 }
