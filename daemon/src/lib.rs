@@ -1,15 +1,13 @@
 //! whale-daemon: the engine, scheduler and HTTP API behind `whaled`.
 //!
 //! `whaled`'s `main` resolves a [`Config`] and calls [`serve`]; everything else lives here.
-//! Only `engine` touches llama.cpp; `gguf` reads model headers in plain Rust so that a hostile
-//! file is refused before llama.cpp sees it.
+//! Only `engine` touches llama.cpp; `gguf` (from whale-format) reads model headers in plain Rust
+//! so that a hostile file is refused before llama.cpp sees it.
 
-pub mod chat;
 pub mod config;
 pub mod create;
 pub mod engine;
 pub mod error;
-pub mod gguf;
 pub mod http;
 pub mod inference;
 pub mod memory;
@@ -29,6 +27,9 @@ use tokio::net::TcpListener;
 use whale_registry::Store;
 
 pub use config::Config;
+/// The GGUF reader and chat templates live in whale-format (plain Rust, fuzzed); the daemon
+/// reaches them under their old paths.
+pub use whale_format::{chat, gguf};
 pub use state::AppState;
 
 /// What requests still running when whaled stops are told.
