@@ -139,6 +139,11 @@ pub struct ListModel {
     pub details: ModelDetails,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Vec<String>>,
+    /// A model another server runs: its name there, and that server's API address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_host: Option<String>,
 }
 
 /// Body of `POST /api/show`.
@@ -174,6 +179,10 @@ pub struct ShowResponse {
     pub capabilities: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub modified_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_host: Option<String>,
 }
 
 /// Body of `POST /api/copy`.

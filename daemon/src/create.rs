@@ -11,6 +11,7 @@ use crate::chat::{ChatTemplate, SpecialTokens};
 use crate::error::Error;
 use crate::gguf::GgufFile;
 use crate::model::{self, LocalModel};
+use crate::remote::Upstream;
 
 /// A validated create request.
 pub struct CreatePlan {
@@ -19,9 +20,17 @@ pub struct CreatePlan {
     base: Vec<Layer>,
     /// Text layers to write: (media type, content); they replace the base's of that type.
     text: Vec<(&'static str, String)>,
-    architecture: String,
-    file_type: String,
-    parameter_size: String,
+    kind: Kind,
+}
+
+/// What the new model runs: a GGUF here, or a model of another server.
+enum Kind {
+    Gguf {
+        architecture: String,
+        file_type: String,
+        parameter_size: String,
+    },
+    Remote(Upstream),
 }
 
 /// Checks the request and everything it names, before anything is written.
@@ -35,7 +44,29 @@ pub async fn plan(store: &Store, request: api::CreateRequest) -> Result<CreatePl
     let mut base: Vec<Layer> = Vec::new();
     let mut params: Map<String, Value> = Map::new();
     let mut weights: Option<Digest> = None;
-    if let Some(files) = request.files.as_ref().filter(|files| !files.is_empty()) {
+    let upstream = request
+        .from
+        .as_deref()
+        .and_then(Upstream::parse)
+        .transpose()?;
+    if let Some(upstream) = &upstream {
+        if request
+            .files
+            .as_ref()
+            .is_some_and(|files| !files.is_empty())
+        {
+            return Err(Error::BadRequest(
+                "a model served by another server has no files: FROM names it alone".to_owned(),
+            ));
+        }
+        if request.template.is_some() {
+            return Err(Error::BadRequest(format!(
+                "TEMPLATE does not apply to a model served by {}: its server renders the \
+                 conversation with its own template",
+                upstream.base
+            )));
+        }
+    } else if let Some(files) = request.files.as_ref().filter(|files| !files.is_empty()) {
         for (file, digest) in files {
             let digest = Digest::parse(digest)?;
             if !store.has_blob(&digest) {
@@ -73,12 +104,21 @@ pub async fn plan(store: &Store, request: api::CreateRequest) -> Result<CreatePl
             "neither 'from' nor 'files' was given: name a model or upload a GGUF".to_owned(),
         ));
     }
-    let weights = weights.expect("set above");
-    let path = store.blob_path(&weights);
-    let gguf = tokio::task::spawn_blocking(move || GgufFile::open(&path))
-        .await
-        .map_err(|error| Error::Internal(error.to_string()))?
-        .map_err(|error| Error::BadRequest(format!("invalid GGUF file: {error}")))?;
+    let kind = if let Some(upstream) = upstream {
+        Kind::Remote(upstream)
+    } else {
+        let weights = weights.expect("set above");
+        let path = store.blob_path(&weights);
+        let gguf = tokio::task::spawn_blocking(move || GgufFile::open(&path))
+            .await
+            .map_err(|error| Error::Internal(error.to_string()))?
+            .map_err(|error| Error::BadRequest(format!("invalid GGUF file: {error}")))?;
+        Kind::Gguf {
+            architecture: gguf.architecture().unwrap_or_default().to_owned(),
+            file_type: gguf.file_type_name().unwrap_or_default().to_owned(),
+            parameter_size: gguf.parameter_size_label(),
+        }
+    };
 
     let mut text: Vec<(&'static str, String)> = Vec::new();
     if let Some(template) = request.template.clone() {
@@ -119,15 +159,15 @@ pub async fn plan(store: &Store, request: api::CreateRequest) -> Result<CreatePl
         name,
         base,
         text,
-        architecture: gguf.architecture().unwrap_or_default().to_owned(),
-        file_type: gguf.file_type_name().unwrap_or_default().to_owned(),
-        parameter_size: gguf.parameter_size_label(),
+        kind,
     })
 }
 
 /// Writes the new layers and the manifest, reporting Ollama's create progress lines.
 pub async fn run(store: &Store, plan: CreatePlan, progress: &dyn Reporter) -> Result<(), Error> {
-    progress.report(ProgressEvent::status("parsing GGUF"));
+    if matches!(plan.kind, Kind::Gguf { .. }) {
+        progress.report(ProgressEvent::status("parsing GGUF"));
+    }
     let replaced: Vec<&str> = plan.text.iter().map(|(kind, _)| *kind).collect();
     let mut layers: Vec<Layer> = Vec::new();
     for layer in plan.base {
@@ -148,18 +188,25 @@ pub async fn run(store: &Store, plan: CreatePlan, progress: &dyn Reporter) -> Re
         )));
         layers.push(layer);
     }
-    let config = serde_json::json!({
-        "model_format": "gguf",
-        "model_family": plan.architecture,
-        "model_families": [plan.architecture],
-        "model_type": plan.parameter_size,
-        "file_type": plan.file_type,
-        "architecture": std::env::consts::ARCH,
-        "os": std::env::consts::OS,
-        "rootfs": {
-            "type": "layers",
-            "diff_ids": layers.iter().map(|layer| layer.digest.to_string()).collect::<Vec<_>>(),
-        },
+    let mut config = match plan.kind {
+        Kind::Gguf {
+            architecture,
+            file_type,
+            parameter_size,
+        } => serde_json::json!({
+            "model_format": "gguf",
+            "model_family": architecture,
+            "model_families": [architecture],
+            "model_type": parameter_size,
+            "file_type": file_type,
+        }),
+        Kind::Remote(upstream) => upstream.config(),
+    };
+    config["architecture"] = std::env::consts::ARCH.into();
+    config["os"] = std::env::consts::OS.into();
+    config["rootfs"] = serde_json::json!({
+        "type": "layers",
+        "diff_ids": layers.iter().map(|layer| layer.digest.to_string()).collect::<Vec<_>>(),
     });
     let config = write_text(
         store,

@@ -29,6 +29,12 @@ pub enum Error {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Registry(#[from] whale_registry::Error),
+    /// The server a remote model runs on failed or refused: its status, if it answered.
+    #[error("{message}")]
+    Upstream {
+        status: Option<u16>,
+        message: String,
+    },
     #[error("{0}")]
     Internal(String),
 }

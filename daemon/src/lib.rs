@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod offload;
 pub mod options;
+pub mod remote;
 pub mod runner;
 pub mod scheduler;
 pub mod state;
@@ -27,10 +28,10 @@ use tokio::net::TcpListener;
 use whale_registry::Store;
 
 pub use config::Config;
+pub use state::AppState;
 /// The GGUF reader and chat templates live in whale-format (plain Rust, fuzzed); the daemon
 /// reaches them under their old paths.
 pub use whale_format::{chat, gguf};
-pub use state::AppState;
 
 /// What requests still running when whaled stops are told.
 const SHUT_DOWN: &str = "whaled is shutting down";

@@ -113,13 +113,19 @@ impl LocalModel {
         let bytes = store.read_manifest_bytes(&reference).await?;
         let manifest = Manifest::parse(&bytes)?;
         let manifest_digest = Digest::of_bytes(&bytes);
-        let weights_layer =
-            manifest
-                .layer(media_type::MODEL)
-                .ok_or_else(|| Error::InvalidModel {
-                    name: name.to_owned(),
-                    message: "its manifest has no model layer".to_owned(),
-                })?;
+        let Some(weights_layer) = manifest.layer(media_type::MODEL) else {
+            if let Some(upstream) = crate::remote::upstream_of(store, &manifest) {
+                return Err(Error::BadRequest(format!(
+                    "'{name}' is served by {}: it answers chat and generate requests, and \
+                     nothing else runs it here",
+                    upstream.base
+                )));
+            }
+            return Err(Error::InvalidModel {
+                name: name.to_owned(),
+                message: "its manifest has no model layer".to_owned(),
+            });
+        };
         let weights = weights_layer.digest.clone();
         let weights_path = store.blob_path(&weights);
         // A downloaded blob cut short by a machine crash (see the store's durability notes)

@@ -25,6 +25,12 @@ pub fn status(error: &Error) -> StatusCode {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         },
         Error::Registry(error) => registry_status(error),
+        // What the client got wrong (a bad request, too large, too many) is passed on; an
+        // upstream that fails, or refuses whaled's key or model, is a bad gateway.
+        Error::Upstream { status, .. } => status
+            .filter(|status| matches!(status, 400 | 413 | 422 | 429))
+            .and_then(|status| StatusCode::from_u16(status).ok())
+            .unwrap_or(StatusCode::BAD_GATEWAY),
     }
 }
 

@@ -24,6 +24,7 @@ use crate::error::Error;
 use crate::metrics::Endpoint;
 use crate::model::LocalModel;
 use crate::options::{self, RunOptions};
+use crate::remote::{self, RemoteModel};
 use crate::scheduler::{DraftModel, Lease, LoadRequest, RunnerOptions};
 use crate::state::AppState;
 
@@ -61,6 +62,16 @@ pub async fn generate(
         Input::Prompt { .. } => Endpoint::Generate,
         Input::Chat { .. } => Endpoint::Chat,
     };
+    if let Some(remote) = RemoteModel::find(&state.store, &state.config, &request.model).await {
+        let recorder = state.metrics.request(remote.name(), endpoint, started);
+        return match remote::generate(&remote, request, started).await {
+            Ok(chunks) => Ok(recorder.follow(chunks).left_stream()),
+            Err(error) => {
+                recorder.failed();
+                Err(error)
+            }
+        };
+    }
     let model = LocalModel::find_or_alias(&state.store, &state.config, &request.model).await?;
     let recorder = state
         .metrics
@@ -70,7 +81,7 @@ pub async fn generate(
         completion::start(lease, plan, started, load_duration).await
     };
     match running.await {
-        Ok(chunks) => Ok(recorder.follow(chunks)),
+        Ok(chunks) => Ok(recorder.follow(chunks).right_stream()),
         Err(error) => {
             recorder.failed();
             Err(error)
@@ -234,6 +245,17 @@ pub async fn load_or_unload(
     request_options: Option<&api::Options>,
     keep_alive: Option<KeepAlive>,
 ) -> Result<&'static str, Error> {
+    // Another server keeps a remote model loaded: there is nothing to do here.
+    if RemoteModel::find(&state.store, &state.config, name)
+        .await
+        .is_some()
+    {
+        return Ok(if keep_alive == Some(KeepAlive::For(Duration::ZERO)) {
+            "unload"
+        } else {
+            "load"
+        });
+    }
     let (model, options) = model_and_options(state, name, request_options).await?;
     if keep_alive == Some(KeepAlive::For(Duration::ZERO)) {
         state.scheduler.unload(&model.weights.to_string()).await;
@@ -445,15 +467,24 @@ async fn draft_model(state: &AppState, options: &RunOptions) -> Result<Option<Dr
 /// opens with its own) and its `MESSAGE` history, then the request's messages with the
 /// reasoning of turns before the last user message dropped, as Ollama and DeepSeek do.
 fn conversation(model: &LocalModel, messages: Vec<ChatMessage>) -> Result<Vec<ChatMessage>, Error> {
+    with_history(model.system.as_deref(), &model.messages, messages)
+}
+
+/// [`conversation`] for a model's `system` prompt and `history`, wherever the model runs.
+pub(crate) fn with_history(
+    system: Option<&str>,
+    history: &[crate::model::HistoryMessage],
+    messages: Vec<ChatMessage>,
+) -> Result<Vec<ChatMessage>, Error> {
     let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len() + 2);
-    if let Some(system) = &model.system
+    if let Some(system) = system
         && messages
             .first()
             .is_none_or(|first| !first.role.eq_ignore_ascii_case("system"))
     {
-        out.push(ChatMessage::new("system", system.clone()));
+        out.push(ChatMessage::new("system", system.to_owned()));
     }
-    for message in &model.messages {
+    for message in history {
         out.push(ChatMessage::new(
             message.role.to_ascii_lowercase(),
             message.content.clone(),
