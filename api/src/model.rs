@@ -20,6 +20,10 @@ pub struct PullRequest {
     /// instead of the name's registry (whale's own field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// Pull only: download even when the model will not fit this machine's memory or disk
+    /// (whale's own field; without it such a pull is refused before any blob is fetched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
 }
 
 /// `POST /api/push` takes the same fields as pull.

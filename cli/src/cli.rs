@@ -169,6 +169,9 @@ pub struct PullArgs {
     /// Pull from another whale at this address (`http://host:11434`) instead of the registry.
     #[arg(long, value_name = "ADDRESS")]
     pub from: Option<String>,
+    /// Download even when the model will not fit this machine's memory or disk.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `whale list [FILTER]`

@@ -148,6 +148,9 @@ fn describe_server(server: Option<&str>, version: Option<&str>) -> String {
     }
 }
 
+/// What whaled's refusal of a pull that cannot fit this machine says.
+const WONT_FIT: &str = "will not fit on this machine";
+
 impl Error {
     /// The process exit status: 2 for usage errors, 130 after Ctrl-C, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
@@ -193,6 +196,11 @@ impl Error {
             }
             Self::ModelNotFound { model } => Some(format!(
                 "'whale list' shows the models here; 'whale pull {model}' fetches this one"
+            )),
+            // whaled's refusal to download what cannot load here says the numbers itself.
+            Self::Pull { model, source } if source.to_string().contains(WONT_FIT) => Some(format!(
+                "'whale pull --force {model}' downloads it anyway; a smaller tag or \
+                 quantization of it may fit"
             )),
             Self::Pull { .. } => Some(
                 "check the name: 'whale list' shows the models here, and a name without a \

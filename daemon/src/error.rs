@@ -19,6 +19,10 @@ pub enum Error {
     /// The memory plan says the model cannot fit, with the numbers.
     #[error("cannot load '{name}': {detail}")]
     InsufficientMemory { name: String, detail: String },
+    /// A pull refused before downloading: the model cannot fit this machine (the message has
+    /// the numbers and what to do).
+    #[error("{0}")]
+    WontFit(String),
     #[error("model '{name}' cannot be loaded: {message}")]
     InvalidModel { name: String, message: String },
     #[error("request body is too large")]

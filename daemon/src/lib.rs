@@ -8,6 +8,7 @@ pub mod config;
 pub mod create;
 pub mod engine;
 pub mod error;
+pub mod fit;
 pub mod http;
 pub mod inference;
 pub mod memory;

@@ -317,31 +317,51 @@ pub fn compute_bytes(gguf: &GgufFile, kv_cells: u64, n_seq: u64) -> u64 {
     logits.saturating_add(activations).saturating_add(attention)
 }
 
+/// A field of `/proc/meminfo`, in bytes.
+#[cfg(target_os = "linux")]
+fn meminfo(name: &str) -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+        let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kib * 1024)
+    })
+}
+
+/// A number from a cgroup v2 file; `None` for "max" (unlimited) or outside a cgroup.
+#[cfg(target_os = "linux")]
+fn cgroup(file: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/fs/cgroup/{file}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Bytes this process may still allocate: `MemAvailable` from `/proc/meminfo`, lowered to the
 /// cgroup v2 limit's headroom (`memory.max − memory.current`) in containers.
 #[cfg(target_os = "linux")]
 pub fn available_memory() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| {
-        meminfo.lines().find_map(|line| {
-            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
-            let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
-            Some(kib * 1024)
-        })
-    };
-    let host = field("MemAvailable")
-        .or_else(|| field("MemFree"))
+    let host = meminfo("MemAvailable")
+        .or_else(|| meminfo("MemFree"))
         .unwrap_or(0);
-    let read =
-        |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
-    match (
-        read("/sys/fs/cgroup/memory.max"),
-        read("/sys/fs/cgroup/memory.current"),
-    ) {
-        // `memory.max` reads "max" when unlimited, which does not parse.
+    match (cgroup("memory.max"), cgroup("memory.current")) {
         (Some(max), Some(current)) => host.min(max.saturating_sub(current)),
         _ => host,
     }
+}
+
+/// The machine's RAM (`MemTotal`), or the container's limit (`memory.max`) where lower.
+#[cfg(target_os = "linux")]
+pub fn total_memory() -> u64 {
+    let host = meminfo("MemTotal").unwrap_or(0);
+    cgroup("memory.max").map_or(host, |max| host.min(max))
+}
+
+/// The machine's RAM (`sysctl hw.memsize`).
+#[cfg(not(target_os = "linux"))]
+pub fn total_memory() -> u64 {
+    available_memory()
 }
 
 /// Bytes this process may still allocate; on macOS and others the physical memory size

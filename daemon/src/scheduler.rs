@@ -163,6 +163,8 @@ struct Shared {
     waiting: AtomicU32,
     /// Set when whaled shuts down: no new leases.
     closed: AtomicBool,
+    /// The GPUs a runner reported when first asked (their totals do not change).
+    gpus: tokio::sync::OnceCell<Vec<Gpu>>,
 }
 
 impl Scheduler {
@@ -175,12 +177,36 @@ impl Scheduler {
                 loading: tokio::sync::Mutex::new(()),
                 waiting: AtomicU32::new(0),
                 closed: AtomicBool::new(false),
+                gpus: tokio::sync::OnceCell::new(),
             }),
         }
     }
 
     pub fn limits(&self) -> &Limits {
         &self.shared.limits
+    }
+
+    /// The GPUs llama.cpp sees on this machine, with their total memory: asked once of a
+    /// runner started for the question (llama.cpp lives in runners only), then remembered.
+    /// Empty on a CPU-only build or machine, and when no runner could say.
+    pub async fn gpus(&self) -> Vec<Gpu> {
+        let asked = self
+            .shared
+            .gpus
+            .get_or_try_init(|| async {
+                let process = self.shared.launcher.spawn("gpu probe").await?;
+                let gpus = process.gpus().await;
+                tokio::spawn(async move { process.shutdown(crate::engine::UNLOADED).await });
+                gpus
+            })
+            .await;
+        match asked {
+            Ok(gpus) => gpus.clone(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot ask a runner for the GPUs");
+                Vec::new()
+            }
+        }
     }
 
     /// Hands out the model `request` names, loading it (and evicting idle models) if needed.

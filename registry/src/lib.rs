@@ -18,7 +18,7 @@ pub use digest::Digest;
 pub use error::{Error, Result};
 pub use manifest::{Layer, Manifest};
 pub use progress::{ProgressEvent, PullEvent, Reporter};
-pub use pull::{MIRROR_ENV, PullOptions, Puller};
+pub use pull::{MIRROR_ENV, PullOptions, Puller, Resolved};
 pub use push::{PushOptions, Pusher};
 pub use reference::ModelRef;
 pub use store::{MODELS_ENV, PruneReport, Store, StoredModel};

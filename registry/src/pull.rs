@@ -96,6 +96,28 @@ pub struct Puller {
     options: PullOptions,
 }
 
+/// A manifest fetched by [`Puller::resolve`], with where it came from.
+pub struct Resolved {
+    source: Source,
+    bytes: Vec<u8>,
+    manifest: Manifest,
+}
+
+impl Resolved {
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("base", &self.source.base.as_str())
+            .field("manifest", &self.manifest)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where a model is fetched from: its registry, or the mirror.
 struct Source {
     session: Session,
@@ -162,15 +184,25 @@ impl Puller {
         reference: &ModelRef,
         progress: &dyn Reporter,
     ) -> Result<Manifest> {
+        let resolved = self.resolve(reference, progress).await?;
+        self.fetch(store, reference, resolved, progress).await
+    }
+
+    /// The first step of [`Puller::pull`]: fetches and parses the manifest, from the mirror or
+    /// the registry, so that a caller can look at what a pull would fetch before it does.
+    pub async fn resolve(&self, reference: &ModelRef, progress: &dyn Reporter) -> Result<Resolved> {
         progress.report(ProgressEvent::status("pulling manifest"));
         let sources = self.sources(reference)?;
         let count = sources.len();
-        let mut found = None;
         for (index, source) in sources.into_iter().enumerate() {
             match self.fetch_manifest(&source, reference).await {
                 Ok(bytes) => {
-                    found = Some((source, bytes));
-                    break;
+                    let manifest = Manifest::parse(&bytes)?;
+                    return Ok(Resolved {
+                        source,
+                        bytes,
+                        manifest,
+                    });
                 }
                 Err(error) if source.is_mirror && index + 1 < count => {
                     tracing::warn!(%error, "mirror failed; trying the registry");
@@ -178,8 +210,66 @@ impl Puller {
                 Err(error) => return Err(error),
             }
         }
-        let (source, bytes) = found.expect("at least one source");
-        let manifest = Manifest::parse(&bytes)?;
+        unreachable!("the registry is always the last source")
+    }
+
+    /// The first `len` bytes of `layer` (fewer if it is shorter), from where the manifest came
+    /// from: a GGUF header can be read this way before deciding to fetch 400 GB. A server that
+    /// ignores `Range` is read only as far as needed.
+    pub async fn read_prefix(
+        &self,
+        resolved: &Resolved,
+        layer: &Layer,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let url = transport::join(&resolved.source.base, &format!("blobs/{}", layer.digest))?;
+        let len = len.min(layer.size);
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let range = format!("bytes=0-{}", len - 1);
+        let mut response = resolved
+            .source
+            .session
+            .send(|client| client.get(url.clone()).header(RANGE, &range))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(Error::BlobNotFound {
+                digest: layer.digest.clone(),
+            });
+        }
+        if !response.status().is_success() {
+            return Err(transport::error_status(response).await);
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        while (bytes.len() as u64) < len {
+            let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| transport::http_error(url.as_str(), e))?
+            else {
+                break;
+            };
+            let take = chunk.len().min((len - bytes.len() as u64) as usize);
+            bytes.extend_from_slice(&chunk[..take]);
+        }
+        Ok(bytes)
+    }
+
+    /// The second step of [`Puller::pull`]: fetches each blob the store lacks, then writes the
+    /// manifest.
+    pub async fn fetch(
+        &self,
+        store: &Store,
+        reference: &ModelRef,
+        resolved: Resolved,
+        progress: &dyn Reporter,
+    ) -> Result<Manifest> {
+        let Resolved {
+            source,
+            bytes,
+            manifest,
+        } = resolved;
         for layer in manifest.blobs() {
             self.fetch_blob(store, &source, layer, progress).await?;
         }

@@ -293,6 +293,11 @@ impl Store {
         self.blob_path(digest).is_file()
     }
 
+    /// Whether an interrupted download of the blob waits to be resumed.
+    pub fn has_partial_blob(&self, digest: &Digest) -> bool {
+        self.partial_state_path(digest).is_file()
+    }
+
     /// Whether the blob is present with the size its manifest declares.
     pub fn has_complete_blob(&self, digest: &Digest, size: u64) -> bool {
         fs::metadata(self.blob_path(digest)).is_ok_and(|meta| meta.is_file() && meta.len() == size)

@@ -15,16 +15,18 @@ pub async fn run(args: &PullArgs, context: &Context) -> Result<(), Error> {
     let source = Source {
         insecure: args.transfer.insecure,
         from: args.from.as_deref(),
+        force: args.force,
     };
     pull(&client, &args.transfer.model, source, context.style).await
 }
 
 /// Where a pull fetches from: the name's registry (over plain http when `insecure`), or
-/// another whale.
+/// another whale; `force` downloads a model that will not fit this machine.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Source<'a> {
     pub insecure: bool,
     pub from: Option<&'a str>,
+    pub force: bool,
 }
 
 /// Pulls `model` and renders the daemon's progress until `success` or an error. What the
@@ -40,6 +42,7 @@ pub async fn pull(
         insecure: source.insecure.then_some(true),
         stream: Some(true),
         from: source.from.map(str::to_owned),
+        force: source.force.then_some(true),
     };
     let pulled = match client.pull_stream(&request).await {
         Ok(stream) => follow(stream, style).await,

@@ -12,6 +12,7 @@ pub async fn run(args: &TransferArgs, context: &Context) -> Result<(), Error> {
         insecure: args.insecure.then_some(true),
         stream: Some(true),
         from: None,
+        force: None,
     };
     let stream = client
         .push_stream(&request)

@@ -85,6 +85,7 @@ pub async fn ensure(
             let source = pull::Source {
                 insecure,
                 from: None,
+                force: false,
             };
             pull(client, model, source, style).await?;
             client

@@ -15,6 +15,7 @@ pub fn status(error: &Error) -> StatusCode {
         Error::ModelNotFound(_) | Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::QueueFull | Error::Busy(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::WontFit(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::InsufficientMemory { .. } | Error::InvalidModel { .. } | Error::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

@@ -22,6 +22,7 @@ use crate::inference::{self, Chunk, EmbedRequest, GenerateRequest, Input};
 use crate::model::{self, LocalModel};
 use crate::remote::{self, RemoteModel};
 use crate::state::AppState;
+use crate::{fit, memory};
 
 type SharedState = State<Arc<AppState>>;
 
@@ -813,12 +814,18 @@ pub async fn pull(
         ..PullOptions::default()
     };
     let store = state.store.clone();
+    let force = request.force.unwrap_or(false);
     transfer(request.stream != Some(false), move |sender| {
         let progress = state.metrics.pull_progress(sender);
         tokio::spawn(
             async move {
-                Puller::new(options)
-                    .pull(&store, &reference, &progress)
+                let puller = Puller::new(options);
+                let resolved = puller.resolve(&reference, &progress).await?;
+                if !force {
+                    will_it_fit(&state, &puller, &resolved, &reference).await?;
+                }
+                puller
+                    .fetch(&store, &reference, resolved, &progress)
                     .await
                     .map(drop)
                     .map_err(Error::from)
@@ -827,6 +834,28 @@ pub async fn pull(
         )
     })
     .await
+}
+
+/// Refuses a pull whose model cannot fit this machine, before any blob is fetched.
+async fn will_it_fit(
+    state: &AppState,
+    puller: &Puller,
+    resolved: &whale_registry::Resolved,
+    reference: &whale_registry::ModelRef,
+) -> Result<(), Error> {
+    let limits = state.scheduler.limits();
+    let machine = fit::Machine {
+        ram: limits.max_memory.unwrap_or_else(memory::total_memory),
+        gpus: state.scheduler.gpus().await,
+        disk_free: fit::disk_free(&state.store),
+    };
+    let plan = fit::Plan {
+        num_ctx: state.config.context_length,
+        num_parallel: limits.num_parallel,
+    };
+    let need = fit::need(puller, resolved, &state.store, &machine, plan).await;
+    tracing::debug!(?need, ?machine, "will it fit");
+    fit::check(&reference.short(), &need, &machine)
 }
 
 /// The address of another whale to pull from: `http(s)://host:port`, or `host:port` for plain
