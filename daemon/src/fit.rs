@@ -100,12 +100,9 @@ pub async fn need(
         .map(|layer| layer.size)
         .sum();
     let weights = model_bytes(manifest);
-    let weights_present = manifest
-        .layer(media_type::MODEL)
-        .is_some_and(|layer| {
-            store.has_complete_blob(&layer.digest, layer.size)
-                || store.has_partial_blob(&layer.digest)
-        });
+    let weights_present = manifest.layer(media_type::MODEL).is_some_and(|layer| {
+        store.has_complete_blob(&layer.digest, layer.size) || store.has_partial_blob(&layer.digest)
+    });
     let mut need = Need {
         memory: MemoryEstimate {
             weights,

@@ -48,6 +48,10 @@ pub enum Error {
         actual: u64,
     },
 
+    /// The store's disk is full. What was being written is removed, never kept half-done.
+    #[error("no space left on device: cannot {action} {}; free some disk (whale rm removes models)", path.display())]
+    NoSpace { action: &'static str, path: PathBuf },
+
     /// A file system operation failed.
     #[error("{action} {}: {source}", path.display())]
     Io {
@@ -106,6 +110,12 @@ impl Error {
         path: impl Into<PathBuf>,
         source: std::io::Error,
     ) -> Self {
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            return Error::NoSpace {
+                action,
+                path: path.into(),
+            };
+        }
         Error::Io {
             action,
             path: path.into(),

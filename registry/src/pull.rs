@@ -434,9 +434,12 @@ impl Puller {
             Err(PartError::Fatal(error) | PartError::Transient(error)) => {
                 if matches!(
                     error,
-                    Error::DigestMismatch { .. } | Error::SizeMismatch { .. }
+                    Error::DigestMismatch { .. }
+                        | Error::SizeMismatch { .. }
+                        | Error::NoSpace { .. }
                 ) {
-                    // The bytes on disk are wrong; the next pull must start from scratch.
+                    // The bytes on disk are wrong, or a full disk must not stay full of a
+                    // download that cannot finish: the next pull starts from scratch.
                     let _ = std::fs::remove_file(store.partial_path(digest));
                     let _ = std::fs::remove_file(store.partial_state_path(digest));
                 }

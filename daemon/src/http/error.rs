@@ -43,6 +43,7 @@ fn registry_status(error: &whale_registry::Error) -> StatusCode {
         | E::DigestMismatch { .. }
         | E::SizeMismatch { .. } => StatusCode::BAD_REQUEST,
         E::ModelNotFound { .. } | E::BlobNotFound { .. } => StatusCode::NOT_FOUND,
+        E::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
