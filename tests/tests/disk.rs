@@ -14,6 +14,21 @@ use serde_json::json;
 use whale_tests::fixtures;
 use whale_tests::whaled::{Whaled, sha256_file, signal};
 
+/// `mount`/`umount` as root: directly when this is root, else through `sudo -n`.
+fn as_root(program: &str) -> Command {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+    if root {
+        Command::new(program)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.args(["-n", program]);
+        sudo
+    }
+}
+
 /// A tmpfs mounted on a fresh directory, unmounted when dropped.
 struct Tmpfs {
     dir: tempfile::TempDir,
@@ -22,7 +37,7 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(size: &str) -> Tmpfs {
         let dir = tempfile::tempdir().unwrap();
-        let output = Command::new("mount")
+        let output = as_root("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir.path())
             .output()
@@ -40,7 +55,7 @@ impl Tmpfs {
     }
 
     fn resize(&self, size: &str) {
-        let status = Command::new("mount")
+        let status = as_root("mount")
             .args(["-o", &format!("remount,size={size}")])
             .arg(self.path())
             .status()
@@ -51,10 +66,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
+        let _ = as_root("umount").arg("-l").arg(self.dir.path()).status();
     }
 }
 
