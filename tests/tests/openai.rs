@@ -666,10 +666,10 @@ fn debug_render_only_shows_the_prompt_without_running_the_model() {
     );
     assert_eq!(status, 200, "{answer}");
     let rendered = answer["_debug_info"]["rendered_template"].as_str().unwrap();
-    // Earlier reasoning is dropped (with the blank line after it, as Ollama's parser drops it).
+    // Earlier reasoning is dropped as R1's own template drops it: split at `</think>`.
     assert_eq!(
         rendered,
-        "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜>Hello<｜end▁of▁sentence｜>\
+        "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜>\n\nHello<｜end▁of▁sentence｜>\
          <｜User｜>Again<｜Assistant｜><think>\n"
     );
     assert_eq!(answer["_debug_info"]["image_count"], 0);

@@ -652,7 +652,7 @@ fn openai_tool_call(index: usize, call: chat::ToolCall) -> wire::ToolCall {
         index: Some(index as u32),
         kind: "function".to_owned(),
         function: wire::FunctionCall {
-            arguments: serde_json::to_string(&call.arguments).unwrap_or_else(|_| "{}".to_owned()),
+            arguments: crate::chat::tools::arguments_text(&call.arguments),
             name: call.name,
         },
     }

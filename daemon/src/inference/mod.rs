@@ -3,7 +3,7 @@
 //! `/api/*` and `/v1/*` handlers translate their wire types into a [`GenerateRequest`] or an
 //! [`EmbedRequest`] and map what comes back to their own wire shapes; everything in between
 //! happens here: finding the model, resolving its options, preparing the conversation (the
-//! model's `SYSTEM` and `MESSAGE` history, reasoning dropped from earlier turns), leasing it
+//! model's `SYSTEM` and `MESSAGE` history, earlier turns' separate reasoning dropped), leasing it
 //! from the scheduler, and [`completion`]'s template → engine → reasoning/tool-call split.
 
 pub mod completion;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use whale_api as api;
 
-use crate::chat::{self, ChatMessage, Think, ToolCall};
+use crate::chat::{ChatMessage, Think, ToolCall};
 use crate::config::KeepAlive;
 use crate::engine::{
     DoneReason, Embeddings, GenerateJob, GrammarSource, Logprobs, Prompt, SpeculationMode,
@@ -465,7 +465,7 @@ async fn draft_model(state: &AppState, options: &RunOptions) -> Result<Option<Dr
 
 /// The conversation the template renders: the model's `SYSTEM` first (unless the request
 /// opens with its own) and its `MESSAGE` history, then the request's messages with the
-/// reasoning of turns before the last user message dropped, as Ollama and DeepSeek do.
+/// `thinking` of turns before the last user message dropped, as Ollama and DeepSeek do.
 fn conversation(model: &LocalModel, messages: Vec<ChatMessage>) -> Result<Vec<ChatMessage>, Error> {
     with_history(model.system.as_deref(), &model.messages, messages)
 }
@@ -502,10 +502,10 @@ pub(crate) fn with_history(
             )));
         }
         message.role = role;
+        // Earlier turns' separate reasoning is dropped; reasoning inline in their content is
+        // the template's to handle (R1's own template splits it off, V3's keeps it, Ollama's Go
+        // templates never see it: the Go path strips it).
         if last_user.is_some_and(|last| index < last) {
-            if message.role == "assistant" {
-                message.content = chat::strip_reasoning(&message.content);
-            }
             message.thinking = None;
         }
         out.push(message);

@@ -22,7 +22,6 @@ use serde_json::{Map, Value as Json, json};
 
 use super::go_template::GoTemplate;
 use super::limits;
-use super::reasoning::strip_reasoning;
 use super::think::ThinkLevel;
 use super::{ChatError, ChatMessage};
 
@@ -404,14 +403,14 @@ impl ChatTemplate {
 }
 
 /// One message in OpenAI/`transformers` shape. An assistant turn that only calls tools has
-/// `content: null` (DeepSeek's templates test `content is none` to print the calls).
+/// `content: null` (DeepSeek's templates test `content is none` to print the calls). Earlier
+/// turns' content is passed as it is: a Jinja template is the model's own and says itself
+/// whether earlier reasoning is dropped (R1's splits on `</think>`, V3's keeps it), so
+/// stripping it here would change what R1's split leaves and what V3's shows. Only the
+/// separate `thinking` field of earlier turns is left out, as transformers never sees it.
 fn message_json(message: &ChatMessage, earlier_turn: bool, string_arguments: bool) -> Json {
     let assistant = message.role == "assistant";
-    let content = if assistant && earlier_turn {
-        strip_reasoning(&message.content)
-    } else {
-        message.content.clone()
-    };
+    let content = message.content.clone();
     let mut out = Map::new();
     out.insert("role".into(), Json::String(message.role.clone()));
     if assistant && content.is_empty() && !message.tool_calls.is_empty() {
@@ -433,7 +432,7 @@ fn message_json(message: &ChatMessage, earlier_turn: bool, string_arguments: boo
             .iter()
             .map(|call| {
                 let arguments = if string_arguments {
-                    Json::String(call.arguments.to_string())
+                    Json::String(super::tools::arguments_text(&call.arguments))
                 } else {
                     call.arguments.clone()
                 };

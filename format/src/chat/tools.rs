@@ -466,3 +466,73 @@ mod tests {
         assert_eq!(parser.finish(), ToolOutput::default());
     }
 }
+
+/// `value` as Python's `json.dumps` writes it (`{"city": "Paris", "days": [1, 2]}`), not
+/// compact: DeepSeek's templates paste tool-call arguments into the prompt as a string, and the
+/// reference rendering (and the model's own output) has a space after each `:` and `,`.
+/// Non-ASCII text stays as it is (`ensure_ascii=False`).
+pub fn arguments_text(value: &Json) -> String {
+    use serde::Serialize as _;
+
+    struct Spaced;
+
+    impl serde_json::ser::Formatter for Spaced {
+        fn begin_array_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            writer: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first {
+                Ok(())
+            } else {
+                writer.write_all(b", ")
+            }
+        }
+
+        fn begin_object_key<W: ?Sized + std::io::Write>(
+            &mut self,
+            writer: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first {
+                Ok(())
+            } else {
+                writer.write_all(b", ")
+            }
+        }
+
+        fn begin_object_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            writer: &mut W,
+        ) -> std::io::Result<()> {
+            writer.write_all(b": ")
+        }
+    }
+
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, Spaced);
+    value
+        .serialize(&mut serializer)
+        .expect("a JSON value always serializes");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+#[cfg(test)]
+mod arguments_text_tests {
+    use serde_json::json;
+
+    use super::arguments_text;
+
+    #[test]
+    fn arguments_are_written_as_python_writes_them() {
+        assert_eq!(
+            arguments_text(&json!({"city": "Paris", "days": [1, 2], "opts": {}, "n": null})),
+            r#"{"city": "Paris", "days": [1, 2], "opts": {}, "n": null}"#
+        );
+        assert_eq!(
+            arguments_text(&json!({"q": "北京 \"x\""})),
+            r#"{"q": "北京 \"x\""}"#
+        );
+        assert_eq!(arguments_text(&json!({})), "{}");
+    }
+}
