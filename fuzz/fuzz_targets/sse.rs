@@ -14,7 +14,13 @@ fuzz_target!(|data: &[u8]| {
             events.extend(sse_data(line).map(<[u8]>::to_vec));
         }
     }
-    events.extend(splitter.finish().as_deref().and_then(sse_data).map(<[u8]>::to_vec));
+    events.extend(
+        splitter
+            .finish()
+            .as_deref()
+            .and_then(sse_data)
+            .map(<[u8]>::to_vec),
+    );
     let expected: Vec<&[u8]> = reference_lines(body)
         .into_iter()
         .filter_map(sse_data)

@@ -36,8 +36,8 @@ pub fn reference_lines(body: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
-use whale_format::chat::{ChatMessage, ChatTemplate, RenderInput, TemplateSyntax, ThinkLevel};
 use whale_format::chat::template::{SpecialTokens, ToolCall};
+use whale_format::chat::{ChatMessage, ChatTemplate, RenderInput, TemplateSyntax, ThinkLevel};
 
 /// Compiles `source` when it is written in `syntax` and renders a small conversation with it
 /// in the ways the daemon does: with and without tools and thinking, and as fill-in-the-middle.
