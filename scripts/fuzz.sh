@@ -24,8 +24,10 @@ else
   fuzz=(cargo fuzz)
 fi
 
-# No sanitizer: every target is safe Rust (the workspace denies unsafe code), so AddressSanitizer
-# has little to find, while it makes each execution SANITIZER_SLOWDOWN_PLACEHOLDER
+# No sanitizer: the code under test is safe Rust (the workspace denies unsafe code), so
+# AddressSanitizer has little to find, while it costs 3.5x the executions and 7x the memory
+# (modelfile, 20 s: 428k executions and 493 MB with it, 1.5M and 68 MB without) and a separate
+# build of every dependency.
 sanitizer=(--sanitizer none)
 
 cd fuzz
