@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing whale needs on a fresh Debian/Ubuntu machine:
 # cmake and libclang (llama.cpp's build), a C++ compiler, and the CNCF distribution registry
-# (docker-registry) the registry tests run against. Does nothing for what is already there.
+# (docker-registry) the registry tests run against, and cargo-fuzz for scripts/fuzz.sh. Does
+# nothing for what is already there.
 set -euo pipefail
 
 need=()
@@ -28,4 +29,9 @@ if ! command -v cargo >/dev/null; then
   echo "error: cargo not found" >&2
   echo "hint: install Rust from your system's packages or with rustup" >&2
   exit 1
+fi
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup-deps: installing cargo-fuzz" >&2
+  cargo install cargo-fuzz --locked
 fi

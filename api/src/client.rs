@@ -7,12 +7,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::host::{Host, WHALE_API_KEY};
+use crate::stream::LineSplitter;
 use crate::{
     ChatRequest, ChatResponse, CopyRequest, CreateRequest, DeleteRequest, EmbedRequest,
     EmbedResponse, EmbeddingRequest, EmbeddingResponse, Error, ErrorResponse, GenerateRequest,
@@ -374,13 +375,13 @@ fn ndjson<T: DeserializeOwned + Send + 'static>(
     struct State {
         url: String,
         body: BoxStream<'static, reqwest::Result<Bytes>>,
-        buffer: BytesMut,
+        lines: LineSplitter,
         finished: bool,
     }
     let state = State {
         url,
         body: response.bytes_stream().boxed(),
-        buffer: BytesMut::new(),
+        lines: LineSplitter::new(),
         finished: false,
     };
     futures::stream::unfold(state, |mut state| async move {
@@ -388,18 +389,13 @@ fn ndjson<T: DeserializeOwned + Send + 'static>(
             if state.finished {
                 return None;
             }
-            if let Some(newline) = state.buffer.iter().position(|&b| b == b'\n') {
-                let line = state.buffer.split_to(newline + 1);
-                let line = line.trim_ascii();
-                if line.is_empty() {
-                    continue;
-                }
+            if let Some(line) = state.lines.next_line() {
                 let item = decode_line(&state.url, line);
                 state.finished = item.is_err();
                 return Some((item, state));
             }
             match state.body.next().await {
-                Some(Ok(chunk)) => state.buffer.extend_from_slice(&chunk),
+                Some(Ok(chunk)) => state.lines.push(&chunk),
                 Some(Err(source)) => {
                     state.finished = true;
                     let error = transport(&state.url, source);
@@ -407,12 +403,8 @@ fn ndjson<T: DeserializeOwned + Send + 'static>(
                 }
                 None => {
                     state.finished = true;
-                    let rest = state.buffer.split();
-                    let rest = rest.trim_ascii();
-                    if rest.is_empty() {
-                        return None;
-                    }
-                    return Some((decode_line(&state.url, rest), state));
+                    let rest = state.lines.finish()?;
+                    return Some((decode_line(&state.url, &rest), state));
                 }
             }
         }

@@ -19,6 +19,7 @@ pub mod model;
 pub mod modelfile;
 pub mod openai;
 pub mod options;
+pub mod stream;
 pub mod think;
 
 pub use chat::{

@@ -294,15 +294,23 @@ impl Modelfile {
 }
 
 /// Quotes a value the way Ollama's generated Modelfiles do: `"""…"""` when it has a newline,
-/// a `"` or outer whitespace; `"…"` when empty; bare otherwise.
+/// a `"` or outer whitespace; `"…"` when empty; bare otherwise. A value that `"""…"""` cannot
+/// hold (it contains `"""` or ends with `"`) is written `"…"` with escapes instead, so that it
+/// reads back the same; with a newline as well it cannot be written at all, but no parsed
+/// Modelfile has such a value.
 fn quote(value: &str) -> String {
-    if value.contains('\n') || value.contains('"') || value.trim() != value {
-        format!(r#""""{value}""""#)
-    } else if value.is_empty() {
-        r#""""#.to_owned()
-    } else {
-        value.to_owned()
+    if value.is_empty() {
+        return r#""""#.to_owned();
     }
+    if !value.contains(['\n', '"']) && value.trim() == value {
+        return value.to_owned();
+    }
+    let fits_triple = !value.contains(r#"""""#) && !value.ends_with('"');
+    if fits_triple || value.contains('\n') {
+        return format!(r#""""{value}""""#);
+    }
+    let escaped = value.replace('\\', r"\\").replace('"', r#"\""#);
+    format!(r#""{escaped}""#)
 }
 
 impl fmt::Display for Modelfile {
@@ -438,5 +446,24 @@ ADAPTER ./lora.gguf
         let missing = Modelfile::from_path(dir.join("absent")).unwrap_err();
         assert!(matches!(missing, Error::Io { .. }));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Found by the `modelfile` fuzz target: a value holding `"""` (or ending in `"`) was
+    /// written inside `"""…"""`, which ends at its first `"""`, so the written Modelfile did
+    /// not parse.
+    #[test]
+    fn fuzz_modelfile_triple_quote_in_value_round_trips() {
+        let text = r#"FROM x
+ADAPTER "./a\"\"\" b\\c"
+SYSTEM "ends with a quote\""
+MESSAGE user " say \"\"\"hi\"\"\" "
+"#;
+        let first = parse(text).unwrap();
+        assert_eq!(first.adapters, [r#"./a""" b\c"#]);
+        assert_eq!(first.system.as_deref(), Some(r#"ends with a quote""#));
+        assert_eq!(first.messages[0].content, r#" say """hi""" "#);
+        let printed = first.to_string();
+        let second = parse(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        assert_eq!(first, second, "{printed}");
     }
 }
