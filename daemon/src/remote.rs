@@ -17,6 +17,7 @@ use futures::{Stream, StreamExt as _};
 use serde_json::{Map, Value, json};
 use url::Url;
 use whale_api as api;
+use whale_api::stream::LineSplitter;
 use whale_registry::manifest::media_type;
 use whale_registry::{Manifest, ModelRef, Store};
 
@@ -320,14 +321,14 @@ pub async fn generate(
     tokio::spawn(async move {
         let mut reader = Reader::new(think == Think::Off, started);
         let mut bytes = response.bytes_stream();
-        let mut buffer: Vec<u8> = Vec::new();
+        let mut lines = LineSplitter::new();
         loop {
             let next = bytes.next().await;
             let ended = next.is_none();
             let chunks = match next {
                 Some(Ok(data)) => {
-                    buffer.extend_from_slice(&data);
-                    reader.lines(&mut buffer)
+                    lines.push(&data);
+                    reader.lines(&mut lines)
                 }
                 Some(Err(error)) => vec![Err(Error::Upstream {
                     status: None,
@@ -529,19 +530,17 @@ impl Reader {
         }
     }
 
-    /// The chunks of every whole line in `buffer`, which keeps the unfinished rest.
-    fn lines(&mut self, buffer: &mut Vec<u8>) -> Vec<Result<Chunk, Error>> {
+    /// The chunks of every whole line `lines` holds; it keeps the unfinished rest.
+    fn lines(&mut self, lines: &mut LineSplitter) -> Vec<Result<Chunk, Error>> {
         let mut out = Vec::new();
-        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim();
-            let Some(data) = line.strip_prefix("data:") else {
-                continue; // comments, event names, blank separators
+        while let Some(line) = lines.next_line() {
+            // Comments, event names and blank separators carry nothing for a chat.
+            let Some(data) = whale_api::stream::sse_data(line) else {
+                continue;
             };
-            match data.trim() {
-                "[DONE]" => out.extend(self.end()),
-                data => match serde_json::from_str::<Value>(data) {
+            match data {
+                b"[DONE]" => out.extend(self.end()),
+                data => match serde_json::from_slice::<Value>(data) {
                     Ok(event) => out.extend(self.event(&event)),
                     Err(error) => out.push(Err(Error::Upstream {
                         status: None,
@@ -733,7 +732,8 @@ mod tests {
     #[test]
     fn events_become_chunks_with_reasoning_tool_calls_and_counts() {
         let mut reader = Reader::new(false, Instant::now());
-        let mut buffer = concat!(
+        let mut lines = LineSplitter::new();
+        lines.push(concat!(
             "data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"hm\"}}]}\n\n",
             "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n",
             "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"get\",\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n",
@@ -741,17 +741,16 @@ mod tests {
             "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n",
             "data: [DO"
         )
-        .as_bytes()
-        .to_vec();
-        let chunks = reader.lines(&mut buffer);
-        assert_eq!(buffer, b"data: [DO");
+        .as_bytes());
+        let chunks = reader.lines(&mut lines);
+        assert_eq!(lines.pending(), b"data: [DO");
         assert!(
             matches!(&chunks[0], Ok(Chunk::Text { thinking, content, .. }) if thinking == "hm" && content.is_empty())
         );
         assert!(matches!(&chunks[1], Ok(Chunk::Text { content, .. }) if content == "Hi"));
         assert_eq!(chunks.len(), 2);
-        buffer.extend_from_slice(b"NE]\n");
-        let mut end = reader.lines(&mut buffer);
+        lines.push(b"NE]\n");
+        let mut end = reader.lines(&mut lines);
         let Some(Ok(Chunk::Done(finished))) = end.pop() else {
             panic!("no final chunk: {end:?}");
         };
