@@ -118,9 +118,11 @@ fn v3_template_renders_a_multi_turn_conversation_exactly() {
         ChatMessage::new("user", "What is 2+2?"),
     ];
     let prompt = render(&template, &messages);
+    // V3's official template keeps an earlier answer as it is, reasoning included (R1's cuts
+    // it at `</think>`): the template, not whaled, decides.
     assert_eq!(
         prompt,
-        "<｜begin▁of▁sentence｜>You are a helpful assistant.<｜User｜>Hi<｜Assistant｜>Hello! How can I help?<｜end▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜>"
+        "<｜begin▁of▁sentence｜>You are a helpful assistant.<｜User｜>Hi<｜Assistant｜><think>\nThe user greets me.\n</think>\n\nHello! How can I help?<｜end▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜>"
     );
     assert!(template.starts_with_bos(&prompt));
     // Two system messages are joined by a blank line; no generation prompt when not asked.
@@ -167,7 +169,7 @@ fn v3_template_renders_tool_calls_and_results() {
     ];
     let expected = concat!(
         "<｜begin▁of▁sentence｜><｜User｜>Weather and time in Tokyo?",
-        "<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\":\"Tokyo\"}\n```<｜tool▁call▁end｜>",
+        "<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Tokyo\"}\n```<｜tool▁call▁end｜>",
         "\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>get_time\n```json\n{}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>",
         "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>22°C, sunny<｜tool▁output▁end｜>",
         "\n<｜tool▁output▁begin｜>14:05<｜tool▁output▁end｜>",
@@ -187,7 +189,7 @@ fn v3_template_renders_tool_calls_and_results() {
 #[test]
 fn model_output_round_trips_through_the_tool_parser() {
     // What the V3 template shows for a call is what the parser reads back.
-    let output = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\":\"Tokyo\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+    let output = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Tokyo\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
     let mut parser = ToolCallParser::new(true);
     let mut out = parser.push(&output[..40]);
     let rest = parser.push(&output[40..]);
@@ -216,7 +218,7 @@ fn r1_template_strips_history_reasoning_and_primes_thinking() {
     assert_eq!(
         prompt,
         format!(
-            "{BOS}<｜User｜>Hi<｜Assistant｜>Hello!{EOS}<｜User｜>2+2?<｜Assistant｜><think>\n"
+            "{BOS}<｜User｜>Hi<｜Assistant｜>\n\nHello!{EOS}<｜User｜>2+2?<｜Assistant｜><think>\n"
         )
     );
 
@@ -257,7 +259,7 @@ fn r1_template_strips_history_reasoning_and_primes_thinking() {
     assert_eq!(
         format!("{prompt}{}", plan.prompt_suffix),
         format!(
-            "{BOS}<｜User｜>Hi<｜Assistant｜>Hello!{EOS}<｜User｜>2+2?<｜Assistant｜><think>\n\n</think>\n\n"
+            "{BOS}<｜User｜>Hi<｜Assistant｜>\n\nHello!{EOS}<｜User｜>2+2?<｜Assistant｜><think>\n\n</think>\n\n"
         )
     );
 }

@@ -29,7 +29,8 @@ use super::{ChatError, ChatMessage};
 const TEMPLATE_NAME: &str = "chat_template";
 
 /// The template whale uses when a model brings none: DeepSeek's own turn shape, because every
-/// model whale curates is a DeepSeek model or distill and they all know these tokens.
+/// model whale curates is a DeepSeek model or distill and they all know these tokens. Earlier
+/// reasoning inline in an answer is cut at `</think>`, as R1's own template cuts it.
 pub const FALLBACK_TEMPLATE: &str = concat!(
     "{{ bos_token }}",
     "{%- for message in messages if message.role == 'system' %}",
@@ -38,7 +39,9 @@ pub const FALLBACK_TEMPLATE: &str = concat!(
     "{%- for message in messages %}",
     "{%- if message.role == 'user' %}{{ '<｜User｜>' + message.content }}",
     "{%- elif message.role == 'assistant' %}",
-    "{{ '<｜Assistant｜>' + (message.content or '') + '<｜end▁of▁sentence｜>' }}",
+    "{%- set content = message.content or '' %}",
+    "{%- if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}",
+    "{{ '<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>' }}",
     "{%- elif message.role == 'tool' %}",
     "{{ '<｜tool▁output▁begin｜>' + message.content + '<｜tool▁output▁end｜>' }}",
     "{%- endif %}",
