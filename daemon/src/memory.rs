@@ -274,7 +274,10 @@ fn kv_cache_layers(
         let head_dim = n_embd.checked_div(n_head).unwrap_or(0);
         let key_length = gguf.arch_u64("attention.key_length").unwrap_or(head_dim);
         let value_length = gguf.arch_u64("attention.value_length").unwrap_or(head_dim);
-        let k_row = n_head_kv * key_length;
+        // DeepSeek V3.2's sparse attention caches its lightning indexer's key beside the
+        // latent (`llama-kv-cache-dsa.cpp`: a second K-only cache of `indexer.key_length`).
+        let indexer = gguf.arch_u64("attention.indexer.key_length").unwrap_or(0);
+        let k_row = n_head_kv * key_length + indexer;
         let v_row = if mla { 0 } else { n_head_kv * value_length };
         let cells = if is_swa_layer(gguf, layer) {
             swa_cells

@@ -58,10 +58,11 @@ const MAX_EXPERT_GATING_FUNC: u64 = 4;
 const MAX_POOLING_TYPE: u64 = 4;
 /// The architectures whale targets, whose head and rope sizes are checked (see
 /// [`GgufFile::check_heads`]).
-const TARGET_ARCHITECTURES: [&str; 8] = [
+const TARGET_ARCHITECTURES: [&str; 9] = [
     "llama",
     "deepseek",
     "deepseek2",
+    "deepseek32",
     "qwen2",
     "qwen3",
     "qwen2moe",
@@ -811,7 +812,7 @@ impl GgufFile {
                     0,
                     format!("divides {} by it", key("embedding_length")),
                 )),
-                "deepseek2" => Err(unsupported(
+                "deepseek2" | "deepseek32" => Err(unsupported(
                     key("attention.head_count"),
                     0,
                     "needs at least 1 head to split into rope and non-rope parts".to_owned(),
@@ -821,6 +822,10 @@ impl GgufFile {
         }
         match arch {
             "deepseek2" => self.check_mla(arch, &heads)?,
+            "deepseek32" => {
+                self.check_mla(arch, &heads)?;
+                self.check_indexer(arch, &heads)?;
+            }
             "gemma3" => {
                 // ggml-cpu/ops.cpp:6354 GGML_ASSERT(n_dims <= ne0), at the first decode
                 check_rope_in_head(&heads.rope, &heads.key)?;
@@ -898,6 +903,33 @@ impl GgufFile {
 
     /// `deepseek2` splits each key head into a part without rope and one with, and caches one
     /// row per token: the compressed KV and the rope part (MLA), or every head (without MLA).
+    /// `DeepSeek` V3.2's lightning indexer: its heads hold the rope part first
+    /// (`models/deepseek32.cpp:180` `GGML_ASSERT(n_rot <= n_embd_indexer_head)`), and llama.cpp
+    /// rotates them with a Hadamard matrix 64 wide or a power-of-two multiple
+    /// (`llama-kv-cache.cpp:341`; another size fails `ggml_can_mul_mat` at the first decode).
+    fn check_indexer(&self, arch: &str, heads: &HeadSizes) -> Result<(), GgufError> {
+        let key = format!("{arch}.attention.indexer.key_length");
+        let size = self.get_u64(&key).unwrap_or(0);
+        if size < heads.rope.value {
+            return Err(unsupported(
+                key,
+                size,
+                format!(
+                    "needs room for the rope part {} ({})",
+                    heads.rope.source, heads.rope.value
+                ),
+            ));
+        }
+        if size == 0 || size % 64 != 0 {
+            return Err(unsupported(
+                key,
+                size,
+                "needs a multiple of 64 (llama.cpp rotates indexer keys 64 at a time)".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_mla(&self, arch: &str, heads: &HeadSizes) -> Result<(), GgufError> {
         let key = |suffix: &str| format!("{arch}.{suffix}");
         let mla = self.arch_u64("attention.key_length_mla").unwrap_or(0);

@@ -56,6 +56,9 @@ pub enum Fixture {
     /// `deepseek2` as DeepSeek V3 / R1 671B: MLA, dense lead blocks then MoE blocks with
     /// shared experts, sigmoid gating with the selection bias, expert groups, YaRN.
     DeepSeek2,
+    /// `deepseek32` as DeepSeek V3.2: the `deepseek2` layout plus the lightning indexer of
+    /// its sparse attention (DSA), which picks the top-k earlier tokens each query attends to.
+    DeepSeek32,
     /// `qwen2` as the R1 distills Qwen 1.5B/7B/14B/32B: GQA with q/k/v biases.
     Qwen2,
     /// `llama` as the R1 distills Llama 8B/70B: GQA, no biases.
@@ -67,12 +70,18 @@ pub enum Fixture {
 }
 
 impl Fixture {
-    pub const ALL: [Fixture; 3] = [Fixture::DeepSeek2, Fixture::Qwen2, Fixture::Llama];
+    pub const ALL: [Fixture; 4] = [
+        Fixture::DeepSeek2,
+        Fixture::DeepSeek32,
+        Fixture::Qwen2,
+        Fixture::Llama,
+    ];
 
     /// The GGUF architecture name (`general.architecture`).
     pub fn architecture(self) -> &'static str {
         match self {
             Fixture::DeepSeek2 => "deepseek2",
+            Fixture::DeepSeek32 => "deepseek32",
             Fixture::Qwen2 => "qwen2",
             Fixture::Llama | Fixture::WideLlama => "llama",
         }
@@ -126,7 +135,8 @@ impl Fixture {
         tokenizer.write(&mut builder);
         let mut weights = Weights::new(self);
         match self {
-            Fixture::DeepSeek2 => deepseek2_model(&mut builder, &mut weights),
+            Fixture::DeepSeek2 => deepseek2_model(&mut builder, &mut weights, "deepseek2"),
+            Fixture::DeepSeek32 => deepseek2_model(&mut builder, &mut weights, "deepseek32"),
             Fixture::Qwen2 => dense_model(&mut builder, &mut weights, &QWEN2),
             Fixture::Llama => dense_model(&mut builder, &mut weights, &LLAMA),
             Fixture::WideLlama => dense_model(&mut builder, &mut weights, &WIDE_LLAMA),
@@ -138,6 +148,7 @@ impl Fixture {
         let arch = self.architecture();
         let (name, size_label) = match self {
             Fixture::DeepSeek2 => ("Tiny DeepSeek V3 (whale test fixture)", "tiny-671B-shape"),
+            Fixture::DeepSeek32 => ("Tiny DeepSeek V3.2 (whale test fixture)", "tiny-685B-shape"),
             Fixture::Qwen2 => ("Tiny DeepSeek R1 Distill Qwen (whale test fixture)", "tiny"),
             Fixture::Llama => (
                 "Tiny DeepSeek R1 Distill Llama (whale test fixture)",
@@ -159,6 +170,11 @@ impl Fixture {
         builder.set("general.file_type", file_type);
         builder.set("general.quantization_version", 2u32);
     }
+}
+
+/// The tiny `deepseek32` fixture (DeepSeek V3.2: V3's shapes and the DSA indexer).
+pub fn deepseek32() -> PathBuf {
+    Fixture::DeepSeek32.path()
 }
 
 /// The tiny `deepseek2` fixture (DeepSeek V3 / R1 shapes).
@@ -449,6 +465,7 @@ impl Weights {
     fn new(fixture: Fixture) -> Weights {
         let seed = match fixture {
             Fixture::DeepSeek2 => 0xdee9_5eec,
+            Fixture::DeepSeek32 => 0xdee9_5ee2,
             Fixture::Qwen2 => 0x0c0e_2002,
             Fixture::Llama => 0x11a3_a008,
             Fixture::WideLlama => 0x0019_a11a,
@@ -501,14 +518,22 @@ pub mod deepseek2_shape {
     pub const SHARED_EXPERTS: u64 = 1;
     pub const EXPERT_GROUPS: u32 = 4;
     pub const EXPERT_GROUPS_USED: u32 = 2;
+    /// `deepseek32` only: the indexer's heads, their size (`[rope | nope]`, a multiple of the
+    /// 64-wide Hadamard rotation llama.cpp applies to it) and how many earlier tokens each
+    /// query keeps — few, so that a short test already attends sparsely.
+    pub const INDEXER_HEADS: u64 = 4;
+    pub const INDEXER_HEAD_SIZE: u64 = 64;
+    pub const INDEXER_TOP_K: u32 = 16;
 }
 
-fn deepseek2_model(builder: &mut Builder, weights: &mut Weights) {
+/// The `deepseek2` layout under `arch`; `deepseek32` adds the DSA indexer to every block.
+fn deepseek2_model(builder: &mut Builder, weights: &mut Weights, arch: &str) {
     use deepseek2_shape::{
         BLOCK_COUNT, EXPERT_FFN, EXPERT_GROUPS, EXPERT_GROUPS_USED, EXPERTS, EXPERTS_USED, FFN,
         HEADS, KV_LORA_RANK, LEADING_DENSE, Q_LORA_RANK, QK_NOPE, QK_ROPE, SHARED_EXPERTS, V_HEAD,
     };
-    let arch = "deepseek2";
+    use deepseek2_shape::{INDEXER_HEAD_SIZE, INDEXER_HEADS, INDEXER_TOP_K};
+    let indexer = arch == "deepseek32";
     let key = |k: &str| format!("{arch}.{k}");
     let vocab = DEEPSEEK_VOCAB_SIZE as u32;
     builder.set(key("block_count"), BLOCK_COUNT as u32);
@@ -543,6 +568,14 @@ fn deepseek2_model(builder: &mut Builder, weights: &mut Weights) {
     builder.set(key("rope.scaling.original_context_length"), 4096u32);
     // the converter writes 0.1 × mscale_all_dim (V3: mscale_all_dim = 1.0)
     builder.set(key("rope.scaling.yarn_log_multiplier"), 0.1f32);
+    if indexer {
+        builder.set(key("attention.indexer.head_count"), INDEXER_HEADS as u32);
+        builder.set(
+            key("attention.indexer.key_length"),
+            INDEXER_HEAD_SIZE as u32,
+        );
+        builder.set(key("attention.indexer.top_k"), INDEXER_TOP_K);
+    }
 
     embedding_and_head(builder, weights, N_EMBD, TensorType::Q8_0);
     let f16 = TensorType::F16;
@@ -571,6 +604,29 @@ fn deepseek2_model(builder: &mut Builder, weights: &mut Weights) {
         builder.push_tensor(weights.random(&name("attn_v_b"), &[KV_LORA_RANK, V_HEAD, HEADS], f16));
         builder.push_tensor(weights.random(&name("attn_output"), &[HEADS * V_HEAD, N_EMBD], f16));
         builder.push_tensor(Weights::ones(&name("ffn_norm"), N_EMBD));
+        if indexer {
+            builder.push_tensor(Weights::ones(&name("indexer.k_norm"), INDEXER_HEAD_SIZE));
+            builder.push_tensor(weights.random(
+                &format!("blk.{layer}.indexer.k_norm.bias"),
+                &[INDEXER_HEAD_SIZE],
+                TensorType::F32,
+            ));
+            builder.push_tensor(weights.random(
+                &name("indexer.proj"),
+                &[N_EMBD, INDEXER_HEADS],
+                f16,
+            ));
+            builder.push_tensor(weights.random(
+                &name("indexer.attn_k"),
+                &[N_EMBD, INDEXER_HEAD_SIZE],
+                f16,
+            ));
+            builder.push_tensor(weights.random(
+                &name("indexer.attn_q_b"),
+                &[Q_LORA_RANK, INDEXER_HEADS * INDEXER_HEAD_SIZE],
+                f16,
+            ));
+        }
         if layer < LEADING_DENSE {
             builder.push_tensor(weights.random(&name("ffn_gate"), &[N_EMBD, FFN], f16));
             builder.push_tensor(weights.random(&name("ffn_up"), &[N_EMBD, FFN], f16));

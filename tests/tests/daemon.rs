@@ -1307,3 +1307,23 @@ fn hostile_templates_get_a_400_naming_the_limit_and_the_daemon_keeps_serving() {
     assert_eq!(status, 200, "{body}");
     assert!(body["response"].is_string(), "{body}");
 }
+
+/// DeepSeek V3.2 (`deepseek32`, sparse attention) runs through whaled like V3: planned,
+/// loaded in a runner, greedy output the same twice, past the indexer's top-k so that the
+/// sparse path runs.
+#[test]
+fn deepseek32_answers_through_whaled() {
+    let daemon = Whaled::start();
+    daemon.create_from_gguf("v32", &fixtures::deepseek32());
+    let request = json!({"model": "v32", "stream": false,
+        "messages": [{"role": "user", "content": "Tell me about the sea."}],
+        "options": {"temperature": 0, "num_predict": 40}});
+    let (status, first) = daemon.post("/api/chat", &request);
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["eval_count"], 40, "{first}");
+    let (_, second) = daemon.post("/api/chat", &request);
+    assert_eq!(first["message"], second["message"]);
+    let (status, ps) = daemon.get("/api/ps");
+    assert_eq!(status, 200);
+    assert_eq!(ps["models"][0]["details"]["family"], "deepseek32", "{ps}");
+}

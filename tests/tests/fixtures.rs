@@ -189,6 +189,13 @@ fn deepseek2_loads_tokenizes_and_generates_deterministically() {
 }
 
 #[test]
+fn deepseek32_loads_tokenizes_and_generates_deterministically() {
+    // 16 generated tokens after the prompt pass the indexer's top-k of 16: attention is sparse
+    // by the end.
+    check_architecture(Fixture::DeepSeek32);
+}
+
+#[test]
 fn qwen2_loads_tokenizes_and_generates_deterministically() {
     check_architecture(Fixture::Qwen2);
 }
