@@ -920,7 +920,7 @@ impl GgufFile {
                 ),
             ));
         }
-        if size == 0 || size % 64 != 0 {
+        if size == 0 || !size.is_multiple_of(64) {
             return Err(unsupported(
                 key,
                 size,
