@@ -394,7 +394,11 @@ impl Store {
                 }
             }
             if !buffer.is_empty() && sender.send(buffer.freeze()).await.is_err() {
-                break; // the writer failed; its error is reported below
+                // The writer failed (its error is reported below). The rest of the upload is
+                // read and dropped, so that the client, still sending, gets the answer that
+                // says why instead of a broken pipe.
+                let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+                break;
             }
             if eof {
                 break;
