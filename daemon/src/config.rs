@@ -55,6 +55,8 @@ pub const ENV_HEADER_TIMEOUT: &str = "WHALE_HEADER_TIMEOUT";
 pub const ENV_DEEPSEEK_CHAT: &str = "WHALE_DEEPSEEK_CHAT";
 /// The local model DeepSeek API scripts reach as `deepseek-reasoner`.
 pub const ENV_DEEPSEEK_REASONER: &str = "WHALE_DEEPSEEK_REASONER";
+/// The local model scripts reach as `deepseek-r1-zero` (the name DeepSeek's R1 examples use).
+pub const ENV_DEEPSEEK_R1_ZERO: &str = "WHALE_DEEPSEEK_R1_ZERO";
 
 /// The default address: loopback, Ollama's port, so Ollama's clients find whaled.
 pub const DEFAULT_HOST: &str = whale_api::DEFAULT_HOST;
@@ -142,6 +144,10 @@ pub struct Config {
     /// The local model that `deepseek-reasoner` (the DeepSeek API's name for R1) stands for, unless a model of that very name is stored.
     #[arg(long, env = ENV_DEEPSEEK_REASONER, default_value = "deepseek-r1")]
     pub deepseek_reasoner: String,
+
+    /// The local model that `deepseek-r1-zero` (the name DeepSeek's R1 examples use) stands for, unless a model of that very name is stored.
+    #[arg(long, env = ENV_DEEPSEEK_R1_ZERO, default_value = "deepseek-r1")]
+    pub deepseek_r1_zero: String,
 
     /// On SIGTERM or Ctrl-C, how long requests in flight may go on (`10s`, `1m`, `0`) before
     /// they are cancelled; no new ones are taken meanwhile.

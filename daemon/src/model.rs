@@ -38,7 +38,7 @@ pub struct LocalModel {
 
 /// The DeepSeek API's model names, which whaled lets stand for local models so that scripts
 /// written for api.deepseek.com run unchanged: each with the variable that sets its target.
-const DEEPSEEK_ALIASES: [Alias; 2] = [
+const DEEPSEEK_ALIASES: [Alias; 3] = [
     Alias {
         name: "deepseek-chat",
         variable: crate::config::ENV_DEEPSEEK_CHAT,
@@ -48,6 +48,11 @@ const DEEPSEEK_ALIASES: [Alias; 2] = [
         name: "deepseek-reasoner",
         variable: crate::config::ENV_DEEPSEEK_REASONER,
         target: |config| &config.deepseek_reasoner,
+    },
+    Alias {
+        name: "deepseek-r1-zero",
+        variable: crate::config::ENV_DEEPSEEK_R1_ZERO,
+        target: |config| &config.deepseek_r1_zero,
     },
 ];
 

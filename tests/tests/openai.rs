@@ -586,6 +586,7 @@ fn chat_completions_give_logprobs_in_openais_shape() {
 fn deepseek_api_names_stand_for_configured_local_models() {
     let daemon = Whaled::builder()
         .env("WHALE_DEEPSEEK_REASONER", "r1-tiny")
+        .env("WHALE_DEEPSEEK_R1_ZERO", "r1-zero-tiny")
         .start();
     daemon.create_from_gguf("r1-tiny", &fixtures::deepseek2());
     let greedy = json!({"temperature": 0, "max_tokens": 4});
@@ -618,6 +619,7 @@ fn deepseek_api_names_stand_for_configured_local_models() {
         .collect();
     assert!(ids.contains(&"deepseek-reasoner"), "{list}");
     assert!(!ids.contains(&"deepseek-chat"), "{list}");
+    assert!(!ids.contains(&"deepseek-r1-zero"), "{list}");
     let (status, one) = daemon.get("/v1/models/deepseek-reasoner");
     assert_eq!(status, 200, "{one}");
     assert_eq!(one["id"], "deepseek-reasoner");
@@ -650,6 +652,34 @@ fn deepseek_api_names_stand_for_configured_local_models() {
         .filter(|m| m["id"].as_str().unwrap().starts_with("deepseek-chat"))
         .count();
     assert_eq!(chats, 1, "{list}");
+
+    // `deepseek-r1-zero`, as DeepSeek's R1 examples name it, with a second turn that carries
+    // the first answer back (its reasoning in `reasoning_content`, as the openai client keeps it).
+    create_with_template(&daemon, "r1-zero-tiny", "r1-tiny", R1_TEMPLATE);
+    let first = json!({"model": "deepseek-r1-zero", "temperature": 0, "max_tokens": 8,
+                       "messages": [{"role": "user", "content": "9.11 and 9.8, which is greater?"}]});
+    let (status, answer) = daemon.post("/v1/chat/completions", &first);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["model"], "deepseek-r1-zero", "{answer}");
+    let reply = &answer["choices"][0]["message"];
+    let second = json!({"model": "deepseek-r1-zero", "temperature": 0, "max_tokens": 8,
+        "messages": [
+            {"role": "user", "content": "9.11 and 9.8, which is greater?"},
+            {"role": "assistant", "content": reply["content"],
+             "reasoning_content": reply["reasoning_content"]},
+            {"role": "user", "content": "How many Rs are there in the word 'strawberry'?"}]});
+    let (status, answer) = daemon.post("/v1/chat/completions", &second);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["model"], "deepseek-r1-zero", "{answer}");
+    let (_, list) = daemon.get("/v1/models");
+    assert!(
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "deepseek-r1-zero"),
+        "{list}"
+    );
 }
 
 #[test]
