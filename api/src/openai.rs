@@ -43,7 +43,8 @@ pub struct ChatCompletionRequest {
     pub response_format: Option<ResponseFormat>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<crate::Tool>>,
-    /// `"none" | "auto" | "required"` or `{"type":"function","function":{"name"}}`; passed on.
+    /// `"none" | "auto" | "required"` or `{"type":"function","function":{"name"}}`: which tools
+    /// the model is shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -295,18 +295,17 @@ fn chat_request(request: wire::ChatCompletionRequest) -> Result<GenerateRequest,
     }
     let think = think(&request)?;
     let format = format(request.response_format)?;
+    let tools = tools(
+        request.tools.unwrap_or_default(),
+        request.tool_choice.as_ref(),
+    )?;
     let options = request
         .sampling
         .into_options(request.max_completion_tokens.or(request.max_tokens));
     Ok(GenerateRequest {
         input: Input::Chat {
             messages: messages(&request.model, request.messages)?,
-            tools: request
-                .tools
-                .iter()
-                .flatten()
-                .map(|tool| serde_json::to_value(tool).unwrap_or_default())
-                .collect(),
+            tools,
         },
         model: request.model,
         options: Some(options),
@@ -317,6 +316,42 @@ fn chat_request(request: wire::ChatCompletionRequest) -> Result<GenerateRequest,
         truncate: None,
         shift: None,
     })
+}
+
+/// The tools the model is shown, as `tool_choice` narrows them: `"none"` shows none (so the
+/// model answers in text and nothing is read as a call), a named function shows that one
+/// alone; `"auto"`, `"required"` or no choice show them all.
+fn tools(
+    tools: Vec<whale_api::chat::Tool>,
+    choice: Option<&serde_json::Value>,
+) -> Result<Vec<serde_json::Value>, Error> {
+    let bad = |why: String| Err(Error::BadRequest(format!("tool_choice: {why}")));
+    let named = match choice {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(mode)) => match mode.as_str() {
+            "auto" | "required" => None,
+            "none" => return Ok(Vec::new()),
+            other => return bad(format!("{other:?} is not one of none, auto, required")),
+        },
+        Some(object) => match object["function"]["name"].as_str() {
+            Some(name) if object["type"] == "function" => Some(name),
+            _ => {
+                return bad(format!(
+                    "{object} is not {{\"type\": \"function\", \"function\": {{\"name\": …}}}}"
+                ));
+            }
+        },
+    };
+    if let Some(name) = named
+        && !tools.iter().any(|tool| tool.function.name == name)
+    {
+        return bad(format!("function {name:?} is not among the tools"));
+    }
+    Ok(tools
+        .into_iter()
+        .filter(|tool| named.is_none_or(|name| tool.function.name == name))
+        .map(|tool| serde_json::to_value(tool).unwrap_or_default())
+        .collect())
 }
 
 /// `reasoning_effort` (or `reasoning.effort`) as Ollama maps it to `think`; else DeepSeek's
@@ -759,6 +794,39 @@ mod tests {
             "{error}"
         );
         assert!(request(serde_json::json!({"model": "m", "messages": []})).is_err());
+    }
+
+    #[test]
+    fn tool_choice_narrows_the_tools_shown() {
+        let with = |choice: serde_json::Value| {
+            request(serde_json::json!({"model": "m", "tool_choice": choice,
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "a"}},
+                          {"type": "function", "function": {"name": "b"}}]}))
+        };
+        let names = |request: &GenerateRequest| match &request.input {
+            Input::Chat { tools, .. } => tools
+                .iter()
+                .map(|tool| tool["function"]["name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>(),
+            Input::Prompt { .. } => panic!("a chat"),
+        };
+        assert_eq!(names(&with(serde_json::json!("auto")).unwrap()), ["a", "b"]);
+        assert_eq!(
+            names(&with(serde_json::json!("required")).unwrap()),
+            ["a", "b"]
+        );
+        assert!(names(&with(serde_json::json!("none")).unwrap()).is_empty());
+        let only_b = serde_json::json!({"type": "function", "function": {"name": "b"}});
+        assert_eq!(names(&with(only_b).unwrap()), ["b"]);
+        for bad in [
+            serde_json::json!("sometimes"),
+            serde_json::json!({"type": "function", "function": {"name": "c"}}),
+            serde_json::json!({"name": "a"}),
+        ] {
+            let error = with(bad).unwrap_err().to_string();
+            assert!(error.starts_with("tool_choice: "), "{error}");
+        }
     }
 
     #[test]
