@@ -100,7 +100,8 @@ pub async fn need(
         .map(|layer| layer.size)
         .sum();
     let weights = model_bytes(manifest);
-    let weights_present = manifest.layer(media_type::MODEL).is_some_and(|layer| {
+    let model_layer = manifest.layer(media_type::MODEL);
+    let weights_present = model_layer.is_some_and(|layer| {
         store.has_complete_blob(&layer.digest, layer.size) || store.has_partial_blob(&layer.digest)
     });
     let mut need = Need {
@@ -116,14 +117,10 @@ pub async fn need(
     if weights_present || weights > machine.memory() {
         return need;
     }
-    if let Some(layer) = manifest.layer(media_type::MODEL)
+    if let Some(layer) = model_layer
         && let Some(gguf) = read_header(puller, resolved, layer).await
     {
-        let num_ctx = gguf
-            .arch_u64("context_length")
-            .map_or(plan.num_ctx, |trained| {
-                u64::from(plan.num_ctx).min(trained) as u32
-            });
+        let num_ctx = crate::scheduler::clamp_context(plan.num_ctx, &gguf);
         need.memory = memory::estimate(&gguf, num_ctx, plan.num_parallel, KvType::F16);
         need.estimated = true;
     }

@@ -647,7 +647,7 @@ impl Shared {
 }
 
 /// Caps `num_ctx` at what the model was trained for, and at least 4 (as Ollama does).
-fn clamp_context(num_ctx: u32, gguf: &GgufFile) -> u32 {
+pub(crate) fn clamp_context(num_ctx: u32, gguf: &GgufFile) -> u32 {
     let trained = gguf
         .arch_u64("context_length")
         .unwrap_or(u64::from(num_ctx));
