@@ -99,6 +99,14 @@ fn leftovers(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A CLI command that ran into the full disk: it failed saying so, and left nothing behind.
+fn assert_no_space(output: &std::process::Output, store: &Path) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("no space left"), "{stderr}");
+    assert_eq!(leftovers(store), Vec::<PathBuf>::new());
+}
+
 fn assert_clean(daemon: &Whaled) {
     let output = daemon.whale(["verify"]).output().expect("whale verify");
     assert!(
@@ -151,10 +159,7 @@ fn a_pull_that_fills_the_disk_keeps_nothing_and_says_so() {
         .whale(["pull", "--force", "--from", &source.url(), "tiny"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(stderr.contains("no space left"), "{stderr}");
-    assert_eq!(leftovers(disk.path()), Vec::<PathBuf>::new());
+    assert_no_space(&output, disk.path());
 
     // With room, the same pull works.
     disk.resize("64m");
@@ -180,16 +185,15 @@ fn a_create_that_fills_the_disk_keeps_nothing_and_says_so() {
     )
     .unwrap();
 
-    let output = daemon
-        .whale(["create", "tiny", "-f"])
-        .arg(work.path().join("Modelfile"))
-        .current_dir(work.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(stderr.contains("no space left"), "{stderr}");
-    assert_eq!(leftovers(disk.path()), Vec::<PathBuf>::new());
+    let create = || {
+        daemon
+            .whale(["create", "tiny", "-f"])
+            .arg(work.path().join("Modelfile"))
+            .current_dir(work.path())
+            .output()
+            .unwrap()
+    };
+    assert_no_space(&create(), disk.path());
     assert!(
         files(&disk.path().join("blobs")).is_empty(),
         "{:?}",
@@ -198,12 +202,7 @@ fn a_create_that_fills_the_disk_keeps_nothing_and_says_so() {
     assert_clean(&daemon);
 
     disk.resize("64m");
-    let output = daemon
-        .whale(["create", "tiny", "-f"])
-        .arg(work.path().join("Modelfile"))
-        .current_dir(work.path())
-        .output()
-        .unwrap();
+    let output = create();
     assert!(
         output.status.success(),
         "{}",
