@@ -168,6 +168,21 @@ impl Whaled {
         self.log.lock().expect("log").clone()
     }
 
+    /// Whether a line of the log satisfies `wanted`, waiting up to a minute for one: the log
+    /// is read on another thread, so a line whaled wrote before answering may lag the answer.
+    pub fn log_shows(&self, wanted: impl Fn(&str) -> bool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_mins(1);
+        loop {
+            if self.log().lines().any(&wanted) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -181,6 +196,28 @@ impl Whaled {
     /// Process ids of the runners whaled started for `model` (the name a request used), in
     /// the order they were loaded, read from its log (`loaded model=… pid=…`).
     pub fn runner_pids(&self, model: &str) -> Vec<u32> {
+        self.runner_pids_within(model, 0, Duration::ZERO)
+    }
+
+    /// [`Self::runner_pids`] once the log shows `loads` of them, waiting up to a minute: the
+    /// log is read on another thread, so a line whaled wrote before answering may not be in
+    /// it yet when the answer comes.
+    pub fn loaded_runner_pids(&self, model: &str, loads: usize) -> Vec<u32> {
+        self.runner_pids_within(model, loads, Duration::from_mins(1))
+    }
+
+    fn runner_pids_within(&self, model: &str, loads: usize, patience: Duration) -> Vec<u32> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let pids = self.runner_pids_now(model);
+            if pids.len() >= loads || std::time::Instant::now() >= deadline {
+                return pids;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn runner_pids_now(&self, model: &str) -> Vec<u32> {
         let wanted = format!("model={model} ");
         self.log()
             .lines()

@@ -154,11 +154,12 @@ fn metrics_follow_pulls_generations_and_loaded_models() {
     let generate_prompt = generated["prompt_eval_count"].as_u64().unwrap();
     assert!(generate_eval >= 1, "{generated}");
     // The model was loaded while handling it, so the load's log line names the request.
-    let log = daemon.log();
     assert!(
-        log.lines()
-            .any(|line| line.contains("request{id=metrics-generate-1") && line.contains(" loaded ")),
-        "{log}"
+        daemon.log_shows(
+            |line| line.contains("request{id=metrics-generate-1") && line.contains(" loaded ")
+        ),
+        "{}",
+        daemon.log()
     );
 
     // A chat through the OpenAI API; whaled makes up its id.
@@ -337,12 +338,12 @@ fn a_refused_load_is_an_error_and_unknown_models_add_no_series() {
     assert_eq!(response.status().as_u16(), 500);
     // The warning about the failure names the request.
     assert_eq!(header(&response, "x-request-id"), "doomed-load-7");
-    let log = daemon.log();
     assert!(
-        log.lines().any(|line| line.contains("WARN")
+        daemon.log_shows(|line| line.contains("WARN")
             && line.contains("request{id=doomed-load-7")
             && line.contains("request failed")),
-        "{log}"
+        "{}",
+        daemon.log()
     );
 
     let metrics = scrape(&daemon);

@@ -92,8 +92,8 @@ fn a_killed_runner_ends_its_streams_and_whaled_goes_on() {
         );
         assert_eq!(status, 200, "{body}");
     }
-    let gemma = daemon.runner_pids("gemma");
-    let tiny = daemon.runner_pids("tiny");
+    let gemma = daemon.loaded_runner_pids("gemma", 1);
+    let tiny = daemon.loaded_runner_pids("tiny", 1);
     assert_eq!((gemma.len(), tiny.len()), (1, 1), "{}", daemon.log());
     assert_ne!(gemma[0], tiny[0]);
     assert_ne!(gemma[0], daemon.pid());
@@ -164,7 +164,7 @@ fn a_killed_runner_ends_its_streams_and_whaled_goes_on() {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["response"], " 6, 7, 8");
-    let reloaded = daemon.runner_pids("gemma");
+    let reloaded = daemon.loaded_runner_pids("gemma", 2);
     assert_eq!(reloaded.len(), 2, "{}", daemon.log());
     assert_ne!(reloaded[1], gemma[0]);
 }
@@ -179,7 +179,7 @@ fn sigterm_lets_a_generation_finish_then_exits_cleanly() {
         &json!({"model": "gemma", "options": {"num_ctx": 2048}}),
     );
     assert_eq!(status, 200, "{body}");
-    let runner = daemon.runner_pids("gemma")[0];
+    let runner = daemon.loaded_runner_pids("gemma", 1)[0];
 
     let (started, stream) = stream_in_background(
         &daemon,
@@ -217,7 +217,7 @@ fn past_the_grace_period_generations_are_cancelled_and_whaled_exits() {
     started
         .recv_timeout(Duration::from_mins(1))
         .expect("streams");
-    let runner = daemon.runner_pids("gemma")[0];
+    let runner = daemon.loaded_runner_pids("gemma", 1)[0];
     let term = Instant::now();
     daemon.terminate();
     let status = daemon
@@ -249,7 +249,7 @@ fn runners_never_outlive_whaled() {
     daemon.create_from_gguf("tiny", &fixtures::llama());
     let (status, body) = daemon.post("/api/generate", &json!({"model": "tiny"}));
     assert_eq!(status, 200, "{body}");
-    let runner = daemon.runner_pids("tiny")[0];
+    let runner = daemon.loaded_runner_pids("tiny", 1)[0];
     assert!(process_alive(runner));
     // SIGKILL: whaled gets no chance to stop its runners; they notice on their own.
     signal(daemon.pid(), "KILL");
@@ -281,7 +281,7 @@ fn unloading_ends_the_runner_and_embed_and_chat_share_one() {
     let (status, again) = daemon.post("/api/generate", &generate);
     assert_eq!(status, 200, "{again}");
     assert_eq!(first["response"], again["response"]);
-    let runners = daemon.runner_pids("gemma");
+    let runners = daemon.loaded_runner_pids("gemma", 1);
     assert_eq!(runners.len(), 1, "loaded once: {}", daemon.log());
 
     // Deleting another name of the same weights leaves the model loaded.
