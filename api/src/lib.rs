@@ -33,9 +33,10 @@ pub use generate::{DebugInfo, GenerateRequest, GenerateResponse, Logprob, Metric
 pub use host::{DEFAULT_HOST, Host, Scheme, WHALE_API_KEY, WHALE_HOST};
 pub use keep_alive::KeepAlive;
 pub use model::{
-    CopyRequest, CreateRequest, DeleteRequest, ErrorResponse, License, ListModel, ListResponse,
-    MissingBlob, ModelDetails, ProcessModel, ProcessResponse, ProgressResponse, PullRequest,
-    PushRequest, ShowRequest, ShowResponse, VerifyRequest, VerifyResponse, VersionResponse,
+    CopyRequest, CreateRequest, DeleteRequest, ErrorResponse, LayerShare, License, ListModel,
+    ListResponse, MissingBlob, ModelDetails, ProcessModel, ProcessResponse, ProgressResponse,
+    PullRequest, PushRequest, ShowRequest, ShowResponse, VerifyRequest, VerifyResponse,
+    VersionResponse,
 };
 pub use modelfile::Modelfile;
 pub use options::Options;

@@ -223,6 +223,19 @@ pub struct ProcessModel {
     pub size_vram: u64,
     #[serde(default)]
     pub context_length: u64,
+    /// whale's own: with workers (`whaled --workers`), how many layers (the output layer counted
+    /// as one) live on this machine (`local`) and on each worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerShare>,
+}
+
+/// Where some of a model's layers live.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerShare {
+    /// `local`, or a worker's `host:port`.
+    #[serde(rename = "where")]
+    pub place: String,
+    pub layers: u32,
 }
 
 /// Body of `POST /api/verify` (whale's own): re-hash every blob of the store and check every

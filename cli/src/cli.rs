@@ -37,6 +37,8 @@ pub enum Command {
     /// Run whaled in the foreground (arguments are passed to it).
     #[command(alias = "start")]
     Serve(ServeArgs),
+    /// Lend this machine's memory to a whaled elsewhere (`whaled worker`; arguments are passed to it).
+    Worker(ServeArgs),
     /// Create a model from a Modelfile.
     Create(CreateArgs),
     /// Show information about a model.
@@ -362,6 +364,19 @@ mod tests {
             .command
         {
             Some(Command::Serve(serve)) => assert_eq!(serve.args, ["--host", "0.0.0.0:1", "-x"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn worker_passes_flags_through() {
+        match parse(&["worker", "--listen", "0.0.0.0:50052"])
+            .unwrap()
+            .command
+        {
+            Some(Command::Worker(worker)) => {
+                assert_eq!(worker.args, ["--listen", "0.0.0.0:50052"]);
+            }
             other => panic!("{other:?}"),
         }
     }

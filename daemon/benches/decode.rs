@@ -78,6 +78,8 @@ async fn main() {
         placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
         draft: None,
+        workers: Vec::new(),
+        worker_layers: None,
     })
     .await
     .expect("engine");

@@ -51,6 +51,11 @@ pub const ENV_MAX_CONNECTIONS: &str = "WHALE_MAX_CONNECTIONS";
 /// How long a client may take to send request headers (and stay idle between requests).
 pub const ENV_HEADER_TIMEOUT: &str = "WHALE_HEADER_TIMEOUT";
 
+/// Workers (`whale worker`) whose memory models are split over, `host:port` comma-separated.
+pub const ENV_WORKERS: &str = "WHALE_WORKERS";
+/// The token the workers require (the same on each worker).
+pub const ENV_WORKER_TOKEN: &str = crate::rpc::worker::ENV_WORKER_TOKEN;
+
 /// The local model DeepSeek API scripts reach as `deepseek-chat`.
 pub const ENV_DEEPSEEK_CHAT: &str = "WHALE_DEEPSEEK_CHAT";
 /// The local model DeepSeek API scripts reach as `deepseek-reasoner`.
@@ -149,6 +154,14 @@ pub struct Config {
     #[arg(long, env = ENV_DEEPSEEK_R1_ZERO, default_value = "deepseek-r1")]
     pub deepseek_r1_zero: String,
 
+    /// Workers started with `whale worker` on other machines (`host:port`, comma-separated): models are split over this machine and them, layers in proportion to free memory (`num_gpu` sets how many layers go to the workers).
+    #[arg(long, env = ENV_WORKERS, value_delimiter = ',')]
+    pub workers: Vec<String>,
+
+    /// The token the workers were started with (`WHALE_WORKER_TOKEN` there too). Required by workers that listen beyond loopback.
+    #[arg(long = "worker-token", env = ENV_WORKER_TOKEN, hide_env_values = true, value_parser = parse_worker_token)]
+    pub worker_token: Option<Secret>,
+
     /// On SIGTERM or Ctrl-C, how long requests in flight may go on (`10s`, `1m`, `0`) before
     /// they are cancelled; no new ones are taken meanwhile.
     #[arg(long, env = ENV_SHUTDOWN_GRACE, default_value = "10s", value_parser = parse_duration)]
@@ -195,6 +208,10 @@ fn parse_keep_alive(text: &str) -> Result<KeepAlive, String> {
 
 /// The address to listen on, from any form `WHALE_HOST` takes (see [`whale_api::Host`], which
 /// the CLI parses it with too).
+fn parse_worker_token(text: &str) -> Result<Secret, String> {
+    crate::rpc::Token::new(text).map(|_| Secret(text.to_owned()))
+}
+
 pub fn parse_host(text: &str) -> Result<SocketAddr, String> {
     whale_api::Host::parse(text)
         .and_then(|host| host.socket_addr())

@@ -17,6 +17,7 @@ pub mod model;
 pub mod offload;
 pub mod options;
 pub mod remote;
+pub mod rpc;
 pub mod runner;
 pub mod scheduler;
 pub mod state;
@@ -58,6 +59,14 @@ pub fn state(config: Config) -> anyhow::Result<AppState> {
             gpu_overhead: config.gpu_overhead,
             default_keep_alive: config.keep_alive,
             num_threads: config.num_threads,
+            workers: config
+                .workers
+                .iter()
+                .map(|address| rpc::WorkerLink {
+                    address: address.clone(),
+                    token: config.worker_token.as_ref().map(|token| token.0.clone()),
+                })
+                .collect(),
         },
         launcher,
     );

@@ -41,6 +41,8 @@ pub struct Limits {
     pub gpu_overhead: u64,
     pub default_keep_alive: KeepAlive,
     pub num_threads: Option<u32>,
+    /// Workers models are split over (`--workers`).
+    pub workers: Vec<crate::rpc::WorkerLink>,
 }
 
 /// What a request needs loaded.
@@ -336,6 +338,11 @@ impl Scheduler {
             },
             use_mmap: request.options.use_mmap,
             draft,
+            workers: self.shared.limits.workers.clone(),
+            worker_layers: request
+                .options
+                .num_gpu
+                .and_then(|layers| u32::try_from(layers).ok()),
         };
         let started = Instant::now();
         let pid = process.pid();

@@ -40,6 +40,8 @@ fn params(num_parallel: u32) -> LoadParams {
         placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
         draft: None,
+        workers: Vec::new(),
+        worker_layers: None,
     }
 }
 

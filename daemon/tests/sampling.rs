@@ -31,6 +31,8 @@ fn params(path: &Path) -> LoadParams {
         placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
         draft: None,
+        workers: Vec::new(),
+        worker_layers: None,
     }
 }
 

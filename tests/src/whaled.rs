@@ -408,3 +408,85 @@ pub fn sha256_file(path: &Path) -> String {
     std::io::copy(&mut file, &mut hasher).expect("hash file");
     format!("sha256:{}", hex::encode(hasher.finalize()))
 }
+
+/// A running `whaled worker` (what `whale worker` runs); killed on drop.
+pub struct Worker {
+    child: Child,
+    pub address: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Worker {
+    /// Starts a worker listening on `listen` (`127.0.0.1:0` for a free port) with `token`
+    /// (`WHALE_WORKER_TOKEN`) if given, and waits for it to listen.
+    pub fn start(listen: &str, token: Option<&str>) -> Self {
+        let mut command = Command::new(binary("whaled"));
+        command
+            .args(["worker", "--listen", listen, "--no-cache", "--threads", "2"])
+            .env_remove("WHALE_WORKER_TOKEN")
+            .env("WHALE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(token) = token {
+            command.env("WHALE_WORKER_TOKEN", token);
+        }
+        let mut child = command.spawn().expect("start whaled worker");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().expect("log");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.trim().strip_prefix("whale worker listening on ") {
+                    let _ = sender.send(address.parse::<SocketAddr>());
+                }
+                let mut log = sink.lock().expect("log");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let address = match receiver.recv_timeout(Duration::from_mins(1)) {
+            Ok(Ok(address)) => address,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the worker did not start ({other:?}); its output:\n{}",
+                    log.lock().expect("log")
+                );
+            }
+        };
+        Self {
+            child,
+            address,
+            log,
+        }
+    }
+
+    /// Its standard output and error so far (llama.cpp's RPC server prints to the former).
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// Kills it with SIGKILL and waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

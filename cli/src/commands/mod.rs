@@ -46,7 +46,8 @@ pub async fn dispatch(cli: Cli) -> Result<(), Error> {
         ));
     };
     match command {
-        Command::Serve(args) => serve::run(&args),
+        Command::Serve(args) => serve::run(None, &args),
+        Command::Worker(args) => serve::run(Some("worker"), &args),
         Command::Create(args) => create::run(args, &context).await,
         Command::Show(args) => show::run(args, &context).await,
         Command::Run(args) => run::run(args, &context).await,

@@ -21,7 +21,11 @@ pub async fn run(json: bool, context: &Context) -> Result<(), Error> {
                 model.name.clone(),
                 short_id(&model.digest),
                 units::bytes(model.size),
-                units::processor(model.size, model.size_vram),
+                if model.layers.is_empty() {
+                    units::processor(model.size, model.size_vram)
+                } else {
+                    layers(&model.layers)
+                },
                 model.context_length.to_string(),
                 until(timestamp(&model.expires_at), now),
             ]
@@ -31,6 +35,21 @@ pub async fn run(json: bool, context: &Context) -> Result<(), Error> {
         &["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"],
         &rows,
     ))
+}
+
+/// The PROCESSOR column of a model split over workers: `3 local, 2 on host:port, …` layers.
+fn layers(shares: &[whale_api::LayerShare]) -> String {
+    let parts: Vec<String> = shares
+        .iter()
+        .map(|share| {
+            if share.place == "local" {
+                format!("{} local", share.layers)
+            } else {
+                format!("{} on {}", share.layers, share.place)
+            }
+        })
+        .collect();
+    format!("layers: {}", parts.join(", "))
 }
 
 /// The UNTIL column: `4 minutes from now`, `Forever`, `Stopping...` once past, empty while

@@ -1,5 +1,5 @@
-//! `whale serve`: runs whaled in the foreground, in place of this process, with the arguments
-//! given (`whale serve --help` shows whaled's own help).
+//! `whale serve` and `whale worker`: run whaled (or `whaled worker`) in the foreground, in place
+//! of this process, with the arguments given (`whale serve --help` shows whaled's own help).
 
 use std::process::Command;
 
@@ -8,10 +8,10 @@ use crate::daemon::whaled_program;
 use crate::error::Error;
 
 /// Replaces this process with whaled (on Unix), so signals and the exit status are whaled's.
-pub fn run(args: &ServeArgs) -> Result<(), Error> {
+pub fn run(subcommand: Option<&str>, args: &ServeArgs) -> Result<(), Error> {
     let program = whaled_program();
     let mut command = Command::new(&program);
-    command.args(&args.args);
+    command.args(subcommand).args(&args.args);
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt as _;

@@ -1,5 +1,6 @@
 //! `whaled`: resolves its config and serves until Ctrl-C or SIGTERM. `whaled runner …` is a
-//! model's runner process, started by whaled itself.
+//! model's runner process, started by whaled itself; `whaled worker …` (`whale worker`) lends
+//! this machine to a whaled elsewhere.
 
 use std::io::IsTerminal as _;
 
@@ -14,6 +15,12 @@ fn main() -> anyhow::Result<()> {
     {
         whale_daemon::runner::process::main(std::env::args_os().skip(1)).context("model runner")?;
         return Ok(());
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "worker")
+    {
+        return whale_daemon::rpc::worker::main(std::env::args_os().skip(1));
     }
     daemon()
 }

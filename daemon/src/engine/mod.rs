@@ -71,6 +71,12 @@ pub struct LoadParams {
     /// A small model sharing the tokenizer that drafts tokens for this one.
     #[serde(default)]
     pub draft: Option<DraftParams>,
+    /// Workers whose devices take a share of the layers.
+    #[serde(default)]
+    pub workers: Vec<crate::rpc::WorkerLink>,
+    /// How many layers go to the workers (`num_gpu`); by free memory when `None`.
+    #[serde(default)]
+    pub worker_layers: Option<u32>,
 }
 
 /// The draft model loaded beside a model (speculative decoding with a draft model).
@@ -104,6 +110,9 @@ pub struct ModelInfo {
     pub add_bos: bool,
     /// Layers that went to a GPU (0 on a CPU-only build).
     pub gpu_layers: u32,
+    /// With workers, where the layers (the output layer counted as one) live.
+    #[serde(default)]
+    pub shares: Vec<crate::rpc::Share>,
     /// All GGUF metadata, values rendered as strings by llama.cpp.
     pub metadata: BTreeMap<String, String>,
 }

@@ -87,11 +87,19 @@ pub(super) fn run(params: &LoadParams, commands: &Receiver<Command>, ready: Repl
         )));
         return;
     }
+    let workers = match link_workers(params) {
+        Ok(workers) => workers,
+        Err(message) => {
+            ready(Err(load_error(message)));
+            return;
+        }
+    };
     let model = match load_model(
         backend,
         &params.model_path,
         params.use_mmap,
         params.placement,
+        workers.as_ref(),
     ) {
         Ok(model) => model,
         Err(message) => {
@@ -114,7 +122,7 @@ pub(super) fn run(params: &LoadParams, commands: &Receiver<Command>, ready: Repl
                 gpu_layers: if draft.gpu { u32::MAX } else { 0 },
                 ..offload::Placement::default()
             };
-            match load_model(backend, &draft.model_path, params.use_mmap, placement) {
+            match load_model(backend, &draft.model_path, params.use_mmap, placement, None) {
                 Ok(loaded) => Some(loaded),
                 Err(message) => {
                     ready(Err(load_error(format!(
@@ -144,7 +152,10 @@ pub(super) fn run(params: &LoadParams, commands: &Receiver<Command>, ready: Repl
         }
         _ => None,
     };
-    let info = model_info(backend, &model, params);
+    let mut info = model_info(backend, &model, params);
+    if let Some(workers) = workers {
+        info.shares = workers.shares;
+    }
     let sliding_window = info
         .metadata
         .get(&format!("{}.attention.sliding_window", info.architecture))
@@ -182,6 +193,66 @@ fn can_shift_context(info: &ModelInfo, sliding_window: Option<usize>) -> bool {
         && !mrope
 }
 
+/// The workers' devices and how many layers go to them.
+struct Workers {
+    /// ggml device indices, in the order of `params.workers`.
+    devices: Vec<usize>,
+    /// llama.cpp's `n_gpu_layers`: the last layers, spread over `devices`.
+    offloaded: u32,
+    shares: Vec<crate::rpc::Share>,
+}
+
+/// Links to each worker (refusing with the reason when one cannot be reached or refuses the
+/// token: llama.cpp would abort the process), adds its devices to ggml's, and splits the layers
+/// between this machine and them by free memory, unless `worker_layers` says how many.
+fn link_workers(params: &LoadParams) -> Result<Option<Workers>, String> {
+    use crate::rpc::{self, Share, link};
+    if params.workers.is_empty() {
+        return Ok(None);
+    }
+    let gguf = whale_format::gguf::GgufFile::open(&params.model_path)
+        .map_err(|error| error.to_string())?;
+    let n_layer = u32::try_from(gguf.arch_u64("block_count").unwrap_or(0))
+        .map_err(|_| "block_count out of range".to_owned())?;
+    let mut devices = Vec::new();
+    let mut free = Vec::new();
+    let mut places = Vec::new();
+    for worker in &params.workers {
+        let token = worker.token.as_deref().map(rpc::Token::new).transpose()?;
+        link::memory(&worker.address, token.as_ref()).map_err(|error| error.to_string())?;
+        let connector = link::Connector::start(&worker.address, token)
+            .map_err(|error| format!("cannot link to worker {}: {error}", worker.address))?;
+        let added = rpc::ggml::add_server(&connector.local.to_string())
+            .map_err(|error| format!("worker {}: {error}", worker.address))?;
+        let several = added.len() > 1;
+        for device in added {
+            devices.push(device.index);
+            free.push(device.free);
+            places.push(if several {
+                format!("{}/{}", worker.address, device.name)
+            } else {
+                worker.address.clone()
+            });
+        }
+    }
+    let (local_free, _) = rpc::ggml::cpu_memory();
+    let offloaded = params.worker_layers.map_or_else(
+        || rpc::remote_layers(n_layer, local_free, &free),
+        |layers| layers.min(n_layer + 1),
+    );
+    let counts = rpc::split(n_layer, offloaded, &free);
+    let shares = std::iter::once("local".to_owned())
+        .chain(places)
+        .zip(counts)
+        .map(|(place, layers)| Share { place, layers })
+        .collect();
+    Ok(Some(Workers {
+        devices,
+        offloaded,
+        shares,
+    }))
+}
+
 /// Checks the file before llama.cpp sees it (a missing path would trip an assertion in
 /// `llama-cpp-2`), then loads the weights.
 fn load_model(
@@ -189,6 +260,7 @@ fn load_model(
     path: &std::path::Path,
     use_mmap: bool,
     placement: offload::Placement,
+    workers: Option<&Workers>,
 ) -> Result<LlamaModel, String> {
     use std::io::Read;
     let mut magic = [0u8; 4];
@@ -198,11 +270,15 @@ fn load_model(
     if &magic != b"GGUF" {
         return Err("not a GGUF file".to_owned());
     }
-    let mut model_params = std::pin::pin!(
-        LlamaModelParams::default()
-            .with_use_mmap(use_mmap)
-            .with_n_gpu_layers(placement.gpu_layers)
-    );
+    let mut model_params = LlamaModelParams::default().with_use_mmap(use_mmap);
+    model_params = match workers {
+        None => model_params.with_n_gpu_layers(placement.gpu_layers),
+        Some(workers) => model_params
+            .with_devices(&workers.devices)
+            .map_err(|error| error.to_string())?
+            .with_n_gpu_layers(workers.offloaded),
+    };
+    let mut model_params = std::pin::pin!(model_params);
     // llama.cpp keeps a pointer to the pattern: it must outlive the load.
     let cpu_moe = offload::cpu_moe_pattern(placement.cpu_moe_layers)
         .map(|pattern| CString::new(pattern).expect("pattern has no NUL"));
@@ -313,6 +389,7 @@ fn model_info(backend: &LlamaBackend, model: &LlamaModel, params: &LoadParams) -
         eos_token: token_text(vocab.eos()),
         add_bos: vocab.should_add_bos(),
         gpu_layers,
+        shares: Vec::new(),
         metadata,
     }
 }

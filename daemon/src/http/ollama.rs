@@ -662,6 +662,14 @@ pub async fn ps(State(state): SharedState) -> axum::Json<api::ProcessResponse> {
                 expires_at: rfc3339(runner.expires_at().unwrap_or_else(far_future)),
                 size_vram: runner.estimate.vram,
                 context_length: u64::from(runner.num_ctx),
+                layers: info
+                    .shares
+                    .iter()
+                    .map(|share| api::LayerShare {
+                        place: share.place.clone(),
+                        layers: share.layers,
+                    })
+                    .collect(),
             }
         })
         .collect();
