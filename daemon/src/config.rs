@@ -55,6 +55,8 @@ pub const ENV_HEADER_TIMEOUT: &str = "WHALE_HEADER_TIMEOUT";
 pub const ENV_WORKERS: &str = "WHALE_WORKERS";
 /// The token the workers require (the same on each worker).
 pub const ENV_WORKER_TOKEN: &str = crate::rpc::worker::ENV_WORKER_TOKEN;
+/// Certificates whaled trusts when it speaks TLS to its workers.
+pub const ENV_WORKER_CA: &str = "WHALE_WORKER_CA";
 
 /// The local model DeepSeek API scripts reach as `deepseek-chat`.
 pub const ENV_DEEPSEEK_CHAT: &str = "WHALE_DEEPSEEK_CHAT";
@@ -162,6 +164,10 @@ pub struct Config {
     #[arg(long = "worker-token", env = ENV_WORKER_TOKEN, hide_env_values = true, value_parser = parse_worker_token)]
     pub worker_token: Option<Secret>,
 
+    /// Speak TLS to the workers, trusting the certificates this PEM file holds (a CA's, or the workers' own self-signed ones).
+    #[arg(long = "worker-ca", env = ENV_WORKER_CA, value_name = "PEM")]
+    pub worker_ca: Option<PathBuf>,
+
     /// On SIGTERM or Ctrl-C, how long requests in flight may go on (`10s`, `1m`, `0`) before
     /// they are cancelled; no new ones are taken meanwhile.
     #[arg(long, env = ENV_SHUTDOWN_GRACE, default_value = "10s", value_parser = parse_duration)]
@@ -206,12 +212,13 @@ fn parse_keep_alive(text: &str) -> Result<KeepAlive, String> {
     }
 }
 
-/// The address to listen on, from any form `WHALE_HOST` takes (see [`whale_api::Host`], which
-/// the CLI parses it with too).
+/// A worker token, checked as workers check theirs.
 fn parse_worker_token(text: &str) -> Result<Secret, String> {
     crate::rpc::Token::new(text).map(|_| Secret(text.to_owned()))
 }
 
+/// The address to listen on, from any form `WHALE_HOST` takes (see [`whale_api::Host`], which
+/// the CLI parses it with too).
 pub fn parse_host(text: &str) -> Result<SocketAddr, String> {
     whale_api::Host::parse(text)
         .and_then(|host| host.socket_addr())

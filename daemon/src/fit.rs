@@ -31,6 +31,9 @@ pub struct Machine {
     /// RAM the scheduler may fill (`WHALE_MAX_MEMORY`, or the machine's total).
     pub ram: u64,
     pub gpus: Vec<Gpu>,
+    /// The total memory of each worker that answered (`--workers`): a model split over them
+    /// holds part of its layers there.
+    pub workers: Vec<u64>,
     /// Free bytes on the store's filesystem.
     pub disk_free: u64,
 }
@@ -39,20 +42,36 @@ impl Machine {
     fn memory(&self) -> u64 {
         self.ram
             .saturating_add(self.gpus.iter().map(|gpu| gpu.total).sum::<u64>())
+            .saturating_add(self.workers.iter().sum::<u64>())
     }
 
     fn describe_memory(&self) -> String {
-        let ram = format!("{} RAM", format_bytes(self.ram));
+        use std::fmt::Write as _;
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        let mut text = format!("{} RAM", format_bytes(self.ram));
         if self.gpus.is_empty() {
-            return format!("{ram}, no GPU");
+            text.push_str(", no GPU");
+        } else {
+            let vram: u64 = self.gpus.iter().map(|gpu| gpu.total).sum();
+            let count = self.gpus.len();
+            let _ = write!(
+                text,
+                " + {} on {count} GPU{}",
+                format_bytes(vram),
+                plural(count)
+            );
         }
-        let vram: u64 = self.gpus.iter().map(|gpu| gpu.total).sum();
-        format!(
-            "{ram} + {} on {} GPU{}",
-            format_bytes(vram),
-            self.gpus.len(),
-            if self.gpus.len() == 1 { "" } else { "s" }
-        )
+        if !self.workers.is_empty() {
+            let memory: u64 = self.workers.iter().sum();
+            let count = self.workers.len();
+            let _ = write!(
+                text,
+                " + {} on {count} worker{}",
+                format_bytes(memory),
+                plural(count)
+            );
+        }
+        text
     }
 }
 
@@ -242,6 +261,7 @@ mod tests {
         Machine {
             ram,
             gpus: (0..gpus).map(gpu).collect(),
+            workers: Vec::new(),
             disk_free,
         }
     }
@@ -272,6 +292,21 @@ mod tests {
             .to_string();
         assert!(error.contains("2.0 TiB RAM + 1.1 TiB on 8 GPUs"), "{error}");
         assert!(error.contains("Free some disk"), "{error}");
+    }
+
+    #[test]
+    fn workers_count_as_memory() {
+        let mut laptop = machine(64 * GIB, 0, 1000 * GIB);
+        assert!(check("v3", &need(240 * GIB, 240 * GIB), &laptop).is_err());
+        laptop.workers = vec![128 * GIB, 128 * GIB];
+        assert!(check("v3", &need(240 * GIB, 240 * GIB), &laptop).is_ok());
+        let error = check("r1", &need(404 * GIB, 404 * GIB), &laptop)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("64.0 GiB RAM, no GPU + 256.0 GiB on 2 workers"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub fn state(config: Config) -> anyhow::Result<AppState> {
                 .map(|address| rpc::WorkerLink {
                     address: address.clone(),
                     token: config.worker_token.as_ref().map(|token| token.0.clone()),
+                    ca: config.worker_ca.clone(),
                 })
                 .collect(),
         },

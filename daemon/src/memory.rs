@@ -85,6 +85,8 @@ pub struct MemoryEstimate {
     pub cpu_moe_layers: u32,
     /// Bytes placed in GPU memory; 0 on CPU.
     pub vram: u64,
+    /// Bytes placed on workers (`--workers`): the layers llama.cpp's RPC backend holds there.
+    pub remote: u64,
     /// Context cells across all slots (`num_ctx × num_parallel`).
     pub kv_cells: u64,
     /// Whether the KV cache was sized as `DeepSeek`'s compressed MLA latent.
@@ -116,9 +118,24 @@ impl MemoryEstimate {
         }
     }
 
-    /// Bytes that stay in RAM.
+    /// Records that `bytes` of it live on workers, none on this machine's GPUs (a model split
+    /// over workers uses them in place of local GPUs).
+    #[must_use]
+    pub fn on_workers(self, bytes: u64) -> Self {
+        Self {
+            gpu_layers: 0,
+            cpu_moe_layers: 0,
+            vram: 0,
+            remote: bytes.min(self.total),
+            ..self
+        }
+    }
+
+    /// Bytes that stay in this machine's RAM.
     pub fn ram(&self) -> u64 {
-        self.total.saturating_sub(self.vram)
+        self.total
+            .saturating_sub(self.vram)
+            .saturating_sub(self.remote)
     }
 
     /// `Ok` when the model fits in `available` bytes, else the error to show the user.
@@ -186,6 +203,7 @@ pub fn estimate(
         gpu_layers: 0,
         cpu_moe_layers: 0,
         vram: 0,
+        remote: 0,
         kv_cells,
         mla,
     }

@@ -92,8 +92,23 @@ impl LayerSizes {
         }
     }
 
-    fn n_layer(&self) -> u32 {
+    pub fn n_layer(&self) -> u32 {
         self.weights.len() as u32
+    }
+
+    /// Bytes that leave this machine when llama.cpp offloads `offloaded` of the `n_layer + 1`
+    /// layers to other devices: the output layer first, then repeating layers from the last
+    /// (llama.cpp's `n_gpu_layers` rule), each with its KV cache.
+    pub fn offloaded_bytes(&self, offloaded: u32) -> u64 {
+        if offloaded == 0 {
+            return 0;
+        }
+        let n_layer = self.n_layer();
+        let first = (n_layer + 1).saturating_sub(offloaded) as usize;
+        let layers: u64 = (first..n_layer as usize)
+            .map(|i| self.weights[i] + self.kv[i])
+            .sum();
+        layers + self.output
     }
 
     /// GPU bytes of `gpu_layers` offloaded layers with the experts of layers
@@ -207,6 +222,16 @@ mod tests {
             output: GIB / 2,
             compute: GIB / 4,
         }
+    }
+
+    #[test]
+    fn offloading_takes_the_output_layer_first() {
+        let model = sizes(4, GIB, 0, GIB / 8);
+        assert_eq!(model.offloaded_bytes(0), 0);
+        assert_eq!(model.offloaded_bytes(1), GIB / 2);
+        assert_eq!(model.offloaded_bytes(3), GIB / 2 + 2 * (GIB + GIB / 8));
+        assert_eq!(model.offloaded_bytes(5), GIB / 2 + 4 * (GIB + GIB / 8));
+        assert_eq!(model.offloaded_bytes(99), model.offloaded_bytes(5));
     }
 
     #[test]

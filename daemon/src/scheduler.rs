@@ -316,6 +316,16 @@ impl Scheduler {
                 gpu,
             }
         });
+        let worker_layers = if self.shared.limits.workers.is_empty() {
+            None
+        } else {
+            let offloaded = self
+                .shared
+                .plan_workers(&layers, request.options.num_gpu)
+                .await;
+            estimate = estimate.on_workers(layers.offloaded_bytes(offloaded));
+            Some(offloaded)
+        };
         if let Err(error) = self.shared.make_room(&request.name, &estimate).await {
             process.shutdown(crate::engine::UNLOADED).await;
             return Err(error);
@@ -339,10 +349,7 @@ impl Scheduler {
             use_mmap: request.options.use_mmap,
             draft,
             workers: self.shared.limits.workers.clone(),
-            worker_layers: request
-                .options
-                .num_gpu
-                .and_then(|layers| u32::try_from(layers).ok()),
+            worker_layers,
         };
         let started = Instant::now();
         let pid = process.pid();
@@ -617,6 +624,25 @@ impl Shared {
             .map(|loaded| loaded.key.clone())
     }
 
+    /// How many of the model's layers go to the workers: `num_gpu` when set, else a share in
+    /// proportion to the free memory of this machine and of each worker that answers (one
+    /// that does not is left for the load to report).
+    async fn plan_workers(&self, layers: &LayerSizes, num_gpu: Option<i32>) -> u32 {
+        let n_layer = layers.n_layer();
+        if let Some(layers) = num_gpu.and_then(|layers| u32::try_from(layers).ok()) {
+            return layers.min(n_layer + 1);
+        }
+        let free = worker_memory(&self.limits.workers)
+            .await
+            .into_iter()
+            .map(|memory| memory.free)
+            .collect::<Vec<_>>();
+        let local = memory::available_memory();
+        let offloaded = crate::rpc::remote_layers(n_layer, local, &free);
+        tracing::info!(local, ?free, offloaded, layers = n_layer + 1, "worker plan");
+        offloaded
+    }
+
     /// Evicts idle models, least recently used first, until `estimate` fits in RAM.
     async fn make_room(&self, name: &str, estimate: &MemoryEstimate) -> Result<(), Error> {
         loop {
@@ -651,6 +677,25 @@ impl Shared {
             return Err(Error::Busy(name.to_owned()));
         }
     }
+}
+
+/// The memory of each worker that answers; those that do not are logged and left out.
+pub async fn worker_memory(workers: &[crate::rpc::WorkerLink]) -> Vec<crate::rpc::link::Memory> {
+    let mut answers = Vec::new();
+    for worker in workers {
+        let peer = match crate::rpc::link::Peer::new(worker) {
+            Ok(peer) => peer,
+            Err(error) => {
+                tracing::warn!(%error, worker = worker.address, "worker settings");
+                continue;
+            }
+        };
+        match crate::rpc::link::memory(&peer).await {
+            Ok(memory) => answers.push(memory),
+            Err(error) => tracing::warn!(%error, "worker memory"),
+        }
+    }
+    answers
 }
 
 /// Caps `num_ctx` at what the model was trained for, and at least 4 (as Ollama does).

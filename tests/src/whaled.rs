@@ -420,9 +420,15 @@ impl Worker {
     /// Starts a worker listening on `listen` (`127.0.0.1:0` for a free port) with `token`
     /// (`WHALE_WORKER_TOKEN`) if given, and waits for it to listen.
     pub fn start(listen: &str, token: Option<&str>) -> Self {
+        Self::start_with(listen, token, &[])
+    }
+
+    /// [`Worker::start`] with more arguments (`--tls-cert`, …).
+    pub fn start_with(listen: &str, token: Option<&str>, args: &[&str]) -> Self {
         let mut command = Command::new(binary("whaled"));
         command
             .args(["worker", "--listen", listen, "--no-cache", "--threads", "2"])
+            .args(args)
             .env_remove("WHALE_WORKER_TOKEN")
             .env("WHALE_LOG", "info")
             .stdin(Stdio::null())

@@ -17,10 +17,17 @@ fn greedy(model: &str) -> Value {
 }
 
 fn split_daemon(workers: &[&Worker], token: Option<&str>) -> Whaled {
+    split_daemon_with(workers, token, &[])
+}
+
+fn split_daemon_with(workers: &[&Worker], token: Option<&str>, env: &[(&str, &str)]) -> Whaled {
     let addresses: Vec<String> = workers.iter().map(|w| w.address.to_string()).collect();
     let mut builder = Whaled::builder().env("WHALE_WORKERS", addresses.join(","));
     if let Some(token) = token {
         builder = builder.env("WHALE_WORKER_TOKEN", token);
+    }
+    for (key, value) in env {
+        builder = builder.env(key, *value);
     }
     let daemon = builder.start();
     daemon.create_from_gguf("ds", &fixtures::deepseek2());
@@ -153,6 +160,33 @@ fn a_lost_worker_fails_its_model_clearly_and_its_return_brings_it_back() {
     assert_eq!(body["response"], alone.as_str());
 }
 
+#[test]
+fn workers_memory_counts_before_a_pull() {
+    // A cap on this machine's memory below what the fixture needs (see fit.rs): refused alone,
+    // pulled when a worker lends its memory.
+    let fixture = fixtures::deepseek2();
+    let cap = std::fs::metadata(&fixture).unwrap().len() * 2;
+    let source = Whaled::start();
+    source.create_from_gguf("tiny-ds", &fixture);
+    let pull = json!({"model": "tiny-ds", "from": source.url(), "stream": false});
+
+    let alone = Whaled::builder()
+        .env("WHALE_MAX_MEMORY", cap.to_string())
+        .start();
+    let (status, body) = alone.post("/api/pull", &pull);
+    assert_eq!(status, 507, "{body}");
+
+    let worker = Worker::start("127.0.0.1:0", None);
+    let daemon = Whaled::builder()
+        .env("WHALE_MAX_MEMORY", cap.to_string())
+        .env("WHALE_WORKERS", worker.address.to_string())
+        .start();
+    let (status, body) = daemon.post("/api/pull", &pull);
+    assert_eq!(status, 200, "{body}");
+    let (_, tags) = daemon.get("/api/tags");
+    assert_eq!(tags["models"][0]["name"], "tiny-ds:latest", "{tags}");
+}
+
 /// What a worker answers to `sent`, read until it closes.
 fn exchange(worker: &Worker, sent: &[u8]) -> String {
     let mut stream = TcpStream::connect(worker.address).expect("connect");
@@ -169,7 +203,13 @@ fn exchange(worker: &Worker, sent: &[u8]) -> String {
 fn a_worker_with_a_token_admits_only_clients_that_present_it() {
     let worker = Worker::start("127.0.0.1:0", Some("s3cret-token"));
     let served = || worker.log().matches("Accepted client connection").count();
+    // The worker made sure its RPC server was up by connecting once; that line comes first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while served() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let before = served();
+    assert_eq!(before, 1, "{}", worker.log());
 
     // llama.cpp's own client opens with its HELLO command: dropped, nothing forwarded.
     let hello = [0u8; 9];
@@ -217,6 +257,65 @@ fn a_worker_with_a_token_admits_only_clients_that_present_it() {
     let (status, body) = daemon.post("/api/generate", &greedy("ds"));
     assert_eq!(status, 200, "{body}\n{}", daemon.log());
     assert!(served() > before);
+}
+
+/// A self-signed certificate for `127.0.0.1` and its key, as PEM files in `dir`.
+fn certificate(dir: &std::path::Path, name: &str) -> (String, String) {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("certificate");
+    let cert_path = dir.join(format!("{name}.pem"));
+    let key_path = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+    (
+        cert_path.to_string_lossy().into_owned(),
+        key_path.to_string_lossy().into_owned(),
+    )
+}
+
+#[test]
+fn a_tls_worker_serves_only_a_whaled_that_trusts_its_certificate() {
+    let alone = single_machine_answer();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path(), "worker");
+    let (other, _) = certificate(dir.path(), "other");
+    let token = "s3cret-token";
+    let worker = Worker::start_with(
+        "127.0.0.1:0",
+        Some(token),
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+
+    // In plain text, even with the token, a client is only told to speak TLS.
+    let answer = exchange(&worker, format!("WHALE-RPC/1 memory {token}\n").as_bytes());
+    assert!(
+        answer.starts_with("DENIED this worker takes TLS clients only"),
+        "{answer:?}"
+    );
+
+    // whaled without TLS: the load fails and says so.
+    let daemon = split_daemon(&[&worker], Some(token));
+    let (status, body) = daemon.post("/api/generate", &greedy("ds"));
+    assert_eq!(status, 500, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("takes TLS clients only"), "{message}");
+    drop(daemon);
+
+    // whaled trusting another certificate: TLS fails, with the reason.
+    let daemon = split_daemon_with(&[&worker], Some(token), &[("WHALE_WORKER_CA", &other)]);
+    let (status, body) = daemon.post("/api/generate", &greedy("ds"));
+    assert_eq!(status, 500, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("TLS with worker"), "{message}");
+    drop(daemon);
+
+    // Trusting the worker's certificate: the split model answers as on one machine.
+    let daemon = split_daemon_with(&[&worker], Some(token), &[("WHALE_WORKER_CA", &cert)]);
+    let (status, body) = daemon.post("/api/generate", &greedy("ds"));
+    assert_eq!(status, 200, "{body}\n{}", daemon.log());
+    assert_eq!(body["response"], alone.as_str());
+    assert!(worker.log().contains("client linked"), "{}", worker.log());
 }
 
 #[test]

@@ -218,9 +218,9 @@ fn link_workers(params: &LoadParams) -> Result<Option<Workers>, String> {
     let mut free = Vec::new();
     let mut places = Vec::new();
     for worker in &params.workers {
-        let token = worker.token.as_deref().map(rpc::Token::new).transpose()?;
-        link::memory(&worker.address, token.as_ref()).map_err(|error| error.to_string())?;
-        let connector = link::Connector::start(&worker.address, token)
+        let peer = link::Peer::new(worker)?;
+        link::memory_blocking(&peer).map_err(|error| error.to_string())?;
+        let connector = link::Connector::start(peer)
             .map_err(|error| format!("cannot link to worker {}: {error}", worker.address))?;
         let added = rpc::ggml::add_server(&connector.local.to_string())
             .map_err(|error| format!("worker {}: {error}", worker.address))?;

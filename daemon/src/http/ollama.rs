@@ -852,9 +852,11 @@ async fn will_it_fit(
     reference: &whale_registry::ModelRef,
 ) -> Result<(), Error> {
     let limits = state.scheduler.limits();
+    let workers = crate::scheduler::worker_memory(&limits.workers).await;
     let machine = fit::Machine {
         ram: limits.max_memory.unwrap_or_else(memory::total_memory),
         gpus: state.scheduler.gpus().await,
+        workers: workers.iter().map(|memory| memory.total).collect(),
         disk_free: fit::disk_free(&state.store),
     };
     let plan = fit::Plan {

@@ -21,6 +21,9 @@ pub struct WorkerLink {
     pub address: String,
     /// The shared token, if one is configured.
     pub token: Option<String>,
+    /// With TLS: the PEM file of the certificates to trust.
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Where some of a model's layers live: `local`, or a worker's address.

@@ -4,11 +4,14 @@
 //! [`super::link`] and carries their bytes to it.
 
 use std::io::Write as _;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ggml;
+use tokio::net::TcpListener;
+
 use super::link::{self, Admitted, FrontPolicy, Memory, Token};
 
 /// The worker's token, the same on whaled (`WHALE_WORKER_TOKEN`).
@@ -36,6 +39,22 @@ pub struct Args {
     /// Shared token every client must present; without it only loopback clients are served.
     #[arg(long = "token", env = ENV_WORKER_TOKEN, hide_env_values = true, hide = true)]
     token: Option<String>,
+    /// Speak TLS with this PEM certificate (chain); whaled trusts it with `WHALE_WORKER_CA`.
+    #[arg(
+        long,
+        env = "WHALE_WORKER_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "WHALE_WORKER_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     /// Log filter.
     #[arg(long, env = "WHALE_LOG", default_value = "info")]
     log: String,
@@ -81,7 +100,15 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resul
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, std::num::NonZero::get));
-    let front = TcpListener::bind(args.listen)
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
+            link::server_tls(cert, key).map_err(anyhow::Error::msg)?,
+        )),
+        _ => None,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let front = runtime
+        .block_on(TcpListener::bind(args.listen))
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let inner = start_rpc_server(cache_dir.clone(), threads, devices.clone())?;
     for device in &devices {
@@ -93,17 +120,25 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resul
         );
     }
     let address = front.local_addr()?;
-    tracing::info!(%address, cache = ?cache_dir, token = token.is_some(), "worker listening");
+    tracing::info!(
+        %address,
+        cache = ?cache_dir,
+        token = token.is_some(),
+        tls = tls.is_some(),
+        "worker listening"
+    );
     // Tests and scripts read this line to find a port chosen by the OS.
     println!("whale worker listening on {address}");
     std::io::stdout().flush()?;
-    let policy = FrontPolicy { token };
-    for client in front.incoming() {
-        let Ok(client) = client else { continue };
-        let policy = policy.clone();
-        std::thread::spawn(move || serve(client, inner, &policy));
-    }
-    Ok(())
+    let policy = Arc::new(FrontPolicy { token, tls });
+    runtime.block_on(async move {
+        loop {
+            let Ok((client, peer)) = front.accept().await else {
+                continue;
+            };
+            tokio::spawn(serve(client, peer, inner, Arc::clone(&policy)));
+        }
+    })
 }
 
 /// Starts llama.cpp's RPC server on a free loopback port and waits until it accepts.
@@ -112,7 +147,7 @@ fn start_rpc_server(
     threads: usize,
     devices: Vec<ggml::Device>,
 ) -> anyhow::Result<SocketAddr> {
-    let port = TcpListener::bind((IpAddr::from([127, 0, 0, 1]), 0))?
+    let port = std::net::TcpListener::bind((IpAddr::from([127, 0, 0, 1]), 0))?
         .local_addr()?
         .port();
     let inner = SocketAddr::from(([127, 0, 0, 1], port));
@@ -138,30 +173,26 @@ fn start_rpc_server(
 }
 
 /// One client of the front.
-fn serve(mut client: TcpStream, inner: SocketAddr, policy: &FrontPolicy) {
-    let Ok(peer) = client.peer_addr() else { return };
-    let _ = client.set_nodelay(true);
-    match link::admit(&mut client, peer, policy) {
-        Ok(Some(Admitted::Memory)) => {
+async fn serve(
+    client: tokio::net::TcpStream,
+    peer: SocketAddr,
+    inner: SocketAddr,
+    policy: Arc<FrontPolicy>,
+) {
+    match link::admit(client, peer, &policy).await {
+        Some(Admitted::Memory(mut stream)) => {
             let devices = ggml::local_devices();
             let memory = Memory {
                 free: devices.iter().map(|device| device.free).sum(),
                 total: devices.iter().map(|device| device.total).sum(),
             };
-            let _ = link::answer_memory(&mut client, memory);
+            link::answer_memory(&mut stream, memory).await;
         }
-        Ok(Some(Admitted::Rpc)) => match TcpStream::connect(inner) {
-            Ok(server) => {
-                let _ = server.set_nodelay(true);
-                if link::answer_rpc(&mut client).is_ok() {
-                    tracing::info!(%peer, "client linked");
-                    link::splice(client, server);
-                    tracing::info!(%peer, "client gone");
-                }
-            }
-            Err(error) => tracing::error!(%error, "cannot reach the RPC server"),
-        },
-        Ok(None) => {}
-        Err(error) => tracing::debug!(%peer, %error, "handshake failed"),
+        Some(Admitted::Rpc(mut stream)) => {
+            tracing::info!(%peer, "client linked");
+            link::serve_rpc(&mut stream, inner).await;
+            tracing::info!(%peer, "client gone");
+        }
+        None => {}
     }
 }
