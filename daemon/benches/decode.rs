@@ -80,6 +80,7 @@ async fn main() {
         draft: None,
         workers: Vec::new(),
         worker_layers: None,
+        kv_pool: None,
     })
     .await
     .expect("engine");

@@ -51,6 +51,9 @@ pub const ENV_MAX_CONNECTIONS: &str = "WHALE_MAX_CONNECTIONS";
 /// How long a client may take to send request headers (and stay idle between requests).
 pub const ENV_HEADER_TIMEOUT: &str = "WHALE_HEADER_TIMEOUT";
 
+/// KV cache cells (tokens) the parallel requests of a model share.
+pub const ENV_KV_POOL: &str = "WHALE_KV_POOL";
+
 /// Workers (`whale worker`) whose memory models are split over, `host:port` comma-separated.
 pub const ENV_WORKERS: &str = "WHALE_WORKERS";
 /// The token the workers require (the same on each worker).
@@ -155,6 +158,10 @@ pub struct Config {
     /// The local model that `deepseek-r1-zero` (the name DeepSeek's R1 examples use) stands for, unless a model of that very name is stored.
     #[arg(long, env = ENV_DEEPSEEK_R1_ZERO, default_value = "deepseek-r1")]
     pub deepseek_r1_zero: String,
+
+    /// KV cache (in tokens) the parallel requests of one model share (default: a full context for each parallel request). Smaller, a request waits until the pool can hold all it may come to need, and memory follows the pool.
+    #[arg(long, env = ENV_KV_POOL)]
+    pub kv_pool: Option<u32>,
 
     /// Workers started with `whale worker` on other machines (`host:port`, comma-separated): models are split over this machine and them, layers in proportion to free memory (`num_gpu` sets how many layers go to the workers).
     #[arg(long, env = ENV_WORKERS, value_delimiter = ',')]

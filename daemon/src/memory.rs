@@ -192,6 +192,17 @@ pub fn estimate(
     kv_type: KvType,
 ) -> MemoryEstimate {
     let kv_cells = u64::from(num_ctx.max(1)) * u64::from(num_parallel.max(1));
+    estimate_cells(gguf, kv_cells, num_parallel, kv_type)
+}
+
+/// [`estimate`] for `kv_cells` cells in all, shared by `num_parallel` slots (a KV pool).
+pub fn estimate_cells(
+    gguf: &GgufFile,
+    kv_cells: u64,
+    num_parallel: u32,
+    kv_type: KvType,
+) -> MemoryEstimate {
+    let kv_cells = kv_cells.max(1);
     let (kv_cache, mla) = kv_cache_bytes(gguf, kv_cells, u64::from(num_parallel.max(1)), kv_type);
     let weights = gguf.weights_bytes();
     let compute = compute_bytes(gguf, kv_cells, u64::from(num_parallel.max(1)));
@@ -262,9 +273,19 @@ pub fn kv_cache_per_layer(
     num_parallel: u32,
     kv_type: KvType,
 ) -> Vec<u64> {
+    let kv_cells = u64::from(num_ctx.max(1)) * u64::from(num_parallel.max(1));
+    kv_cache_per_layer_cells(gguf, kv_cells, num_parallel, kv_type)
+}
+
+/// [`kv_cache_per_layer`] for `kv_cells` cells in all (a KV pool).
+pub fn kv_cache_per_layer_cells(
+    gguf: &GgufFile,
+    kv_cells: u64,
+    num_parallel: u32,
+    kv_type: KvType,
+) -> Vec<u64> {
     let n_seq = u64::from(num_parallel.max(1));
-    let kv_cells = u64::from(num_ctx.max(1)) * n_seq;
-    kv_cache_layers(gguf, kv_cells, n_seq, kv_type).0
+    kv_cache_layers(gguf, kv_cells.max(1), n_seq, kv_type).0
 }
 
 fn kv_cache_layers(

@@ -520,6 +520,7 @@ mod tests {
             default_keep_alive: KeepAlive::For(Duration::from_mins(5)),
             num_threads: None,
             workers: Vec::new(),
+            kv_pool: None,
         };
         let launcher = Launcher::new("/nonexistent/whaled".into(), "info");
         Metrics::new(Scheduler::new(limits, launcher))

@@ -43,6 +43,8 @@ pub struct Limits {
     pub num_threads: Option<u32>,
     /// Workers models are split over (`--workers`).
     pub workers: Vec<crate::rpc::WorkerLink>,
+    /// KV cells the slots of a model share (`WHALE_KV_POOL`); `None`: each slot its own.
+    pub kv_pool: Option<u32>,
 }
 
 /// What a request needs loaded.
@@ -272,7 +274,9 @@ impl Scheduler {
             })?;
         let num_ctx = clamp_context(request.options.num_ctx, &gguf);
         let num_parallel = self.shared.limits.num_parallel;
-        let estimate = memory::estimate(&gguf, num_ctx, num_parallel, memory::KvType::F16);
+        let kv_pool = shared_pool(self.shared.limits.kv_pool, num_ctx, num_parallel);
+        let kv_cells = kv_pool.map_or(u64::from(num_ctx) * u64::from(num_parallel), u64::from);
+        let estimate = memory::estimate_cells(&gguf, kv_cells, num_parallel, memory::KvType::F16);
         let draft = match &request.options.draft {
             None => None,
             Some(draft) => {
@@ -290,7 +294,7 @@ impl Scheduler {
         };
         let layers = LayerSizes::new(
             &gguf,
-            memory::kv_cache_per_layer(&gguf, num_ctx, num_parallel, memory::KvType::F16),
+            memory::kv_cache_per_layer_cells(&gguf, kv_cells, num_parallel, memory::KvType::F16),
             estimate.compute,
         );
         let process = self.shared.launcher.spawn(&request.name).await?;
@@ -347,6 +351,7 @@ impl Scheduler {
                 vram: estimate.vram,
             },
             use_mmap: request.options.use_mmap,
+            kv_pool,
             draft,
             workers: self.shared.limits.workers.clone(),
             worker_layers,
@@ -679,6 +684,15 @@ impl Shared {
     }
 }
 
+/// The KV cells a model's `num_parallel` slots share when `WHALE_KV_POOL` makes them share:
+/// at least one slot's full context, and `None` when the pool would be as large as a context
+/// for every slot (then each slot keeps its own).
+fn shared_pool(pool: Option<u32>, num_ctx: u32, num_parallel: u32) -> Option<u32> {
+    let all = num_ctx.saturating_mul(num_parallel);
+    pool.map(|pool| pool.max(num_ctx))
+        .filter(|&pool| pool < all)
+}
+
 /// The memory of each worker that answers; those that do not are logged and left out.
 pub async fn worker_memory(workers: &[crate::rpc::WorkerLink]) -> Vec<crate::rpc::link::Memory> {
     let mut answers = Vec::new();
@@ -704,4 +718,19 @@ pub(crate) fn clamp_context(num_ctx: u32, gguf: &GgufFile) -> u32 {
         .arch_u64("context_length")
         .unwrap_or(u64::from(num_ctx));
     u64::from(num_ctx).min(trained).max(4) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shared_pool;
+
+    #[test]
+    fn a_pool_is_shared_only_when_smaller_than_a_context_per_slot() {
+        assert_eq!(shared_pool(None, 512, 16), None);
+        assert_eq!(shared_pool(Some(2048), 512, 16), Some(2048));
+        // At least one full context; as large as all of them means each slot its own.
+        assert_eq!(shared_pool(Some(100), 512, 16), Some(512));
+        assert_eq!(shared_pool(Some(8192), 512, 16), None);
+        assert_eq!(shared_pool(Some(512), 512, 1), None);
+    }
 }

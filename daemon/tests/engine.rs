@@ -42,6 +42,7 @@ fn params(num_parallel: u32) -> LoadParams {
         draft: None,
         workers: Vec::new(),
         worker_layers: None,
+        kv_pool: None,
     }
 }
 

@@ -28,6 +28,7 @@ fn params(path: &Path) -> LoadParams {
         draft: None,
         workers: Vec::new(),
         worker_layers: None,
+        kv_pool: None,
     }
 }
 

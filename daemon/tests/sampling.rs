@@ -33,6 +33,7 @@ fn params(path: &Path) -> LoadParams {
         draft: None,
         workers: Vec::new(),
         worker_layers: None,
+        kv_pool: None,
     }
 }
 

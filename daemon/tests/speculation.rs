@@ -27,6 +27,7 @@ fn params(path: &Path, num_parallel: u32) -> LoadParams {
         draft: None,
         workers: Vec::new(),
         worker_layers: None,
+        kv_pool: None,
     }
 }
 

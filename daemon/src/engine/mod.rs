@@ -71,6 +71,9 @@ pub struct LoadParams {
     /// A small model sharing the tokenizer that drafts tokens for this one.
     #[serde(default)]
     pub draft: Option<DraftParams>,
+    /// KV cells all slots share (llama.cpp's unified KV cache); `None`: `num_ctx` per slot.
+    #[serde(default)]
+    pub kv_pool: Option<u32>,
     /// Workers whose devices take a share of the layers.
     #[serde(default)]
     pub workers: Vec<crate::rpc::WorkerLink>,

@@ -304,6 +304,8 @@ fn new_context<'m>(
         .map_or_else(default_threads, |n| n as i32);
     let (total_ctx, n_seq) = if embedding {
         (params.num_ctx, 1)
+    } else if let Some(pool) = params.kv_pool {
+        (pool, params.num_parallel)
     } else {
         let total = params
             .num_ctx
@@ -322,6 +324,8 @@ fn new_context<'m>(
         .with_n_batch(n_batch)
         .with_n_ubatch(if embedding { n_batch } else { n_batch.min(512) })
         .with_n_seq_max(n_seq)
+        // A pool: one buffer whose cells any slot may take (else each slot has its own).
+        .with_kv_unified(!embedding && params.kv_pool.is_some())
         .with_n_threads(threads)
         .with_n_threads_batch(threads)
         .with_embeddings(embedding);
@@ -496,6 +500,9 @@ struct Running {
     /// sit from row `draft_row` on.
     drafter: Drafter,
     draft_row: i32,
+    /// KV cells the job may come to hold (its prompt and all it may generate, within the
+    /// slot's context), held for it in a shared pool.
+    reserved: usize,
 }
 
 struct Slot {
@@ -512,6 +519,8 @@ struct Worker<'m> {
     batch: LlamaBatch<'static>,
     /// Context per slot.
     n_ctx: u32,
+    /// KV cells all slots share, when they share a pool (else each slot has `n_ctx`).
+    pool: Option<usize>,
     n_batch: usize,
     /// The context `embed` uses, made on the first embedding request: a model serves chat and
     /// embeddings without being loaded twice.
@@ -604,6 +613,7 @@ impl<'m> Worker<'m> {
             context,
             batch: LlamaBatch::new(n_batch, 1),
             n_ctx: params.num_ctx,
+            pool: params.kv_pool.map(|pool| pool as usize),
             n_batch,
             embed_context: None,
             embed_batch: None,
@@ -798,14 +808,78 @@ impl<'m> Worker<'m> {
                 })
                 .map(|(index, _)| index);
             let Some(index) = best else { break };
+            let need = self.reservation(waiting);
+            if !self.make_pool_room(index, need) {
+                // Waits, and those behind it too, until running jobs give cells back.
+                break;
+            }
             let Some(waiting) = self.waiting.pop_front() else {
                 break;
             };
-            self.start(index, waiting);
+            self.start(index, waiting, need);
         }
     }
 
-    fn start(&mut self, index: usize, waiting: Waiting) {
+    /// The KV cells a waiting job may come to hold: its prompt and all it may generate, at
+    /// most a slot's context (a longer generation shifts the context or ends).
+    fn reservation(&self, waiting: &Waiting) -> usize {
+        let n_ctx = self.n_ctx as usize;
+        let generate = usize::try_from(waiting.job.num_predict)
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or(n_ctx);
+        waiting.prompt.len().saturating_add(generate).min(n_ctx)
+    }
+
+    /// With a shared KV pool, whether a job holding `need` cells can start in slot `index`
+    /// now: the cells running jobs hold for themselves and `need` must fit the pool, and the
+    /// prompts idle slots keep cached are dropped (least recently used first) to make room.
+    /// The pool is never promised past its size, so no decode can run out of cells.
+    fn make_pool_room(&mut self, index: usize, need: usize) -> bool {
+        let Some(pool) = self.pool else {
+            return true;
+        };
+        let held: usize = self
+            .slots
+            .iter()
+            .filter_map(|slot| slot.job.as_ref())
+            .map(|job| job.reserved)
+            .sum();
+        if held + need > pool {
+            return false;
+        }
+        loop {
+            let idle = |(at, slot): &(usize, &Slot)| *at != index && slot.job.is_none();
+            let cached: usize = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(idle)
+                .map(|(_, slot)| slot.cached.len())
+                .sum();
+            if held + need + cached <= pool {
+                return true;
+            }
+            let Some(victim) = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(idle)
+                .filter(|(_, slot)| !slot.cached.is_empty())
+                .min_by_key(|(_, slot)| slot.last_used)
+                .map(|(at, _)| at)
+            else {
+                return true;
+            };
+            let slot = &mut self.slots[victim];
+            let _ = self
+                .context
+                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+            slot.cached.clear();
+        }
+    }
+
+    fn start(&mut self, index: usize, waiting: Waiting, reserved: usize) {
         let Waiting {
             prompt,
             job,
@@ -852,6 +926,7 @@ impl<'m> Worker<'m> {
             row: None,
             drafter: Drafter::new(job.speculation),
             draft_row: 0,
+            reserved,
         });
     }
 
