@@ -271,6 +271,12 @@ impl Client {
         self.json(self.http.get(&url), &url).await
     }
 
+    /// `GET /api/catalog` (whale's own): the catalogue, and what fits here.
+    pub async fn catalog(&self) -> Result<crate::CatalogResponse, Error> {
+        let url = self.url("/api/catalog");
+        self.json(self.http.get(&url), &url).await
+    }
+
     /// `POST /api/embed`.
     pub async fn embed(&self, request: &EmbedRequest) -> Result<EmbedResponse, Error> {
         self.post_json("/api/embed", request).await

@@ -7,6 +7,7 @@
 // Product names (OpenAI, DeepSeek, LoRA) are prose here, not code identifiers.
 #![allow(clippy::doc_markdown)]
 
+pub mod catalog;
 pub mod chat;
 pub mod client;
 pub mod embed;
@@ -22,6 +23,7 @@ pub mod options;
 pub mod stream;
 pub mod think;
 
+pub use catalog::{CatalogModel, CatalogResponse};
 pub use chat::{
     ChatRequest, ChatResponse, Message, Tool, ToolCall, ToolCallFunction, ToolFunction,
 };

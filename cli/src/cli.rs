@@ -56,6 +56,8 @@ pub enum Command {
     List(ListArgs),
     /// List running models.
     Ps(JsonArg),
+    /// List the DeepSeek models whale knows, their sizes, and whether each fits here.
+    Catalog(CatalogArgs),
     /// Copy a model.
     Cp(CopyArgs),
     /// Remove models.
@@ -179,6 +181,19 @@ pub struct PullArgs {
 /// `whale list [FILTER]`
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Only list models whose name starts with this.
+    pub filter: Option<String>,
+    /// Print the server's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// List the catalogue of models to pull instead (as `whale catalog`).
+    #[arg(long)]
+    pub available: bool,
+}
+
+/// `whale catalog [FILTER]`
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
     /// Only list models whose name starts with this.
     pub filter: Option<String>,
     /// Print the server's answer as JSON.
@@ -366,6 +381,24 @@ mod tests {
             Some(Command::Serve(serve)) => assert_eq!(serve.args, ["--host", "0.0.0.0:1", "-x"]),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn list_available_is_the_catalogue() {
+        match parse(&["list", "--available", "deepseek-r1"])
+            .unwrap()
+            .command
+        {
+            Some(Command::List(list)) => {
+                assert!(list.available);
+                assert_eq!(list.filter.as_deref(), Some("deepseek-r1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["catalog", "--json"]).unwrap().command,
+            Some(Command::Catalog(CatalogArgs { json: true, .. }))
+        ));
     }
 
     #[test]

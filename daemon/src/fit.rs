@@ -39,7 +39,8 @@ pub struct Machine {
 }
 
 impl Machine {
-    fn memory(&self) -> u64 {
+    /// All the memory a model may be planned into.
+    pub fn memory(&self) -> u64 {
         self.ram
             .saturating_add(self.gpus.iter().map(|gpu| gpu.total).sum::<u64>())
             .saturating_add(self.workers.iter().sum::<u64>())

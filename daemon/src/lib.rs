@@ -4,6 +4,7 @@
 //! Only `engine` touches llama.cpp; `gguf` (from whale-format) reads model headers in plain Rust
 //! so that a hostile file is refused before llama.cpp sees it.
 
+pub mod catalogue;
 pub mod config;
 pub mod create;
 pub mod engine;

@@ -1,5 +1,6 @@
 //! One module per `whale` command; [`dispatch`] routes a parsed command line to it.
 
+pub mod catalog;
 pub mod completion;
 pub mod copy;
 pub mod create;
@@ -54,7 +55,15 @@ pub async fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Stop(args) => stop::run(&args.model, &context).await,
         Command::Pull(args) => pull::run(&args, &context).await,
         Command::Push(args) => push::run(&args, &context).await,
+        Command::List(args) if args.available => {
+            let args = crate::cli::CatalogArgs {
+                filter: args.filter,
+                json: args.json,
+            };
+            catalog::run(&args, &context).await
+        }
         Command::List(args) => list::run(&args, &context).await,
+        Command::Catalog(args) => catalog::run(&args, &context).await,
         Command::Ps(args) => ps::run(args.json, &context).await,
         Command::Cp(args) => copy::run(&args, &context).await,
         Command::Rm(args) => remove::run(&args.models, &context).await,

@@ -7,6 +7,7 @@
 //! an id ([`request_id`]) and is counted ([`metrics`]); `/metrics` serves the counts to
 //! Prometheus.
 
+mod catalogue;
 pub mod error;
 mod extract;
 pub mod guard;
@@ -43,6 +44,7 @@ pub fn router(state: &Arc<AppState>) -> Router {
         .route("/api/tags", get(ollama::tags).head(ollama::tags))
         .route("/api/show", post(ollama::show))
         .route("/api/ps", get(ollama::ps))
+        .route("/api/catalog", get(catalogue::list))
         .route("/api/copy", post(ollama::copy))
         .route("/api/delete", axum::routing::delete(ollama::delete))
         .route("/api/pull", post(ollama::pull))

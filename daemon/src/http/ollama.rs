@@ -24,7 +24,7 @@ use crate::remote::{self, RemoteModel};
 use crate::state::AppState;
 use crate::{fit, memory};
 
-type SharedState = State<Arc<AppState>>;
+pub(super) type SharedState = State<Arc<AppState>>;
 
 /// The Ollama version whaled's API corresponds to; clients gate features on it.
 pub const COMPATIBLE_OLLAMA_VERSION: &str = "0.13.0";
@@ -844,6 +844,18 @@ pub async fn pull(
     .await
 }
 
+/// What this machine offers a model: RAM (or `WHALE_MAX_MEMORY`), GPUs, workers, free disk.
+pub(super) async fn this_machine(state: &AppState) -> fit::Machine {
+    let limits = state.scheduler.limits();
+    let workers = crate::scheduler::worker_memory(&limits.workers).await;
+    fit::Machine {
+        ram: limits.max_memory.unwrap_or_else(memory::total_memory),
+        gpus: state.scheduler.gpus().await,
+        workers: workers.iter().map(|memory| memory.total).collect(),
+        disk_free: fit::disk_free(&state.store),
+    }
+}
+
 /// Refuses a pull whose model cannot fit this machine, before any blob is fetched.
 async fn will_it_fit(
     state: &AppState,
@@ -852,13 +864,7 @@ async fn will_it_fit(
     reference: &whale_registry::ModelRef,
 ) -> Result<(), Error> {
     let limits = state.scheduler.limits();
-    let workers = crate::scheduler::worker_memory(&limits.workers).await;
-    let machine = fit::Machine {
-        ram: limits.max_memory.unwrap_or_else(memory::total_memory),
-        gpus: state.scheduler.gpus().await,
-        workers: workers.iter().map(|memory| memory.total).collect(),
-        disk_free: fit::disk_free(&state.store),
-    };
+    let machine = this_machine(state).await;
     let plan = fit::Plan {
         num_ctx: state.config.context_length,
         num_parallel: limits.num_parallel,

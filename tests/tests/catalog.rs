@@ -1,0 +1,80 @@
+//! The catalogue: `GET /api/catalog`, `whale catalog` and `whale list --available` list the
+//! DeepSeek models whale knows, with whether each fits this machine and whether it is pulled.
+
+use serde_json::Value;
+use whale_tests::fixtures;
+use whale_tests::whaled::Whaled;
+
+fn entry<'a>(catalog: &'a Value, name: &str) -> &'a Value {
+    catalog["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|model| model["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {catalog}"))
+}
+
+#[test]
+fn the_catalogue_says_what_fits_and_what_is_pulled() {
+    let daemon = Whaled::builder().env("WHALE_MAX_MEMORY", "24GiB").start();
+    let (status, catalog) = daemon.get("/api/catalog");
+    assert_eq!(status, 200, "{catalog}");
+    assert_eq!(catalog["memory"], 24u64 << 30, "{catalog}");
+    let big = entry(&catalog, "deepseek-r1:671b");
+    assert_eq!(big["fits"], false, "{big}");
+    assert_eq!(big["architecture"], "deepseek2");
+    assert_eq!(big["size"], 404_000_000_000u64);
+    let small = entry(&catalog, "deepseek-r1:14b");
+    assert_eq!(small["fits"], true, "{small}");
+    assert_eq!(small["draft"], "deepseek-r1:1.5b", "{small}");
+    assert_eq!(small["pulled"], false);
+    assert_eq!(entry(&catalog, "deepseek-v3:671b")["template"], "v3");
+
+    // Pulled (here: created under that name) shows as such.
+    daemon.create_from_gguf("deepseek-r1:14b", &fixtures::deepseek2());
+    let (_, catalog) = daemon.get("/api/catalog");
+    assert_eq!(entry(&catalog, "deepseek-r1:14b")["pulled"], true);
+
+    let output = daemon.whale(["catalog"]).output().expect("whale catalog");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let header = text.lines().next().unwrap_or_default();
+    for column in ["NAME", "SIZE", "ARCH", "CONTEXT", "FITS", "PULLED"] {
+        assert!(header.contains(column), "{text}");
+    }
+    let row = |name: &str| {
+        text.lines()
+            .find(|line| line.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("deepseek-r1:671b")[1..],
+        ["404", "GB", "deepseek2", "160K", "no", "no"]
+    );
+    assert_eq!(
+        row("deepseek-r1:14b")[1..],
+        ["9", "GB", "qwen2", "128K", "yes", "yes"]
+    );
+
+    let output = daemon
+        .whale(["list", "--available", "deepseek-v3"])
+        .output()
+        .expect("whale list --available");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let names: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "deepseek-v3:671b",
+            "deepseek-v3.1:671b",
+            "deepseek-v3.2:671b"
+        ],
+        "{text}"
+    );
+}
