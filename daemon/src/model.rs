@@ -190,6 +190,22 @@ impl LocalModel {
     pub fn name(&self) -> String {
         self.reference.short()
     }
+
+    /// The parameters it runs with by default: its own, or, when it has none (a GGUF pulled
+    /// or created without a params layer), those of the catalogue entry of the same name (the
+    /// model card's recommended settings).
+    pub fn run_params(&self) -> std::borrow::Cow<'_, serde_json::Map<String, serde_json::Value>> {
+        use std::borrow::Cow;
+        if !self.params.is_empty() {
+            return Cow::Borrowed(&self.params);
+        }
+        let catalogue = crate::catalogue::find(&self.name())
+            .and_then(|entry| serde_json::to_value(&entry.modelfile.parameters).ok());
+        match catalogue {
+            Some(serde_json::Value::Object(params)) => Cow::Owned(params),
+            _ => Cow::Borrowed(&self.params),
+        }
+    }
 }
 
 /// Parses a model name, mapping a bad one to 400 with the reason.

@@ -35,6 +35,30 @@ fn the_catalogue_says_what_fits_and_what_is_pulled() {
     let (_, catalog) = daemon.get("/api/catalog");
     assert_eq!(entry(&catalog, "deepseek-r1:14b")["pulled"], true);
 
+    // It has no parameters of its own, so it samples with the catalogue's (R1's card:
+    // temperature 0.6, top_p 0.95): seeded, as if they were asked for.
+    let sample = |options: Value| {
+        let mut options = options;
+        options["seed"] = 42.into();
+        options["num_predict"] = 16.into();
+        let (status, body) = daemon.post(
+            "/api/generate",
+            &serde_json::json!({"model": "deepseek-r1:14b", "prompt": "Hello", "raw": true,
+                                "stream": false, "options": options}),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["response"].as_str().unwrap().to_owned()
+    };
+    let default = sample(serde_json::json!({}));
+    assert_eq!(
+        default,
+        sample(serde_json::json!({"temperature": 0.6, "top_p": 0.95}))
+    );
+    assert_ne!(
+        default,
+        sample(serde_json::json!({"temperature": 1.5, "top_p": 1.0}))
+    );
+
     let output = daemon.whale(["catalog"]).output().expect("whale catalog");
     assert!(output.status.success(), "{output:?}");
     let text = String::from_utf8_lossy(&output.stdout);

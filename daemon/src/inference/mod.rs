@@ -407,7 +407,7 @@ fn run_options(
     model: &LocalModel,
     request: Option<&api::Options>,
 ) -> Result<RunOptions, Error> {
-    options::resolve(&model.params, request, state.config.context_length)
+    options::resolve(&model.run_params(), request, state.config.context_length)
 }
 
 /// Loads (or finds loaded) the model for a request.
