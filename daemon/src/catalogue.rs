@@ -5,9 +5,9 @@
 //! model; `PARAMETER`s are the model card's recommended settings) whose leading comments are a
 //! header of `# key: value` lines: `name`, `source`, `architecture`, `parameters`,
 //! `quantization`, `size`, `context`, `license`, `template` (the prompt format: `r1`,
-//! `r1-0528`, `r1-distill`, `v3`, `v3.1`, `v3.2`, `coder-v2`) and, optionally, `draft` (a
-//! smaller entry sharing its tokenizer, for speculative decoding). The first comment line is
-//! the title.
+//! `r1-0528`, `r1-distill`, `v3`, `v3.1`, `v3.2`, `coder-v2`). The first comment line is the
+//! title. `PARAMETER draft_model` names a smaller entry sharing its tokenizer, which drafts for
+//! it (speculative decoding, under `auto`) once it is pulled too.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -135,7 +135,7 @@ pub fn parse(path: &str, text: &str) -> Result<Entry, String> {
         context,
         license: take("license")?,
         template,
-        draft: header.remove("draft"),
+        draft: modelfile.parameters.draft_model.clone(),
         modelfile,
     };
     if let Some(key) = header.keys().next() {

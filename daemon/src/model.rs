@@ -191,20 +191,20 @@ impl LocalModel {
         self.reference.short()
     }
 
-    /// The parameters it runs with by default: its own, or, when it has none (a GGUF pulled
-    /// or created without a params layer), those of the catalogue entry of the same name (the
-    /// model card's recommended settings).
+    /// The parameters it runs with by default: its own, over those of the catalogue entry of
+    /// the same name (the model card's recommended settings, and the entry's draft model) for
+    /// what it does not set itself.
     pub fn run_params(&self) -> std::borrow::Cow<'_, serde_json::Map<String, serde_json::Value>> {
         use std::borrow::Cow;
-        if !self.params.is_empty() {
-            return Cow::Borrowed(&self.params);
-        }
         let catalogue = crate::catalogue::find(&self.name())
             .and_then(|entry| serde_json::to_value(&entry.modelfile.parameters).ok());
-        match catalogue {
-            Some(serde_json::Value::Object(params)) => Cow::Owned(params),
-            _ => Cow::Borrowed(&self.params),
+        let Some(serde_json::Value::Object(mut params)) = catalogue else {
+            return Cow::Borrowed(&self.params);
+        };
+        for (key, value) in &self.params {
+            params.insert(key.clone(), value.clone());
         }
+        Cow::Owned(params)
     }
 }
 

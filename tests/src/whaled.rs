@@ -374,20 +374,28 @@ impl Whaled {
             .collect()
     }
 
-    /// Uploads a local file as a blob and creates model `name` from it.
+    /// Uploads a local file as a blob (unless the store has it, as Ollama's clients check
+    /// first) and creates model `name` from it.
     pub fn create_from_gguf(&self, name: &str, gguf: &Path) {
         let digest = sha256_file(gguf);
-        let file = std::fs::File::open(gguf).expect("open GGUF");
-        let response = Self::http()
-            .post(format!("{}/api/blobs/{digest}", self.url()))
-            .body(file)
+        let blob = format!("{}/api/blobs/{digest}", self.url());
+        let present = Self::http()
+            .head(&blob)
             .send()
-            .expect("upload blob");
-        assert!(
-            response.status().is_success(),
-            "blob upload answered {}",
-            response.status()
-        );
+            .is_ok_and(|response| response.status().is_success());
+        if !present {
+            let file = std::fs::File::open(gguf).expect("open GGUF");
+            let response = Self::http()
+                .post(&blob)
+                .body(file)
+                .send()
+                .expect("upload blob");
+            assert!(
+                response.status().is_success(),
+                "blob upload answered {}",
+                response.status()
+            );
+        }
         let (status, body) = self.post(
             "/api/create",
             &serde_json::json!({"model": name, "files": {"model.gguf": digest}, "stream": false}),

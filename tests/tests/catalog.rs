@@ -30,8 +30,9 @@ fn the_catalogue_says_what_fits_and_what_is_pulled() {
     assert_eq!(small["pulled"], false);
     assert_eq!(entry(&catalog, "deepseek-v3:671b")["template"], "v3");
 
-    // Pulled (here: created under that name) shows as such.
+    // Pulled (here: created under that name) shows as such. Its draft partner too.
     daemon.create_from_gguf("deepseek-r1:14b", &fixtures::deepseek2());
+    daemon.create_from_gguf("deepseek-r1:1.5b", &fixtures::deepseek2());
     let (_, catalog) = daemon.get("/api/catalog");
     assert_eq!(entry(&catalog, "deepseek-r1:14b")["pulled"], true);
 
@@ -59,6 +60,15 @@ fn the_catalogue_says_what_fits_and_what_is_pulled() {
         sample(serde_json::json!({"temperature": 1.5, "top_p": 1.0}))
     );
 
+    // And its catalogue partner drafts for it.
+    let (status, body) = daemon.post(
+        "/api/generate",
+        &serde_json::json!({"model": "deepseek-r1:14b", "prompt": "Hello", "raw": true,
+                            "stream": false, "options": {"temperature": 0, "num_predict": 32}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body["draft_count"].as_u64().unwrap_or(0) > 0, "{body}");
+
     let output = daemon.whale(["catalog"]).output().expect("whale catalog");
     assert!(output.status.success(), "{output:?}");
     let text = String::from_utf8_lossy(&output.stdout);
@@ -80,6 +90,10 @@ fn the_catalogue_says_what_fits_and_what_is_pulled() {
     assert_eq!(
         row("deepseek-r1:14b")[1..],
         ["9", "GB", "qwen2", "128K", "yes", "yes"]
+    );
+    assert_eq!(
+        row("deepseek-r1:32b")[1..],
+        ["20", "GB", "qwen2", "128K", "yes", "no"]
     );
 
     let output = daemon
