@@ -788,3 +788,63 @@ fn ollama_and_openai_client_scripts_work_with_only_the_address_changed() {
         "{out}"
     );
 }
+
+/// A template that shows tools and opens the assistant's turn without reasoning.
+const TOOLS_TEMPLATE: &str = "{{ bos_token }}{% if tools %}You may call these tools: {{ tools | tojson }}\n{% endif %}{% for message in messages %}{% if message['role'] == 'user' %}<｜User｜>{{ message['content'] }}{% elif message['role'] == 'assistant' %}<｜Assistant｜>{{ message['content'] }}<｜end▁of▁sentence｜>{% endif %}{% endfor %}{% if add_generation_prompt %}<｜Assistant｜>{% endif %}";
+
+#[test]
+fn a_required_or_named_tool_choice_makes_the_answer_a_call() {
+    let daemon = counter();
+    create_with_template(&daemon, "tooled", "gemma", TOOLS_TEMPLATE);
+    let tool = |name: &str| {
+        json!({"type": "function", "function": {"name": name, "description": "a tool",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}})
+    };
+    let ask = |choice: Value| {
+        daemon.post(
+            "/v1/chat/completions",
+            &json!({"model": "tooled", "temperature": 0, "max_tokens": 512,
+                    "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+                    "tools": [tool("get_weather"), tool("get_time")], "tool_choice": choice}),
+        )
+    };
+    for (choice, names) in [
+        (json!("required"), vec!["get_weather", "get_time"]),
+        (
+            json!({"type": "function", "function": {"name": "get_time"}}),
+            vec!["get_time"],
+        ),
+    ] {
+        let (status, body) = ask(choice.clone());
+        assert_eq!(status, 200, "{body}");
+        let choice0 = &body["choices"][0];
+        assert_eq!(choice0["finish_reason"], "tool_calls", "{choice}: {body}");
+        let calls = choice0["message"]["tool_calls"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{choice}: no tool calls in {body}"));
+        assert!(!calls.is_empty(), "{body}");
+        for call in calls {
+            let name = call["function"]["name"].as_str().unwrap();
+            assert!(names.contains(&name), "{choice}: called {name}");
+            let arguments: Value =
+                serde_json::from_str(call["function"]["arguments"].as_str().unwrap())
+                    .unwrap_or_else(|error| panic!("{call}: {error}"));
+            assert!(arguments.is_object(), "{call}");
+        }
+    }
+
+    // A call required with nothing to call, or with response_format too: 400.
+    let (status, body) = daemon.post(
+        "/v1/chat/completions",
+        &json!({"model": "tooled", "messages": [{"role": "user", "content": "Hi"}],
+                "tool_choice": "required"}),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = daemon.post(
+        "/v1/chat/completions",
+        &json!({"model": "tooled", "messages": [{"role": "user", "content": "Hi"}],
+                "tools": [tool("get_time")], "tool_choice": "required",
+                "response_format": {"type": "json_object"}}),
+    );
+    assert_eq!(status, 400, "{body}");
+}

@@ -213,6 +213,7 @@ fn generate_request(request: api::GenerateRequest) -> Result<GenerateRequest, Er
         format: request.format,
         truncate: request.truncate,
         shift: request.shift,
+        require_tool_call: false,
     })
 }
 
@@ -337,6 +338,7 @@ fn chat_request(request: api::ChatRequest) -> Result<GenerateRequest, Error> {
         format: request.format,
         truncate: request.truncate,
         shift: request.shift,
+        require_tool_call: false,
     })
 }
 

@@ -87,6 +87,7 @@ pub async fn completions(
         logprobs: None,
         truncate: None,
         shift: None,
+        require_tool_call: false,
     };
     let chunks = inference::generate(&state, native, started).await?;
     let writer = TextWriter {
@@ -299,6 +300,12 @@ fn chat_request(request: wire::ChatCompletionRequest) -> Result<GenerateRequest,
         request.tools.unwrap_or_default(),
         request.tool_choice.as_ref(),
     )?;
+    // `required` or a named function (the tools are narrowed to it): a call must come.
+    let require_tool_call = match &request.tool_choice {
+        Some(serde_json::Value::String(mode)) => mode == "required",
+        Some(serde_json::Value::Object(_)) => true,
+        _ => false,
+    };
     let options = request
         .sampling
         .into_options(request.max_completion_tokens.or(request.max_tokens));
@@ -315,6 +322,7 @@ fn chat_request(request: wire::ChatCompletionRequest) -> Result<GenerateRequest,
         logprobs: inference::logprobs_wanted(request.logprobs, request.top_logprobs)?,
         truncate: None,
         shift: None,
+        require_tool_call,
     })
 }
 

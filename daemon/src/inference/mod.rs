@@ -47,6 +47,10 @@ pub struct GenerateRequest {
     pub truncate: Option<bool>,
     /// Shift the context when it fills during generation (default: yes).
     pub shift: Option<bool>,
+    /// The answer must call one of the chat's tools (OpenAI's `tool_choice` `required` or a
+    /// named function, the tools narrowed to it): a grammar makes the answer, after any
+    /// reasoning, a tool-call block in DeepSeek's format.
+    pub require_tool_call: bool,
 }
 
 /// Starts a generation: the returned stream yields its chunks, the last being
@@ -138,6 +142,7 @@ async fn prepare(
         logprobs,
         truncate,
         shift,
+        require_tool_call,
     } = request;
     let options = run_options(state, &model, request_options.as_ref())?;
     let input = match input {
@@ -154,11 +159,31 @@ async fn prepare(
         completion::Input::Prompt { template, .. } => template.clone(),
         completion::Input::Chat { .. } => None,
     };
-    let grammar = format.as_ref().map(|format| match format {
-        api::Format::Json => GrammarSource::Gbnf(crate::engine::JSON_GBNF.to_owned()),
-        // Turned into a grammar by the runner: llama.cpp's converter must not run in whaled.
-        api::Format::Schema(schema) => GrammarSource::JsonSchema(schema.clone()),
-    });
+    let grammar = if require_tool_call {
+        if format.is_some() {
+            return Err(Error::BadRequest(
+                "a required tool call and response_format cannot both shape the answer".to_owned(),
+            ));
+        }
+        let names = match &input {
+            completion::Input::Chat { tools, .. } => tool_names(tools),
+            completion::Input::Prompt { .. } => Vec::new(),
+        };
+        if names.is_empty() {
+            return Err(Error::BadRequest(
+                "tool_choice requires a call, but no tools were given".to_owned(),
+            ));
+        }
+        // One named function is called once; `required` may call several.
+        let most = if names.len() == 1 { 1 } else { 4 };
+        Some(GrammarSource::Gbnf(tool_call_grammar(&names, most)))
+    } else {
+        format.as_ref().map(|format| match format {
+            api::Format::Json => GrammarSource::Gbnf(crate::engine::JSON_GBNF.to_owned()),
+            // Turned into a grammar by the runner: llama.cpp's converter must not run in whaled.
+            api::Format::Schema(schema) => GrammarSource::JsonSchema(schema.clone()),
+        })
+    };
     let lease = lease(state, &model, &name, &options, keep_alive).await?;
     let load_duration = started.elapsed();
     let input = with_context(input, &lease).await?;
@@ -182,6 +207,46 @@ async fn prepare(
         grammar,
     };
     Ok((lease, plan, load_duration))
+}
+
+/// The function names of tool definitions in OpenAI's shape.
+fn tool_names(tools: &[serde_json::Value]) -> Vec<String> {
+    tools
+        .iter()
+        .filter_map(|tool| tool["function"]["name"].as_str())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A GBNF grammar whose every sentence is a DeepSeek tool-call block calling one of `names`
+/// with a JSON object: in R1/V3's shape (`function<｜tool▁sep｜>NAME`, arguments in a json
+/// fence) or V3.1's (`NAME<｜tool▁sep｜>ARGS`), whichever the model writes; one to `most`
+/// calls. The markers are matched as text, so a model without them as single tokens can still
+/// spell them; whale's tool-call parser reads either shape.
+pub fn tool_call_grammar(names: &[String], most: usize) -> String {
+    let quoted: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+            format!("\"{escaped}\"")
+        })
+        .collect();
+    format!(
+        r#"root ::= "<｜tool▁calls▁begin｜>" call ("\n"? call){{0,{more}}} "<｜tool▁calls▁end｜>"
+call ::= "<｜tool▁call▁begin｜>" ("function<｜tool▁sep｜>" name "\n```json\n" object "\n```" | name "<｜tool▁sep｜>" object) "<｜tool▁call▁end｜>"
+name ::= {names}
+object ::= "{{" ws (pair (ws "," ws pair)*)? ws "}}"
+pair ::= string ws ":" ws value
+value ::= object | array | string | number | "true" | "false" | "null"
+array ::= "[" ws (value (ws "," ws value)*)? ws "]"
+string ::= "\"" char* "\""
+char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{{4}})
+number ::= "-"? ("0" | [1-9] [0-9]{{0,15}}) ("." [0-9]{{1,16}})? ([eE] [-+]? [0-9]{{1,4}})?
+ws ::= [ \t\n]{{0,8}}
+"#,
+        names = quoted.join(" | "),
+        more = most.max(1) - 1,
+    )
 }
 
 /// A prompt request as the completion module takes it, with the model's `SYSTEM` unless the
