@@ -34,10 +34,12 @@ pub struct Cli {
 /// Every `whale` subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run whaled in the foreground (arguments are passed to it).
-    #[command(alias = "start")]
+    /// Run whaled in the foreground (arguments, `--help` too, are passed to it).
+    #[command(alias = "start", disable_help_flag = true)]
     Serve(ServeArgs),
-    /// Lend this machine's memory to a whaled elsewhere (`whaled worker`; arguments are passed to it).
+    /// Lend this machine's memory to a whaled elsewhere (`whaled worker`; arguments, `--help`
+    /// too, are passed to it).
+    #[command(disable_help_flag = true)]
     Worker(ServeArgs),
     /// Create a model from a Modelfile.
     Create(CreateArgs),
@@ -399,6 +401,18 @@ mod tests {
             parse(&["catalog", "--json"]).unwrap().command,
             Some(Command::Catalog(CatalogArgs { json: true, .. }))
         ));
+    }
+
+    #[test]
+    fn help_after_serve_or_worker_is_whaled_s() {
+        match parse(&["worker", "--help"]).unwrap().command {
+            Some(Command::Worker(worker)) => assert_eq!(worker.args, ["--help"]),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["serve", "-h"]).unwrap().command {
+            Some(Command::Serve(serve)) => assert_eq!(serve.args, ["-h"]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub const ENV_WORKER_TOKEN: &str = "WHALE_WORKER_TOKEN";
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "whale worker",
+    bin_name = "whale worker",
     about = "Lend this machine's memory to a whaled elsewhere (llama.cpp RPC, guarded)"
 )]
 pub struct Args {
