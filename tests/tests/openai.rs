@@ -798,7 +798,8 @@ fn a_required_or_named_tool_choice_makes_the_answer_a_call() {
     create_with_template(&daemon, "tooled", "gemma", TOOLS_TEMPLATE);
     let tool = |name: &str| {
         json!({"type": "function", "function": {"name": name, "description": "a tool",
-               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}})
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                              "required": ["city"], "additionalProperties": false}}})
     };
     let ask = |choice: Value| {
         daemon.post(
@@ -829,7 +830,9 @@ fn a_required_or_named_tool_choice_makes_the_answer_a_call() {
             let arguments: Value =
                 serde_json::from_str(call["function"]["arguments"].as_str().unwrap())
                     .unwrap_or_else(|error| panic!("{call}: {error}"));
-            assert!(arguments.is_object(), "{call}");
+            // The arguments are what the tool's schema allows: a city, and nothing else.
+            assert!(arguments["city"].is_string(), "{call}");
+            assert_eq!(arguments.as_object().unwrap().len(), 1, "{call}");
         }
     }
 

@@ -19,7 +19,7 @@ mod sampler;
 mod schema;
 mod worker;
 
-pub use schema::grammar_from_json_schema;
+pub use schema::{ToolSchema, grammar_from_json_schema};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -193,6 +193,9 @@ pub enum GrammarSource {
     /// A JSON schema (`format: {...}`), turned into GBNF by llama.cpp's converter in the
     /// engine: that converter is llama.cpp code, and the schema is a request's input.
     JsonSchema(serde_json::Value),
+    /// A tool-call block calling one to `most` of `tools`, each with arguments its schema
+    /// allows (see `schema::tool_calls_grammar`); made into GBNF in the engine, as a schema is.
+    ToolCalls { tools: Vec<ToolSchema>, most: u32 },
 }
 
 impl Grammar {

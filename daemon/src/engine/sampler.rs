@@ -67,7 +67,7 @@ impl SequenceSampler {
             .collect();
         let gbnf = match grammar.map(|g| &g.source) {
             Some(GrammarSource::Gbnf(gbnf)) => Some(gbnf.as_str()),
-            Some(GrammarSource::JsonSchema(_)) => {
+            Some(GrammarSource::JsonSchema(_) | GrammarSource::ToolCalls { .. }) => {
                 return Err(EngineError::InvalidInput(
                     "a JSON schema must be turned into GBNF before sampling".to_owned(),
                 ));

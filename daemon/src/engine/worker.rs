@@ -740,15 +740,23 @@ impl<'m> Worker<'m> {
     }
 
     /// Tokenizes and checks a job before it waits for a slot; a JSON-schema grammar becomes
-    /// GBNF here, so that a schema llama.cpp cannot convert refuses the job.
+    /// GBNF here, so that a schema llama.cpp cannot convert refuses the job (a tool's schema
+    /// it cannot convert allows any object instead).
     fn prepare(&self, job: &mut GenerateJob) -> Result<Vec<LlamaToken>, EngineError> {
-        if let Some(grammar) = &mut job.grammar
-            && let GrammarSource::JsonSchema(schema) = &grammar.source
-        {
-            let gbnf = super::grammar_from_json_schema(schema).map_err(|error| {
-                EngineError::InvalidInput(format!("invalid format schema: {error}"))
-            })?;
-            grammar.source = GrammarSource::Gbnf(gbnf);
+        if let Some(grammar) = &mut job.grammar {
+            match &grammar.source {
+                GrammarSource::JsonSchema(schema) => {
+                    let gbnf = super::grammar_from_json_schema(schema).map_err(|error| {
+                        EngineError::InvalidInput(format!("invalid format schema: {error}"))
+                    })?;
+                    grammar.source = GrammarSource::Gbnf(gbnf);
+                }
+                GrammarSource::ToolCalls { tools, most } => {
+                    let gbnf = super::schema::tool_calls_grammar(tools, *most as usize);
+                    grammar.source = GrammarSource::Gbnf(gbnf);
+                }
+                GrammarSource::Gbnf(_) => {}
+            }
         }
         let prompt = match &job.prompt {
             Prompt::Text { text, add_special } => self.tokenize(text, *add_special),

@@ -165,18 +165,18 @@ async fn prepare(
                 "a required tool call and response_format cannot both shape the answer".to_owned(),
             ));
         }
-        let names = match &input {
-            completion::Input::Chat { tools, .. } => tool_names(tools),
+        let tools = match &input {
+            completion::Input::Chat { tools, .. } => tool_schemas(tools),
             completion::Input::Prompt { .. } => Vec::new(),
         };
-        if names.is_empty() {
+        if tools.is_empty() {
             return Err(Error::BadRequest(
                 "tool_choice requires a call, but no tools were given".to_owned(),
             ));
         }
         // One named function is called once; `required` may call several.
-        let most = if names.len() == 1 { 1 } else { 4 };
-        Some(GrammarSource::Gbnf(tool_call_grammar(&names, most)))
+        let most = if tools.len() == 1 { 1 } else { 4 };
+        Some(GrammarSource::ToolCalls { tools, most })
     } else {
         format.as_ref().map(|format| match format {
             api::Format::Json => GrammarSource::Gbnf(crate::engine::JSON_GBNF.to_owned()),
@@ -209,44 +209,21 @@ async fn prepare(
     Ok((lease, plan, load_duration))
 }
 
-/// The function names of tool definitions in OpenAI's shape.
-fn tool_names(tools: &[serde_json::Value]) -> Vec<String> {
+/// The tools of definitions in OpenAI's shape: names and argument schemas.
+fn tool_schemas(tools: &[serde_json::Value]) -> Vec<crate::engine::ToolSchema> {
     tools
         .iter()
-        .filter_map(|tool| tool["function"]["name"].as_str())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// A GBNF grammar whose every sentence is a DeepSeek tool-call block calling one of `names`
-/// with a JSON object: in R1/V3's shape (`function<｜tool▁sep｜>NAME`, arguments in a json
-/// fence) or V3.1's (`NAME<｜tool▁sep｜>ARGS`), whichever the model writes; one to `most`
-/// calls. The markers are matched as text, so a model without them as single tokens can still
-/// spell them; whale's tool-call parser reads either shape.
-pub fn tool_call_grammar(names: &[String], most: usize) -> String {
-    let quoted: Vec<String> = names
-        .iter()
-        .map(|name| {
-            let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
-            format!("\"{escaped}\"")
+        .filter_map(|tool| {
+            let function = &tool["function"];
+            Some(crate::engine::ToolSchema {
+                name: function["name"].as_str()?.to_owned(),
+                parameters: function
+                    .get("parameters")
+                    .filter(|schema| schema.is_object())
+                    .cloned(),
+            })
         })
-        .collect();
-    format!(
-        r#"root ::= "<｜tool▁calls▁begin｜>" call ("\n"? call){{0,{more}}} "<｜tool▁calls▁end｜>"
-call ::= "<｜tool▁call▁begin｜>" ("function<｜tool▁sep｜>" name "\n```json\n" object "\n```" | name "<｜tool▁sep｜>" object) "<｜tool▁call▁end｜>"
-name ::= {names}
-object ::= "{{" ws (pair (ws "," ws pair)*)? ws "}}"
-pair ::= string ws ":" ws value
-value ::= object | array | string | number | "true" | "false" | "null"
-array ::= "[" ws (value (ws "," ws value)*)? ws "]"
-string ::= "\"" char* "\""
-char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{{4}})
-number ::= "-"? ("0" | [1-9] [0-9]{{0,15}}) ("." [0-9]{{1,16}})? ([eE] [-+]? [0-9]{{1,4}})?
-ws ::= [ \t\n]{{0,8}}
-"#,
-        names = quoted.join(" | "),
-        more = most.max(1) - 1,
-    )
+        .collect()
 }
 
 /// A prompt request as the completion module takes it, with the model's `SYSTEM` unless the
