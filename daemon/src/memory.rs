@@ -265,20 +265,9 @@ fn kv_cache_bytes(gguf: &GgufFile, kv_cells: u64, n_seq: u64, kv_type: KvType) -
     )
 }
 
-/// KV cache bytes of each layer for `num_ctx` tokens in each of `num_parallel` slots (what the
-/// offload planner places layer by layer).
+/// KV cache bytes of each layer for `kv_cells` cells in all, over `num_parallel` slots (what
+/// the offload planner places layer by layer).
 pub fn kv_cache_per_layer(
-    gguf: &GgufFile,
-    num_ctx: u32,
-    num_parallel: u32,
-    kv_type: KvType,
-) -> Vec<u64> {
-    let kv_cells = u64::from(num_ctx.max(1)) * u64::from(num_parallel.max(1));
-    kv_cache_per_layer_cells(gguf, kv_cells, num_parallel, kv_type)
-}
-
-/// [`kv_cache_per_layer`] for `kv_cells` cells in all (a KV pool).
-pub fn kv_cache_per_layer_cells(
     gguf: &GgufFile,
     kv_cells: u64,
     num_parallel: u32,

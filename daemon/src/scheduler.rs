@@ -294,7 +294,7 @@ impl Scheduler {
         };
         let layers = LayerSizes::new(
             &gguf,
-            memory::kv_cache_per_layer_cells(&gguf, kv_cells, num_parallel, memory::KvType::F16),
+            memory::kv_cache_per_layer(&gguf, kv_cells, num_parallel, memory::KvType::F16),
             estimate.compute,
         );
         let process = self.shared.launcher.spawn(&request.name).await?;
