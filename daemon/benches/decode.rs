@@ -79,7 +79,7 @@ async fn main() {
         use_mmap: true,
         draft: None,
         workers: Vec::new(),
-        worker_layers: None,
+        worker_layers: 0,
         kv_pool: None,
     })
     .await

@@ -321,14 +321,14 @@ impl Scheduler {
             }
         });
         let worker_layers = if self.shared.limits.workers.is_empty() {
-            None
+            0
         } else {
             let offloaded = self
                 .shared
                 .plan_workers(&layers, request.options.num_gpu)
                 .await;
             estimate = estimate.on_workers(layers.offloaded_bytes(offloaded));
-            Some(offloaded)
+            offloaded
         };
         if let Err(error) = self.shared.make_room(&request.name, &estimate).await {
             process.shutdown(crate::engine::UNLOADED).await;

@@ -32,7 +32,7 @@ fn params(path: &Path) -> LoadParams {
         use_mmap: true,
         draft: None,
         workers: Vec::new(),
-        worker_layers: None,
+        worker_layers: 0,
         kv_pool: None,
     }
 }

@@ -26,7 +26,7 @@ fn params(path: &Path, num_parallel: u32) -> LoadParams {
         use_mmap: true,
         draft: None,
         workers: Vec::new(),
-        worker_layers: None,
+        worker_layers: 0,
         kv_pool: None,
     }
 }

@@ -77,9 +77,9 @@ pub struct LoadParams {
     /// Workers whose devices take a share of the layers.
     #[serde(default)]
     pub workers: Vec<crate::rpc::WorkerLink>,
-    /// How many layers go to the workers (`num_gpu`); by free memory when `None`.
+    /// How many layers go to the workers: the scheduler's plan (by free memory, or `num_gpu`).
     #[serde(default)]
-    pub worker_layers: Option<u32>,
+    pub worker_layers: u32,
 }
 
 /// The draft model loaded beside a model (speculative decoding with a draft model).

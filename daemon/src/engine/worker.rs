@@ -203,8 +203,8 @@ struct Workers {
 }
 
 /// Links to each worker (refusing with the reason when one cannot be reached or refuses the
-/// token: llama.cpp would abort the process), adds its devices to ggml's, and splits the layers
-/// between this machine and them by free memory, unless `worker_layers` says how many.
+/// token: llama.cpp would abort the process), adds its devices to ggml's, and spreads the
+/// `worker_layers` the scheduler planned over them by their free memory, as llama.cpp will.
 fn link_workers(params: &LoadParams) -> Result<Option<Workers>, String> {
     use crate::rpc::{self, Share, link};
     if params.workers.is_empty() {
@@ -235,11 +235,7 @@ fn link_workers(params: &LoadParams) -> Result<Option<Workers>, String> {
             });
         }
     }
-    let (local_free, _) = rpc::ggml::cpu_memory();
-    let offloaded = params.worker_layers.map_or_else(
-        || rpc::remote_layers(n_layer, local_free, &free),
-        |layers| layers.min(n_layer + 1),
-    );
+    let offloaded = params.worker_layers.min(n_layer + 1);
     let counts = rpc::split(n_layer, offloaded, &free);
     let shares = std::iter::once("local".to_owned())
         .chain(places)

@@ -107,14 +107,6 @@ pub fn local_devices() -> Vec<Device> {
         .collect()
 }
 
-/// The CPU device's memory (the host's RAM as ggml sees it).
-pub fn cpu_memory() -> (u64, u64) {
-    local_devices()
-        .iter()
-        .find(|device| device.name == "CPU")
-        .map_or((0, 0), |device| (device.free, device.total))
-}
-
 /// Serves `devices` over ggml's RPC protocol on `endpoint`; does not return while it serves.
 pub fn start_server(
     endpoint: &str,
