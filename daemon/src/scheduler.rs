@@ -637,7 +637,7 @@ impl Shared {
         if let Some(layers) = num_gpu.and_then(|layers| u32::try_from(layers).ok()) {
             return layers.min(n_layer + 1);
         }
-        let free = worker_memory(&self.limits.workers)
+        let free = crate::rpc::worker_memory(&self.limits.workers)
             .await
             .into_iter()
             .map(|memory| memory.free)
@@ -691,25 +691,6 @@ fn shared_pool(pool: Option<u32>, num_ctx: u32, num_parallel: u32) -> Option<u32
     let all = num_ctx.saturating_mul(num_parallel);
     pool.map(|pool| pool.max(num_ctx))
         .filter(|&pool| pool < all)
-}
-
-/// The memory of each worker that answers; those that do not are logged and left out.
-pub async fn worker_memory(workers: &[crate::rpc::WorkerLink]) -> Vec<crate::rpc::link::Memory> {
-    let mut answers = Vec::new();
-    for worker in workers {
-        let peer = match crate::rpc::link::Peer::new(worker) {
-            Ok(peer) => peer,
-            Err(error) => {
-                tracing::warn!(%error, worker = worker.address, "worker settings");
-                continue;
-            }
-        };
-        match crate::rpc::link::memory(&peer).await {
-            Ok(memory) => answers.push(memory),
-            Err(error) => tracing::warn!(%error, "worker memory"),
-        }
-    }
-    answers
 }
 
 /// Caps `num_ctx` at what the model was trained for, and at least 4 (as Ollama does).

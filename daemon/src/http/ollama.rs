@@ -849,7 +849,7 @@ pub async fn pull(
 /// What this machine offers a model: RAM (or `WHALE_MAX_MEMORY`), GPUs, workers, free disk.
 pub(super) async fn this_machine(state: &AppState) -> fit::Machine {
     let limits = state.scheduler.limits();
-    let workers = crate::scheduler::worker_memory(&limits.workers).await;
+    let workers = crate::rpc::worker_memory(&limits.workers).await;
     fit::Machine {
         ram: limits.max_memory.unwrap_or_else(memory::total_memory),
         gpus: state.scheduler.gpus().await,

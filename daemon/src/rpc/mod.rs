@@ -78,6 +78,25 @@ pub fn split(n_layer: u32, offloaded: u32, free: &[u64]) -> Vec<u32> {
     counts
 }
 
+/// The memory of each worker that answers; those that do not are logged and left out.
+pub async fn worker_memory(workers: &[WorkerLink]) -> Vec<link::Memory> {
+    let mut answers = Vec::new();
+    for worker in workers {
+        let peer = match link::Peer::new(worker) {
+            Ok(peer) => peer,
+            Err(error) => {
+                tracing::warn!(%error, worker = worker.address, "worker settings");
+                continue;
+            }
+        };
+        match link::memory(&peer).await {
+            Ok(memory) => answers.push(memory),
+            Err(error) => tracing::warn!(%error, "worker memory"),
+        }
+    }
+    answers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
