@@ -620,7 +620,7 @@ const LLAMA_LIMITS: &[(&str, &str)] = &[
     ),
     (
         "too_many_nextn_layers",
-        " is 4; llama.cpp needs at most deepseek2.block_count (3)",
+        " is 5; llama.cpp needs at most deepseek2.block_count (4)",
     ),
     (
         "wavtokenizer_posnet_too_deep",

@@ -23,7 +23,7 @@ use serde_json::Value as Json;
 use crate::gguf::{Builder, Tensor, TensorType, Value};
 
 /// Bump when the generated files change, so caches of older generators are not reused.
-pub const GENERATOR_VERSION: u32 = 1;
+pub const GENERATOR_VERSION: u32 = 2;
 
 /// Environment variable naming the fixtures folder.
 pub const FIXTURES_ENV: &str = "WHALE_FIXTURES";
@@ -503,7 +503,10 @@ fn embedding_and_head(builder: &mut Builder, weights: &mut Weights, embd: u64, h
 
 /// The `deepseek2` hyperparameters: V3's structure at toy sizes.
 pub mod deepseek2_shape {
+    /// Trunk blocks; `deepseek2` has one more after them, its NextN (MTP) block.
     pub const BLOCK_COUNT: u64 = 3;
+    /// `deepseek2` only: the multi-token prediction blocks after the trunk (V3 and R1 have one).
+    pub const NEXTN_LAYERS: u64 = 1;
     pub const LEADING_DENSE: u64 = 1;
     pub const HEADS: u64 = 4;
     pub const Q_LORA_RANK: u64 = 32;
@@ -526,7 +529,9 @@ pub mod deepseek2_shape {
     pub const INDEXER_TOP_K: u32 = 16;
 }
 
-/// The `deepseek2` layout under `arch`; `deepseek32` adds the DSA indexer to every block.
+/// The `deepseek2` layout under `arch`; `deepseek32` adds the DSA indexer to every block, and
+/// `deepseek2` keeps V3's NextN block (multi-token prediction) after its trunk, as llama.cpp's
+/// converter writes it: a MoE block plus the projection of `[embedding, hidden state]`.
 fn deepseek2_model(builder: &mut Builder, weights: &mut Weights, arch: &str) {
     use deepseek2_shape::{
         BLOCK_COUNT, EXPERT_FFN, EXPERT_GROUPS, EXPERT_GROUPS_USED, EXPERTS, EXPERTS_USED, FFN,
@@ -534,9 +539,17 @@ fn deepseek2_model(builder: &mut Builder, weights: &mut Weights, arch: &str) {
     };
     use deepseek2_shape::{INDEXER_HEAD_SIZE, INDEXER_HEADS, INDEXER_TOP_K};
     let indexer = arch == "deepseek32";
+    let nextn = if indexer {
+        0
+    } else {
+        deepseek2_shape::NEXTN_LAYERS
+    };
     let key = |k: &str| format!("{arch}.{k}");
     let vocab = DEEPSEEK_VOCAB_SIZE as u32;
-    builder.set(key("block_count"), BLOCK_COUNT as u32);
+    builder.set(key("block_count"), (BLOCK_COUNT + nextn) as u32);
+    if nextn > 0 {
+        builder.set(key("nextn_predict_layers"), nextn as u32);
+    }
     builder.set(key("context_length"), 163_840u32);
     builder.set(key("embedding_length"), N_EMBD as u32);
     builder.set(key("feed_forward_length"), FFN as u32);
@@ -579,8 +592,14 @@ fn deepseek2_model(builder: &mut Builder, weights: &mut Weights, arch: &str) {
 
     embedding_and_head(builder, weights, N_EMBD, TensorType::Q8_0);
     let f16 = TensorType::F16;
-    for layer in 0..BLOCK_COUNT {
+    for layer in 0..BLOCK_COUNT + nextn {
         let name = |t: &str| format!("blk.{layer}.{t}.weight");
+        if layer >= BLOCK_COUNT {
+            builder.push_tensor(weights.random(&name("nextn.eh_proj"), &[2 * N_EMBD, N_EMBD], f16));
+            builder.push_tensor(Weights::ones(&name("nextn.enorm"), N_EMBD));
+            builder.push_tensor(Weights::ones(&name("nextn.hnorm"), N_EMBD));
+            builder.push_tensor(Weights::ones(&name("nextn.shared_head_norm"), N_EMBD));
+        }
         builder.push_tensor(Weights::ones(&name("attn_norm"), N_EMBD));
         builder.push_tensor(weights.random(&name("attn_q_a"), &[N_EMBD, Q_LORA_RANK], f16));
         builder.push_tensor(Weights::ones(&name("attn_q_a_norm"), Q_LORA_RANK));

@@ -826,9 +826,9 @@ pub mod broken {
         deepseek2_with(path, "block_count", 513u32)
     }
 
-    /// More multi-token-prediction layers (4) than layers (3).
+    /// More multi-token-prediction layers (5) than layers (4: three and the NextN block).
     pub fn too_many_nextn_layers(path: &Path) -> io::Result<()> {
-        deepseek2_with(path, "nextn_predict_layers", 4u32)
+        deepseek2_with(path, "nextn_predict_layers", 5u32)
     }
 
     /// A WavTokenizer decoder whose PosNet has more blocks (3) than the model has layers (2).
