@@ -146,11 +146,7 @@ fn speculation(options: &Options) -> Result<Speculation, Error> {
         Some("off") => SpeculationMode::Off,
         Some("ngram") => SpeculationMode::Ngram,
         Some("draft") => SpeculationMode::Draft,
-        Some("mtp") => {
-            return Err(Error::BadRequest(
-                "speculative: \"mtp\" is not available in this version of whaled; use \"auto\", \"ngram\", \"draft\" or \"off\"".to_owned(),
-            ));
-        }
+        Some("mtp") => SpeculationMode::Mtp,
         Some(other) => {
             return Err(Error::BadRequest(format!(
                 "speculative must be one of auto, off, ngram, draft, mtp, got \"{other}\""

@@ -329,3 +329,79 @@ async fn a_draft_model_must_share_the_tokenizer() {
         "{message}"
     );
 }
+
+/// The deepseek2 fixture keeps V3's NextN block, so it drafts for itself (multi-token
+/// prediction) under `speculative: mtp`. Its random weights guess badly; what is tested is that
+/// the guesses change nothing: four sequences decoded together, two drafting with the block,
+/// each write what they write alone without drafting, and the block follows each slot across
+/// steps and jobs (the second round reuses the slots' cached prompts). A seeded draw with the
+/// block repeats itself whether the slot's cache is fresh or reused.
+#[tokio::test]
+async fn the_nextn_block_drafts_and_changes_nothing() {
+    const TOKENS: i32 = 24;
+    let prompts = [
+        "The quick brown fox",
+        "1, 2, 3, 4, 5, 6, 7, 8,",
+        "def add(a, b):\n    return",
+        "DeepSeek V3 predicts several tokens",
+    ];
+    let modes = [
+        SpeculationMode::Mtp,
+        SpeculationMode::Off,
+        SpeculationMode::Auto,
+        SpeculationMode::Mtp,
+    ];
+    let engine = Engine::load(params(&fixtures::deepseek2(), 4))
+        .await
+        .expect("deepseek2 loads with its NextN block");
+    let mut solo = Vec::new();
+    for prompt in prompts {
+        let (text, summary) = run(&engine, job(prompt, TOKENS, SpeculationMode::Off)).await;
+        assert_eq!(summary.draft_count, 0);
+        solo.push(text);
+    }
+    for round in 0..2 {
+        let receivers: Vec<_> = prompts
+            .iter()
+            .zip(modes)
+            .map(|(prompt, mode)| engine.generate(job(prompt, TOKENS, mode)).expect("running"))
+            .collect();
+        let results = futures::future::join_all(receivers.into_iter().map(collect)).await;
+        for (index, ((text, summary), mode)) in results.iter().zip(modes).enumerate() {
+            assert_eq!(
+                text, &solo[index],
+                "round {round}, sequence {index} ({mode:?})"
+            );
+            if mode == SpeculationMode::Mtp {
+                assert!(summary.draft_count > 0, "sequence {index} drafted nothing");
+            }
+        }
+    }
+    let seeded = || {
+        let mut job = job(prompts[2], TOKENS, SpeculationMode::Mtp);
+        job.sampling = Sampling {
+            temperature: 0.8,
+            top_p: 0.95,
+            seed: Some(11),
+            ..Sampling::greedy()
+        };
+        job
+    };
+    let (first, summary) = run(&engine, seeded()).await;
+    assert!(summary.draft_count > 0);
+    let (again, _) = run(&engine, seeded()).await;
+    assert_eq!(
+        again, first,
+        "the same seed drew other tokens from a reused cache"
+    );
+    engine.shutdown().await;
+    let fresh = Engine::load(params(&fixtures::deepseek2(), 1))
+        .await
+        .expect("deepseek2 loads");
+    let (from_scratch, _) = run(&fresh, seeded()).await;
+    assert_eq!(
+        from_scratch, first,
+        "the same seed drew other tokens from a fresh cache"
+    );
+    fresh.shutdown().await;
+}

@@ -40,6 +40,15 @@ pub(super) enum Source {
     Lookup(usize),
     /// The draft model.
     Model,
+    /// The model's own NextN block (multi-token prediction).
+    Mtp,
+}
+
+/// What can draft besides prompt lookup: a draft model, the model's NextN block.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Drafters {
+    pub model: bool,
+    pub mtp: bool,
 }
 
 /// One sequence's drafting state and counts.
@@ -78,22 +87,24 @@ impl Drafter {
     /// Whether and how this step drafts, and at most how many tokens: `None` when it does not
     /// (mode, cooldown, no room). `room` bounds the draft; `streams` is how many sequences
     /// generate in this step; `cheap_check` says whether the sampler keeps a draft as often as
-    /// its probability allows (else `auto` does not draft); `has_model` whether a draft model
-    /// is loaded. Clears the previous step's drafts.
+    /// its probability allows (else `auto` does not draft); `drafters` what is loaded besides
+    /// (`auto` prefers a draft model to lookup; the NextN block drafts when asked for). Clears
+    /// the previous step's drafts.
     pub(super) fn plan(
         &mut self,
         room: usize,
         streams: usize,
         cheap_check: bool,
-        has_model: bool,
+        drafters: Drafters,
     ) -> Option<(Source, usize)> {
         self.drafts.clear();
         let source = match self.mode {
             SpeculationMode::Auto if streams > AUTO_MAX_STREAMS || !cheap_check => return None,
-            SpeculationMode::Auto | SpeculationMode::Draft if has_model => Source::Model,
+            SpeculationMode::Auto | SpeculationMode::Draft if drafters.model => Source::Model,
+            SpeculationMode::Mtp if drafters.mtp => Source::Mtp,
             SpeculationMode::Auto => Source::Lookup(AUTO_MIN_NGRAM),
             SpeculationMode::Ngram => Source::Lookup(NGRAM_MIN_NGRAM),
-            SpeculationMode::Off | SpeculationMode::Draft => return None,
+            SpeculationMode::Off | SpeculationMode::Draft | SpeculationMode::Mtp => return None,
         };
         if self.cooldown > 0 {
             self.cooldown -= 1;
@@ -124,7 +135,12 @@ impl Drafter {
         }
     }
 
-    /// Takes `tokens`, drafted by the draft model, as this step's drafts.
+    /// Whether the job drafts with the NextN block (so the block must follow its text).
+    pub(super) fn may_use_mtp(&self) -> bool {
+        self.mode == SpeculationMode::Mtp && self.max > 0
+    }
+
+    /// Takes `tokens`, drafted by the draft model or the NextN block, as this step's drafts.
     pub(super) fn take(&mut self, tokens: &[LlamaToken]) {
         self.drafts.clear();
         self.drafts.extend_from_slice(tokens);
@@ -199,7 +215,7 @@ mod tests {
             cheap_check: bool,
         ) {
             if let Some((Source::Lookup(min_ngram), want)) =
-                self.plan(room, streams, cheap_check, false)
+                self.plan(room, streams, cheap_check, Drafters::default())
             {
                 self.look_up(history, next, min_ngram, want);
             }
@@ -267,20 +283,42 @@ mod tests {
     }
 
     #[test]
-    fn a_draft_model_drafts_under_auto_and_draft_only_when_loaded() {
+    fn drafters_are_chosen_by_mode_and_what_is_loaded() {
         let speculation = |mode| Speculation { mode, draft_max: 8 };
+        let none = Drafters::default();
+        let model = Drafters {
+            model: true,
+            mtp: false,
+        };
+        let mtp = Drafters {
+            model: false,
+            mtp: true,
+        };
+        let both = Drafters {
+            model: true,
+            mtp: true,
+        };
         let mut auto = Drafter::new(speculation(SpeculationMode::Auto));
-        assert_eq!(auto.plan(16, 1, true, true), Some((Source::Model, 4)));
-        assert_eq!(auto.plan(16, 1, true, false), Some((Source::Lookup(3), 4)));
-        assert_eq!(auto.plan(16, AUTO_MAX_STREAMS + 1, true, true), None);
+        assert_eq!(auto.plan(16, 1, true, model), Some((Source::Model, 4)));
+        assert_eq!(auto.plan(16, 1, true, both), Some((Source::Model, 4)));
+        assert_eq!(auto.plan(16, 1, true, mtp), Some((Source::Lookup(3), 4)));
+        assert_eq!(auto.plan(16, 1, true, none), Some((Source::Lookup(3), 4)));
+        assert_eq!(auto.plan(16, AUTO_MAX_STREAMS + 1, true, both), None);
         let mut draft = Drafter::new(speculation(SpeculationMode::Draft));
         assert_eq!(
-            draft.plan(2, AUTO_MAX_STREAMS + 1, false, true),
+            draft.plan(2, AUTO_MAX_STREAMS + 1, false, model),
             Some((Source::Model, 2))
         );
-        assert_eq!(draft.plan(16, 1, true, false), None);
+        assert_eq!(draft.plan(16, 1, true, mtp), None);
+        let mut by_mtp = Drafter::new(speculation(SpeculationMode::Mtp));
+        assert_eq!(
+            by_mtp.plan(3, AUTO_MAX_STREAMS + 1, false, both),
+            Some((Source::Mtp, 3))
+        );
+        assert_eq!(by_mtp.plan(16, 1, true, model), None);
+        assert!(by_mtp.may_use_mtp() && !auto.may_use_mtp() && !draft.may_use_mtp());
         let mut ngram = Drafter::new(speculation(SpeculationMode::Ngram));
-        assert_eq!(ngram.plan(16, 1, true, true), Some((Source::Lookup(2), 4)));
+        assert_eq!(ngram.plan(16, 1, true, both), Some((Source::Lookup(2), 4)));
         draft.take(&tokens(&[3, 4, 5]));
         draft.settle(3);
         assert_eq!((draft.drafted, draft.len), (3, 6));

@@ -14,6 +14,7 @@
 mod draft;
 mod fast_sampler;
 mod lookup;
+mod mtp;
 mod output;
 mod sampler;
 mod schema;
@@ -282,6 +283,10 @@ pub enum SpeculationMode {
     /// The draft model loaded beside the model ([`LoadParams::draft`]), however many sequences
     /// share the batch; nothing is drafted when none is loaded.
     Draft,
+    /// The model's own NextN block (`DeepSeek` V3/R1 multi-token prediction), however many
+    /// sequences share the batch; nothing is drafted when the model has none. Not part of
+    /// `auto` until measured faster on real weights.
+    Mtp,
 }
 
 /// Most alternatives a job may ask for at each position (as Ollama and OpenAI).

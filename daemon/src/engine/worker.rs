@@ -12,18 +12,19 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use super::draft::{self, DraftModel};
-use super::lookup::{Drafter, Source};
+use super::lookup::{Drafter, Drafters, Source};
+use super::mtp::Mtp;
 use super::output::{Pushed, TextOutput};
 use super::sampler::SequenceSampler;
 use super::{
     DoneReason, EngineError, Event, EventSink, GenerateJob, GrammarSource, LoadParams, Logprobs,
-    MAX_TOP_LOGPROBS, ModelInfo, Prompt, SinkError, Summary, TokenLogprob, UNBOUNDED_FACTOR,
-    llama_backend,
+    MAX_TOP_LOGPROBS, ModelInfo, Prompt, SinkError, SpeculationMode, Summary, TokenLogprob,
+    UNBOUNDED_FACTOR, llama_backend,
 };
 use crate::engine::Embeddings;
 use crate::offload;
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaContextType, LlamaPoolingType};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -152,6 +153,7 @@ pub(super) fn run(params: &LoadParams, commands: &Receiver<Command>, ready: Repl
         }
         _ => None,
     };
+    let mtp = load_mtp(backend, &model, &context, params);
     let mut info = model_info(backend, &model, params);
     if let Some(workers) = workers {
         info.shares = workers.shares;
@@ -166,8 +168,48 @@ pub(super) fn run(params: &LoadParams, commands: &Receiver<Command>, ready: Repl
     let mut worker = Worker::new(&model, context, params, sliding_window);
     worker.can_shift = can_shift;
     worker.draft = draft;
+    worker.mtp = mtp;
     worker.serve(commands);
     tracing::info!(model = %params.name, "engine stopped");
+}
+
+/// The model's NextN block in a context of its own, when the GGUF has one (`DeepSeek` V3/R1
+/// converted with it): drafts for `speculative` `auto` and `mtp`. A model whose block llama.cpp
+/// cannot run loads and answers without it.
+fn load_mtp<'m>(
+    backend: &LlamaBackend,
+    model: &'m LlamaModel,
+    target: &LlamaContext<'m>,
+    params: &LoadParams,
+) -> Option<Mtp<'m>> {
+    let arch = model.meta_val_str("general.architecture").ok()?;
+    let layers: u32 = model
+        .meta_val_str(&format!("{arch}.nextn_predict_layers"))
+        .ok()?
+        .parse()
+        .ok()?;
+    if layers == 0 {
+        return None;
+    }
+    let made = context_params(model, params, false).and_then(|(context_params, _)| {
+        let context = model
+            .new_context(
+                backend,
+                context_params.with_context_type(LlamaContextType::Mtp),
+            )
+            .map_err(|error| format!("cannot create its context ({error})"))?;
+        Mtp::new(model, context, target, params.num_parallel as usize)
+    });
+    match made {
+        Ok(mtp) => {
+            tracing::info!(model = %params.name, layers, "NextN block loaded: drafting with it");
+            Some(mtp)
+        }
+        Err(error) => {
+            tracing::warn!(model = %params.name, %error, "the NextN block cannot draft");
+            None
+        }
+    }
 }
 
 /// Whether a full slot may drop old tokens and go on (context shift). llama.cpp shifts the
@@ -266,7 +308,10 @@ fn load_model(
     if &magic != b"GGUF" {
         return Err("not a GGUF file".to_owned());
     }
-    let mut model_params = LlamaModelParams::default().with_use_mmap(use_mmap);
+    // The NextN (MTP) block, where a GGUF has one, drafts tokens: load it too.
+    let mut model_params = LlamaModelParams::default()
+        .with_use_mmap(use_mmap)
+        .with_load_mtp(true);
     model_params = match workers {
         None => model_params.with_n_gpu_layers(placement.gpu_layers),
         Some(workers) => model_params
@@ -295,6 +340,18 @@ fn new_context<'m>(
     params: &LoadParams,
     embedding: bool,
 ) -> Result<LlamaContext<'m>, String> {
+    let (context_params, total_ctx) = context_params(model, params, embedding)?;
+    model
+        .new_context(backend, context_params)
+        .map_err(|error| format!("cannot create a context of {total_ctx} tokens ({error})"))
+}
+
+/// The parameters of [`new_context`], and the tokens its context holds.
+fn context_params(
+    model: &LlamaModel,
+    params: &LoadParams,
+    embedding: bool,
+) -> Result<(LlamaContextParams, u32), String> {
     let threads = params
         .num_threads
         .map_or_else(default_threads, |n| n as i32);
@@ -340,9 +397,7 @@ fn new_context<'m>(
             context_params = context_params.with_pooling_type(LlamaPoolingType::Mean);
         }
     }
-    model
-        .new_context(backend, context_params)
-        .map_err(|error| format!("cannot create a context of {total_ctx} tokens ({error})"))
+    Ok((context_params, total_ctx))
 }
 
 /// One thread per core. `available_parallelism` counts logical CPUs; on machines with SMT that
@@ -492,6 +547,8 @@ struct Running {
     /// Tokens this job put in the current batch, and the batch row whose logits it samples.
     in_batch: usize,
     row: Option<i32>,
+    /// The batch row of the first of those tokens.
+    first_row: i32,
     /// Drafts tokens ahead of `next` (speculative decoding); the drafts of the current batch
     /// sit from row `draft_row` on.
     drafter: Drafter,
@@ -539,6 +596,8 @@ struct Worker<'m> {
     clock: StepClock,
     /// The draft model loaded beside the model, if any.
     draft: Option<DraftModel<'m>>,
+    /// The model's NextN block, if it has one.
+    mtp: Option<Mtp<'m>>,
 }
 
 /// Where the time of decode steps goes, summed and logged at debug level every
@@ -630,6 +689,7 @@ impl<'m> Worker<'m> {
             can_shift: false,
             clock: StepClock::default(),
             draft: None,
+            mtp: None,
         }
     }
 
@@ -889,7 +949,13 @@ impl<'m> Worker<'m> {
             job,
             mut outbox,
         } = waiting;
-        let keep = self.reuse_prefix(index, &prompt);
+        // The NextN block follows a job that drafts with it from what it holds of the text.
+        let mtp_keep = self
+            .mtp
+            .as_ref()
+            .filter(|_| job.speculation.mode == SpeculationMode::Mtp)
+            .map(|mtp| mtp.reusable(self.slots[index].seq as usize, &prompt));
+        let keep = self.reuse_prefix(index, &prompt, mtp_keep);
         let sampler = match SequenceSampler::new(
             self.model,
             &job.sampling,
@@ -928,6 +994,7 @@ impl<'m> Worker<'m> {
             prefilled: None,
             in_batch: 0,
             row: None,
+            first_row: 0,
             drafter: Drafter::new(job.speculation),
             draft_row: 0,
             reserved,
@@ -936,9 +1003,11 @@ impl<'m> Worker<'m> {
 
     /// Drops the slot's cache past the common prefix with `prompt` and returns how many prompt
     /// tokens are kept. At least the last prompt token is always evaluated again, for its logits.
-    fn reuse_prefix(&mut self, index: usize, prompt: &[LlamaToken]) -> usize {
+    fn reuse_prefix(&mut self, index: usize, prompt: &[LlamaToken], most: Option<usize>) -> usize {
         let slot = &mut self.slots[index];
-        let mut keep = common_prefix(&slot.cached, prompt).min(prompt.len() - 1);
+        let mut keep = common_prefix(&slot.cached, prompt)
+            .min(prompt.len() - 1)
+            .min(most.unwrap_or(usize::MAX));
         let seq = slot.seq as u32;
         if keep < slot.cached.len() {
             let removed = self
@@ -997,6 +1066,7 @@ impl<'m> Worker<'m> {
                 }
                 job.in_batch = 1;
                 job.row = Some(self.batch.n_tokens() - 1);
+                job.first_row = self.batch.n_tokens() - 1;
             }
         }
         for slot in &mut self.slots {
@@ -1012,6 +1082,7 @@ impl<'m> Worker<'m> {
             }
             let start = slot.cached.len();
             let take = (job.prompt.len() - start).min(room);
+            job.first_row = self.batch.n_tokens();
             for (offset, &token) in job.prompt[start..start + take].iter().enumerate() {
                 let position = start + offset;
                 let last = position + 1 == job.prompt.len();
@@ -1048,6 +1119,9 @@ impl<'m> Worker<'m> {
         for index in 0..self.slots.len() {
             self.after_decode(index);
         }
+        if let Some(mtp) = self.mtp.as_mut() {
+            mtp.catch_up();
+        }
         let output = decoded_at
             .elapsed()
             .saturating_sub(self.clock.sample.saturating_sub(sampled_before));
@@ -1069,9 +1143,13 @@ impl<'m> Worker<'m> {
             .iter()
             .filter(|slot| slot.job.as_ref().is_some_and(|job| job.next.is_some()))
             .count();
-        let has_model = self.draft.is_some();
+        let drafters = Drafters {
+            model: self.draft.is_some(),
+            mtp: self.mtp.is_some(),
+        };
         let mut free = self.n_batch - self.batch.n_tokens() as usize;
         let mut from_model: Vec<(usize, usize)> = Vec::new();
+        let mut from_mtp: Vec<(usize, usize)> = Vec::new();
         for (index, slot) in self.slots.iter_mut().enumerate() {
             let Some(job) = slot.job.as_mut() else {
                 continue;
@@ -1083,7 +1161,7 @@ impl<'m> Worker<'m> {
                 .min((self.n_ctx as usize).saturating_sub(slot.cached.len() + 1))
                 .min((job.limit as usize).saturating_sub(job.generated.len() + 1));
             let cheap = job.sampler.checks_drafts();
-            match job.drafter.plan(room, streams, cheap, has_model) {
+            match job.drafter.plan(room, streams, cheap, drafters) {
                 None => {}
                 Some((Source::Lookup(min_ngram), want)) => {
                     job.drafter.look_up(&slot.cached, next, min_ngram, want);
@@ -1094,7 +1172,19 @@ impl<'m> Worker<'m> {
                     free -= want;
                     from_model.push((index, want));
                 }
+                Some((Source::Mtp, want)) => {
+                    free -= want;
+                    from_mtp.push((index, want));
+                }
             }
+        }
+        if !from_mtp.is_empty()
+            && let Some(mtp) = self.mtp.as_mut()
+        {
+            let requests = draft_requests(&self.slots, &from_mtp);
+            let proposals = mtp.propose(&requests);
+            drop(requests);
+            take_drafts(&mut self.batch, &mut self.slots, &from_mtp, proposals)?;
         }
         let Some(model) = self.draft.as_mut() else {
             return Ok(());
@@ -1102,28 +1192,10 @@ impl<'m> Worker<'m> {
         if from_model.is_empty() {
             return Ok(());
         }
-        let requests: Vec<draft::Request<'_>> = from_model
-            .iter()
-            .filter_map(|&(index, want)| {
-                let slot = &self.slots[index];
-                Some(draft::Request {
-                    seq: slot.seq as usize,
-                    history: &slot.cached,
-                    next: slot.job.as_ref()?.next?,
-                    want,
-                })
-            })
-            .collect();
+        let requests = draft_requests(&self.slots, &from_model);
         let proposals = model.propose(&requests);
         drop(requests);
-        for (&(index, _), tokens) in from_model.iter().zip(proposals) {
-            let slot = &mut self.slots[index];
-            if let Some(job) = slot.job.as_mut() {
-                job.drafter.take(&tokens);
-                push_drafts(&mut self.batch, slot)?;
-            }
-        }
-        Ok(())
+        take_drafts(&mut self.batch, &mut self.slots, &from_model, proposals)
     }
 
     /// Records what the batch evaluated for slot `index` and samples its next token. With
@@ -1139,12 +1211,19 @@ impl<'m> Worker<'m> {
         if job.in_batch == 0 {
             return;
         }
+        let start = slot.cached.len();
+        let first_row = job.first_row;
+        // The NextN block follows the text of the jobs that may draft with it.
+        let follow = self.mtp.is_some() && job.drafter.may_use_mtp();
+        let generating = job.next.is_some();
         if let Some(token) = job.next.take() {
             slot.cached.push(token);
         } else {
-            let start = slot.cached.len();
             slot.cached
                 .extend_from_slice(&job.prompt[start..start + job.in_batch]);
+            if follow && let Some(mtp) = self.mtp.as_mut() {
+                mtp.accepted(slot.seq as usize, start, &slot.cached, first_row..);
+            }
         }
         let Some(mut row) = job.row else {
             return;
@@ -1175,6 +1254,14 @@ impl<'m> Worker<'m> {
             accepted += 1;
         };
         let slot = &mut self.slots[index];
+        if generating
+            && follow
+            && let Some(mtp) = self.mtp.as_mut()
+        {
+            // `next` at its row, then the accepted drafts at theirs.
+            let rows = std::iter::once(first_row).chain(draft_row..);
+            mtp.accepted(slot.seq as usize, start, &slot.cached, rows);
+        }
         if drafted > accepted || (drafted > 0 && next.is_none()) {
             let _ = self.context.clear_kv_cache_seq(
                 Some(slot.seq as u32),
@@ -1266,6 +1353,9 @@ impl<'m> Worker<'m> {
             return false;
         }
         slot.cached.drain(keep..keep + discard);
+        if let Some(mtp) = self.mtp.as_mut() {
+            mtp.forget(slot.seq as usize);
+        }
         tracing::debug!(seq = slot.seq, keep, discard, "context shifted");
         true
     }
@@ -1393,6 +1483,40 @@ impl<'m> Worker<'m> {
             prompt_tokens,
         })
     }
+}
+
+/// What the slots listed in `wanted` (slot index, most tokens) ask a draft model or the NextN
+/// block for.
+fn draft_requests<'a>(slots: &'a [Slot], wanted: &[(usize, usize)]) -> Vec<draft::Request<'a>> {
+    wanted
+        .iter()
+        .filter_map(|&(index, want)| {
+            let slot = &slots[index];
+            Some(draft::Request {
+                seq: slot.seq as usize,
+                history: &slot.cached,
+                next: slot.job.as_ref()?.next?,
+                want,
+            })
+        })
+        .collect()
+}
+
+/// Gives each slot in `wanted` its proposed drafts and puts them into the batch.
+fn take_drafts(
+    batch: &mut LlamaBatch<'static>,
+    slots: &mut [Slot],
+    wanted: &[(usize, usize)],
+    proposals: Vec<Vec<LlamaToken>>,
+) -> Result<(), String> {
+    for (&(index, _), tokens) in wanted.iter().zip(proposals) {
+        let slot = &mut slots[index];
+        if let Some(job) = slot.job.as_mut() {
+            job.drafter.take(&tokens);
+            push_drafts(batch, slot)?;
+        }
+    }
+    Ok(())
 }
 
 /// Puts the drafts of the job in `slot` into the batch after its next token.
