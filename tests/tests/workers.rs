@@ -55,7 +55,7 @@ fn a_model_split_over_two_workers_answers_as_on_one_machine() {
     assert_eq!(status, 200, "{body}\n{}", daemon.log());
     assert_eq!(body["response"], alone.as_str(), "split vs one machine");
 
-    // Every machine holds some of the 3 layers and the output layer.
+    // Every machine holds some of the layers (3, then the NextN block) and the output layer.
     let (_, ps) = daemon.get("/api/ps");
     let layers = &ps["models"][0]["layers"];
     let shares: Vec<(String, u64)> = layers
@@ -80,9 +80,10 @@ fn a_model_split_over_two_workers_answers_as_on_one_machine() {
         "{ps}"
     );
     assert!(shares.iter().all(|(_, layers)| *layers >= 1), "{ps}");
+    let blocks = fixtures::deepseek2_shape::BLOCK_COUNT + fixtures::deepseek2_shape::NEXTN_LAYERS;
     assert_eq!(
         shares.iter().map(|(_, layers)| layers).sum::<u64>(),
-        4,
+        blocks + 1,
         "{ps}"
     );
     for worker in [&first, &second] {
