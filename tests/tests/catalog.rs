@@ -116,3 +116,45 @@ fn the_catalogue_says_what_fits_and_what_is_pulled() {
         "{text}"
     );
 }
+
+/// A catalogue name whose source is another tag (`deepseek-r1:8b-0528` is the library's
+/// `deepseek-r1:8b-0528-qwen3-q4_K_M`) is fetched from there and kept under the catalogue's
+/// name, digest for digest; the source tag itself is not added.
+#[test]
+fn a_catalogue_name_pulls_its_source() {
+    let registry = Whaled::start();
+    registry.create_from_gguf("deepseek-r1:8b-0528-qwen3-q4_K_M", &fixtures::qwen2());
+    let daemon = Whaled::builder()
+        .env("WHALE_REGISTRY_MIRROR", registry.url())
+        .start();
+    let lines = daemon.stream(
+        "/api/pull",
+        &serde_json::json!({"model": "deepseek-r1:8b-0528", "insecure": true}),
+    );
+    assert_eq!(
+        lines.last().unwrap()["status"],
+        "success",
+        "pull: {lines:?}"
+    );
+    let digest = |daemon: &Whaled, name: &str| {
+        let (_, tags) = daemon.get("/api/tags");
+        tags["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|model| model["name"] == name)
+            .map(|model| model["digest"].as_str().unwrap().to_owned())
+    };
+    let pulled = digest(&daemon, "deepseek-r1:8b-0528").expect("pulled under its catalogue name");
+    assert_eq!(
+        Some(pulled),
+        digest(&registry, "deepseek-r1:8b-0528-qwen3-q4_K_M")
+    );
+    assert_eq!(digest(&daemon, "deepseek-r1:8b-0528-qwen3-q4_K_M"), None);
+    let (status, body) = daemon.post(
+        "/api/generate",
+        &serde_json::json!({"model": "deepseek-r1:8b-0528", "prompt": "Hi", "raw": true,
+                            "stream": false, "options": {"num_predict": 4}}),
+    );
+    assert_eq!(status, 200, "{body}");
+}

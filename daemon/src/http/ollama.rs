@@ -22,7 +22,7 @@ use crate::inference::{self, Chunk, EmbedRequest, GenerateRequest, Input};
 use crate::model::{self, LocalModel};
 use crate::remote::{self, RemoteModel};
 use crate::state::AppState;
-use crate::{fit, memory};
+use crate::{catalogue, fit, memory};
 
 pub(super) type SharedState = State<Arc<AppState>>;
 
@@ -823,6 +823,14 @@ pub async fn pull(
         from: request.from.as_deref().map(pull_source).transpose()?,
         ..PullOptions::default()
     };
+    // A catalogue name is fetched from the catalogue's source (another tag, or another
+    // registry) and kept under its own name; another whale (`from`) holds it by that name.
+    let source = match catalogue::find(&reference.short()) {
+        Some(entry) if options.from.is_none() && entry.source != entry.name => {
+            model::parse_name(&entry.source)?
+        }
+        _ => reference.clone(),
+    };
     let store = state.store.clone();
     let force = request.force.unwrap_or(false);
     transfer(request.stream != Some(false), move |sender| {
@@ -830,7 +838,7 @@ pub async fn pull(
         tokio::spawn(
             async move {
                 let puller = Puller::new(options);
-                let resolved = puller.resolve(&reference, &progress).await?;
+                let resolved = puller.resolve(&source, &progress).await?;
                 if !force {
                     will_it_fit(&state, &puller, &resolved, &reference).await?;
                 }
