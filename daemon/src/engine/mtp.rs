@@ -112,6 +112,9 @@ pub(super) struct Mtp<'m> {
     queue: Vec<Accepted>,
     /// Spare `Accepted` buffers.
     spare: Vec<Accepted>,
+    /// Whether the model's context hands out its hidden states (only while a job follows the
+    /// block: a copy of every decoded token's state that nothing else reads).
+    outputs: bool,
 }
 
 impl<'m> Mtp<'m> {
@@ -129,11 +132,8 @@ impl<'m> Mtp<'m> {
         // context (fields drop after `drop` runs).
         let batch = NonNull::new(unsafe { sys::llama_batch_ext_init(raw.as_ptr()) })
             .ok_or_else(|| "llama.cpp could not make a batch for the NextN block".to_owned())?;
-        // SAFETY: both pointers are live contexts; these set flags read at the next decode.
-        unsafe {
-            llama_set_embeddings_nextn(target.as_ptr(), true, false);
-            llama_set_embeddings_nextn(raw.as_ptr(), true, true);
-        }
+        // SAFETY: a live context; this sets a flag read at its next decode.
+        unsafe { llama_set_embeddings_nextn(raw.as_ptr(), true, true) };
         let n_embd = usize::try_from(model.n_embd()).map_err(|_| "bad n_embd".to_owned())?;
         Ok(Self {
             model,
@@ -148,7 +148,18 @@ impl<'m> Mtp<'m> {
             seqs: (0..slots).map(|_| Seq::default()).collect(),
             queue: Vec::new(),
             spare: Vec::new(),
+            outputs: false,
         })
+    }
+
+    /// Before the model's decode: whether any job in it is followed by the block, so whether
+    /// the model must hand out its hidden states.
+    pub(super) fn follow(&mut self, any: bool) {
+        if any != self.outputs {
+            // SAFETY: the model's live context; this sets a flag read at its next decode.
+            unsafe { llama_set_embeddings_nextn(self.target.as_ptr(), any, false) };
+            self.outputs = any;
+        }
     }
 
     /// How much of `prompt` slot `seq` may keep in the model's cache for the block to follow

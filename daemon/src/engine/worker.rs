@@ -1102,6 +1102,14 @@ impl<'m> Worker<'m> {
         if self.batch.n_tokens() == 0 {
             return;
         }
+        if let Some(mtp) = self.mtp.as_mut() {
+            let any = self.slots.iter().any(|slot| {
+                slot.job
+                    .as_ref()
+                    .is_some_and(|job| job.in_batch > 0 && job.drafter.may_use_mtp())
+            });
+            mtp.follow(any);
+        }
         let built = Instant::now();
         let decoded = match batch_failed {
             Some(error) => Err(error),
