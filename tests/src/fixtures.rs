@@ -1,5 +1,6 @@
 //! The test suite's models. Tiny GGUF files with the real architectures of the DeepSeek family
-//! (`deepseek2` as V3/R1 671B, `qwen2` and `llama` as the R1 distills) and random weights, made
+//! (`deepseek2` as V3/R1 671B with its NextN block, `deepseek32` as V3.2, `deepseek4` as V4,
+//! `qwen2` and `llama` as the R1 distills) and random weights, made
 //! on demand with [`crate::gguf`] and cached; plus the real Gemma 3 270M, fetched once, for checks
 //! that generation is actually right. All tiny fixtures carry the real DeepSeek V3 tokenizer and
 //! chat template, so tokenizer and template tests see what a real V3/R1 GGUF holds.
@@ -59,6 +60,11 @@ pub enum Fixture {
     /// `deepseek32` as DeepSeek V3.2: the `deepseek2` layout plus the lightning indexer of
     /// its sparse attention (DSA), which picks the top-k earlier tokens each query attends to.
     DeepSeek32,
+    /// `deepseek4` as DeepSeek V4: one shared KV head of queries' width with sinks and grouped
+    /// low-rank output, hyper-connections (four residual streams mixed by Sinkhorn), a
+    /// sliding window plus compressed attention (ratio 4 with the lightning indexer, ratio 128),
+    /// hash-routed experts in the first block and square-root-softplus gating after.
+    DeepSeek4,
     /// `qwen2` as the R1 distills Qwen 1.5B/7B/14B/32B: GQA with q/k/v biases.
     Qwen2,
     /// `llama` as the R1 distills Llama 8B/70B: GQA, no biases.
@@ -70,9 +76,10 @@ pub enum Fixture {
 }
 
 impl Fixture {
-    pub const ALL: [Fixture; 4] = [
+    pub const ALL: [Fixture; 5] = [
         Fixture::DeepSeek2,
         Fixture::DeepSeek32,
+        Fixture::DeepSeek4,
         Fixture::Qwen2,
         Fixture::Llama,
     ];
@@ -82,6 +89,7 @@ impl Fixture {
         match self {
             Fixture::DeepSeek2 => "deepseek2",
             Fixture::DeepSeek32 => "deepseek32",
+            Fixture::DeepSeek4 => "deepseek4",
             Fixture::Qwen2 => "qwen2",
             Fixture::Llama | Fixture::WideLlama => "llama",
         }
@@ -137,6 +145,7 @@ impl Fixture {
         match self {
             Fixture::DeepSeek2 => deepseek2_model(&mut builder, &mut weights, "deepseek2"),
             Fixture::DeepSeek32 => deepseek2_model(&mut builder, &mut weights, "deepseek32"),
+            Fixture::DeepSeek4 => deepseek4_model(&mut builder, &mut weights),
             Fixture::Qwen2 => dense_model(&mut builder, &mut weights, &QWEN2),
             Fixture::Llama => dense_model(&mut builder, &mut weights, &LLAMA),
             Fixture::WideLlama => dense_model(&mut builder, &mut weights, &WIDE_LLAMA),
@@ -149,6 +158,7 @@ impl Fixture {
         let (name, size_label) = match self {
             Fixture::DeepSeek2 => ("Tiny DeepSeek V3 (whale test fixture)", "tiny-671B-shape"),
             Fixture::DeepSeek32 => ("Tiny DeepSeek V3.2 (whale test fixture)", "tiny-685B-shape"),
+            Fixture::DeepSeek4 => ("Tiny DeepSeek V4 (whale test fixture)", "tiny"),
             Fixture::Qwen2 => ("Tiny DeepSeek R1 Distill Qwen (whale test fixture)", "tiny"),
             Fixture::Llama => (
                 "Tiny DeepSeek R1 Distill Llama (whale test fixture)",
@@ -175,6 +185,11 @@ impl Fixture {
 /// The tiny `deepseek32` fixture (DeepSeek V3.2: V3's shapes and the DSA indexer).
 pub fn deepseek32() -> PathBuf {
     Fixture::DeepSeek32.path()
+}
+
+/// The tiny `deepseek4` fixture (DeepSeek V4's structure).
+pub fn deepseek4() -> PathBuf {
+    Fixture::DeepSeek4.path()
 }
 
 /// The tiny `deepseek2` fixture (DeepSeek V3 / R1 shapes).
@@ -466,6 +481,7 @@ impl Weights {
         let seed = match fixture {
             Fixture::DeepSeek2 => 0xdee9_5eec,
             Fixture::DeepSeek32 => 0xdee9_5ee2,
+            Fixture::DeepSeek4 => 0xdee9_5ee4,
             Fixture::Qwen2 => 0x0c0e_2002,
             Fixture::Llama => 0x11a3_a008,
             Fixture::WideLlama => 0x0019_a11a,
@@ -678,6 +694,216 @@ fn deepseek2_model(builder: &mut Builder, weights: &mut Weights, arch: &str) {
             builder.push_tensor(weights.random(&name("ffn_up_shexp"), &[N_EMBD, shared], f16));
             builder.push_tensor(weights.random(&name("ffn_down_shexp"), &[shared, N_EMBD], f16));
         }
+    }
+}
+
+/// The `deepseek4` hyperparameters: V4's structure at toy sizes.
+pub mod deepseek4_shape {
+    pub const HEADS: u64 = 4;
+    /// Queries, the one KV head and values share this width; rope covers its last part. Wider
+    /// than the indexer's heads, as V4's (512 and 128).
+    pub const HEAD: u64 = 128;
+    pub const ROPE: u64 = 16;
+    pub const Q_LORA_RANK: u64 = 32;
+    pub const OUTPUT_GROUPS: u64 = 2;
+    pub const OUTPUT_LORA_RANK: u64 = 16;
+    /// Residual streams mixed by the hyper-connections (llama.cpp's graph takes 4).
+    pub const HYPER: u64 = 4;
+    pub const SLIDING_WINDOW: u32 = 16;
+    /// Per block: plain sliding window, compressed 4:1 with the indexer, compressed 128:1.
+    pub const COMPRESS_RATIOS: [u32; 3] = [0, 4, 128];
+    pub const INDEXER_HEADS: u64 = 4;
+    pub const INDEXER_HEAD_SIZE: u64 = 64;
+    pub const INDEXER_TOP_K: u32 = 8;
+    pub const EXPERT_FFN: u64 = 32;
+    pub const EXPERTS: u64 = 8;
+    pub const EXPERTS_USED: u32 = 2;
+    pub const SHARED_EXPERTS: u64 = 1;
+    /// Blocks whose experts a token's id picks (a fixed table) instead of the router.
+    pub const HASH_LAYERS: u32 = 1;
+}
+
+/// The `deepseek4` layout: the tensors and keys llama.cpp's `deepseek4` loader reads.
+fn deepseek4_model(builder: &mut Builder, weights: &mut Weights) {
+    use deepseek4_shape::{
+        COMPRESS_RATIOS, EXPERT_FFN, EXPERTS, EXPERTS_USED, HASH_LAYERS, HEAD, HEADS, HYPER,
+        INDEXER_HEAD_SIZE, INDEXER_HEADS, INDEXER_TOP_K, OUTPUT_GROUPS, OUTPUT_LORA_RANK,
+        Q_LORA_RANK, ROPE, SHARED_EXPERTS, SLIDING_WINDOW,
+    };
+    let key = |k: &str| format!("deepseek4.{k}");
+    let blocks = COMPRESS_RATIOS.len() as u64;
+    let vocab = DEEPSEEK_VOCAB_SIZE as u64;
+    builder.set(key("block_count"), blocks as u32);
+    builder.set(key("context_length"), 65_536u32);
+    builder.set(key("embedding_length"), N_EMBD as u32);
+    builder.set(key("attention.head_count"), HEADS as u32);
+    builder.set(key("attention.head_count_kv"), 1u32);
+    builder.set(key("attention.key_length"), HEAD as u32);
+    builder.set(key("attention.value_length"), HEAD as u32);
+    builder.set(key("rope.dimension_count"), ROPE as u32);
+    builder.set(key("rope.freq_base"), 10_000f32);
+    builder.set(key("attention.layer_norm_rms_epsilon"), 1e-6f32);
+    builder.set(key("attention.q_lora_rank"), Q_LORA_RANK as u32);
+    builder.set(key("attention.sliding_window"), SLIDING_WINDOW);
+    builder.set(key("attention.output_group_count"), OUTPUT_GROUPS as u32);
+    builder.set(key("attention.output_lora_rank"), OUTPUT_LORA_RANK as u32);
+    builder.set(key("attention.compress_rope_freq_base"), 160_000f32);
+    builder.set(
+        key("attention.compress_ratios"),
+        Value::Array(
+            crate::gguf::ValueType::U32,
+            COMPRESS_RATIOS.iter().map(|&r| Value::U32(r)).collect(),
+        ),
+    );
+    builder.set(key("attention.indexer.head_count"), INDEXER_HEADS as u32);
+    builder.set(
+        key("attention.indexer.key_length"),
+        INDEXER_HEAD_SIZE as u32,
+    );
+    builder.set(key("attention.indexer.top_k"), INDEXER_TOP_K);
+    builder.set(key("hyper_connection.count"), HYPER as u32);
+    builder.set(key("hyper_connection.sinkhorn_iterations"), 3u32);
+    builder.set(key("hyper_connection.epsilon"), 1e-6f32);
+    builder.set(key("hash_layer_count"), HASH_LAYERS);
+    builder.set(key("expert_count"), EXPERTS as u32);
+    builder.set(key("expert_used_count"), EXPERTS_USED);
+    builder.set(key("expert_shared_count"), SHARED_EXPERTS as u32);
+    builder.set(key("expert_feed_forward_length"), EXPERT_FFN as u32);
+    builder.set(key("expert_weights_scale"), 1.5f32);
+    builder.set(key("expert_weights_norm"), true);
+    // 4: square root of softplus
+    builder.set(key("expert_gating_func"), 4u32);
+    builder.set(key("swiglu_clamp_exp"), 10f32);
+    builder.set(key("vocab_size"), vocab as u32);
+
+    embedding_and_head(builder, weights, N_EMBD, TensorType::Q8_0);
+    let (f16, f32) = (TensorType::F16, TensorType::F32);
+    let hyper_dim = HYPER * N_EMBD;
+    let mix = (2 + HYPER) * HYPER;
+    builder.push_tensor(weights.random("output_hc_fn.weight", &[hyper_dim, HYPER], f32));
+    builder.push_tensor(weights.random("output_hc_base.weight", &[HYPER], f32));
+    builder.push_tensor(Weights::ones("output_hc_scale.weight", 1));
+    for (layer, &ratio) in COMPRESS_RATIOS.iter().enumerate() {
+        let name = |t: &str| format!("blk.{layer}.{t}.weight");
+        builder.push_tensor(Weights::ones(&name("attn_norm"), N_EMBD));
+        builder.push_tensor(weights.random(&name("attn_sinks"), &[HEADS], f32));
+        builder.push_tensor(weights.random(&name("attn_q_a"), &[N_EMBD, Q_LORA_RANK], f16));
+        builder.push_tensor(Weights::ones(&name("attn_q_a_norm"), Q_LORA_RANK));
+        builder.push_tensor(weights.random(&name("attn_q_b"), &[Q_LORA_RANK, HEADS * HEAD], f16));
+        builder.push_tensor(weights.random(&name("attn_kv"), &[N_EMBD, HEAD], f16));
+        builder.push_tensor(Weights::ones(&name("attn_kv_a_norm"), HEAD));
+        // stored 2-D, as the converter writes it; llama.cpp views it per group
+        builder.push_tensor(weights.random(
+            &name("attn_output_a"),
+            &[
+                HEADS * HEAD / OUTPUT_GROUPS,
+                OUTPUT_LORA_RANK * OUTPUT_GROUPS,
+            ],
+            f16,
+        ));
+        builder.push_tensor(weights.random(
+            &name("attn_output_b"),
+            &[OUTPUT_GROUPS * OUTPUT_LORA_RANK, N_EMBD],
+            f16,
+        ));
+        for part in ["attn", "ffn"] {
+            builder.push_tensor(weights.random(
+                &name(&format!("hc_{part}_fn")),
+                &[hyper_dim, mix],
+                f32,
+            ));
+            builder.push_tensor(weights.random(&name(&format!("hc_{part}_base")), &[mix], f32));
+            builder.push_tensor(Weights::ones(&name(&format!("hc_{part}_scale")), 3));
+        }
+        if ratio != 0 {
+            let coff = if ratio == 4 { 2 } else { 1 };
+            let ratio = u64::from(ratio);
+            builder.push_tensor(weights.random(
+                &name("attn_compressor_kv"),
+                &[N_EMBD, coff * HEAD],
+                f16,
+            ));
+            builder.push_tensor(weights.random(
+                &name("attn_compressor_gate"),
+                &[N_EMBD, coff * HEAD],
+                f16,
+            ));
+            builder.push_tensor(weights.random(
+                &name("attn_compressor_ape"),
+                &[coff * HEAD, ratio],
+                f32,
+            ));
+            builder.push_tensor(Weights::ones(&name("attn_compressor_norm"), HEAD));
+            if ratio == 4 {
+                let size = INDEXER_HEAD_SIZE;
+                builder.push_tensor(weights.random(
+                    &name("indexer.proj"),
+                    &[N_EMBD, INDEXER_HEADS],
+                    f16,
+                ));
+                builder.push_tensor(weights.random(
+                    &name("indexer.attn_q_b"),
+                    &[Q_LORA_RANK, INDEXER_HEADS * size],
+                    f16,
+                ));
+                builder.push_tensor(weights.random(
+                    &name("indexer_compressor_kv"),
+                    &[N_EMBD, 2 * size],
+                    f16,
+                ));
+                builder.push_tensor(weights.random(
+                    &name("indexer_compressor_gate"),
+                    &[N_EMBD, 2 * size],
+                    f16,
+                ));
+                builder.push_tensor(weights.random(
+                    &name("indexer_compressor_ape"),
+                    &[2 * size, ratio],
+                    f32,
+                ));
+                builder.push_tensor(Weights::ones(&name("indexer_compressor_norm"), size));
+            }
+        }
+        builder.push_tensor(weights.random(&name("ffn_gate_inp"), &[N_EMBD, EXPERTS], f32));
+        if (layer as u32) < HASH_LAYERS {
+            // the experts each token id is sent to: a fixed table
+            let used = u64::from(EXPERTS_USED);
+            let table: Vec<f32> = (0..vocab * used)
+                .map(|i| ((i / used * 7 + i % used * 3) % EXPERTS) as f32)
+                .collect();
+            builder.push_tensor(Tensor::new(
+                name("ffn_gate_tid2eid"),
+                &[used, vocab],
+                TensorType::I32,
+                &table,
+            ));
+        } else {
+            builder.push_tensor(weights.random(
+                &format!("blk.{layer}.exp_probs_b.bias"),
+                &[EXPERTS],
+                f32,
+            ));
+        }
+        builder.push_tensor(Weights::ones(&name("ffn_norm"), N_EMBD));
+        builder.push_tensor(weights.random(
+            &name("ffn_gate_exps"),
+            &[N_EMBD, EXPERT_FFN, EXPERTS],
+            f16,
+        ));
+        builder.push_tensor(weights.random(
+            &name("ffn_down_exps"),
+            &[EXPERT_FFN, N_EMBD, EXPERTS],
+            f16,
+        ));
+        builder.push_tensor(weights.random(
+            &name("ffn_up_exps"),
+            &[N_EMBD, EXPERT_FFN, EXPERTS],
+            f16,
+        ));
+        let shared = EXPERT_FFN * SHARED_EXPERTS;
+        builder.push_tensor(weights.random(&name("ffn_gate_shexp"), &[N_EMBD, shared], f16));
+        builder.push_tensor(weights.random(&name("ffn_down_shexp"), &[shared, N_EMBD], f16));
+        builder.push_tensor(weights.random(&name("ffn_up_shexp"), &[N_EMBD, shared], f16));
     }
 }
 

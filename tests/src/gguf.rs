@@ -142,13 +142,15 @@ pub enum TensorType {
     F16 = 1,
     /// Blocks of 32 values: an f16 scale then 32 i8; the first dim must be a multiple of 32.
     Q8_0 = 8,
+    /// Integers (the values are whole numbers), as tables of ids are stored.
+    I32 = 26,
 }
 
 impl TensorType {
     /// Encoded size of `elements` values.
     pub fn byte_size(self, elements: u64) -> u64 {
         match self {
-            TensorType::F32 => elements * 4,
+            TensorType::F32 | TensorType::I32 => elements * 4,
             TensorType::F16 => elements * 2,
             TensorType::Q8_0 => elements / 32 * 34,
         }
@@ -162,6 +164,9 @@ impl TensorType {
             TensorType::F16 => values
                 .iter()
                 .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
+            TensorType::I32 => values
+                .iter()
+                .for_each(|v| out.extend_from_slice(&(*v as i32).to_le_bytes())),
             TensorType::Q8_0 => {
                 for block in values.chunks(32) {
                     let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -1332,22 +1332,34 @@ fn hostile_templates_get_a_400_naming_the_limit_and_the_daemon_keeps_serving() {
     assert!(body["response"].is_string(), "{body}");
 }
 
-/// DeepSeek V3.2 (`deepseek32`, sparse attention) runs through whaled like V3: planned,
-/// loaded in a runner, greedy output the same twice, past the indexer's top-k so that the
-/// sparse path runs.
+/// DeepSeek V3.2 (`deepseek32`, sparse attention) and V4 (`deepseek4`: sliding window,
+/// compressed attention, hyper-connections) run through whaled like V3: planned, loaded in a
+/// runner, greedy output the same twice (the second reusing the cached prompt), past the
+/// indexers' top-k and V4's window so that the sparse paths run.
 #[test]
-fn deepseek32_answers_through_whaled() {
+fn deepseek32_and_deepseek4_answer_through_whaled() {
     let daemon = Whaled::start();
-    daemon.create_from_gguf("v32", &fixtures::deepseek32());
-    let request = json!({"model": "v32", "stream": false,
-        "messages": [{"role": "user", "content": "Tell me about the sea."}],
-        "options": {"temperature": 0, "num_predict": 40}});
-    let (status, first) = daemon.post("/api/chat", &request);
-    assert_eq!(status, 200, "{first}");
-    assert_eq!(first["eval_count"], 40, "{first}");
-    let (_, second) = daemon.post("/api/chat", &request);
-    assert_eq!(first["message"], second["message"]);
-    let (status, ps) = daemon.get("/api/ps");
-    assert_eq!(status, 200);
-    assert_eq!(ps["models"][0]["details"]["family"], "deepseek32", "{ps}");
+    for (name, path, family) in [
+        ("v32", fixtures::deepseek32(), "deepseek32"),
+        ("v4", fixtures::deepseek4(), "deepseek4"),
+    ] {
+        daemon.create_from_gguf(name, &path);
+        let request = json!({"model": name, "stream": false,
+            "messages": [{"role": "user", "content": "Tell me about the sea."}],
+            "options": {"temperature": 0, "num_predict": 40}});
+        let (status, first) = daemon.post("/api/chat", &request);
+        assert_eq!(status, 200, "{name}: {first}");
+        assert_eq!(first["eval_count"], 40, "{name}: {first}");
+        let (_, second) = daemon.post("/api/chat", &request);
+        assert_eq!(first["message"], second["message"], "{name}");
+        let (status, ps) = daemon.get("/api/ps");
+        assert_eq!(status, 200);
+        let loaded = ps["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|model| model["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not loaded: {ps}"));
+        assert_eq!(loaded["details"]["family"], family, "{ps}");
+    }
 }

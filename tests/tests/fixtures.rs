@@ -196,6 +196,12 @@ fn deepseek32_loads_tokenizes_and_generates_deterministically() {
 }
 
 #[test]
+fn deepseek4_loads_tokenizes_and_generates_deterministically() {
+    // 16 generated tokens pass the sliding window (16) and the indexer's top-k (8).
+    check_architecture(Fixture::DeepSeek4);
+}
+
+#[test]
 fn qwen2_loads_tokenizes_and_generates_deterministically() {
     check_architecture(Fixture::Qwen2);
 }
