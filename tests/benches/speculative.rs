@@ -8,6 +8,10 @@
 //!    soon repeats itself, which prompt lookup then copies): auto costs ≤ 3 % (ratio ≥ 0.97).
 //!    Greedy prose is measured too.
 //!
+//! 3. DeepSeek multi-token prediction: the tiny deepseek2 fixture drafting with its NextN block
+//!    (`speculative: "mtp"` against `"off"`). Its weights are random, so every guess is
+//!    rejected: this measures what a block that guesses badly costs.
+//!
 //! Gemma 3 270M `Q4_K_M`, 2 threads, one slot, raw mode, 160 generated tokens, the model kept
 //! loaded; the rate is `eval_count / eval_duration` of the final object. Greedy rounds also
 //! count how often both modes wrote the same text: llama.cpp's arithmetic differs slightly with
@@ -40,23 +44,24 @@ fn options(mode: &str, greedy: bool) -> Value {
     }
 }
 
-/// Alternating rounds of `off` and `auto` on one prompt; prints a table and returns the
-/// median ratio auto/off.
+/// Alternating rounds of `off` and `mode` on one prompt; prints a table and returns the
+/// median ratio mode/off.
 fn compare(
     client: &reqwest::blocking::Client,
     daemon: &Whaled,
+    (model, mode): (&str, &str),
     label: &str,
     prompt: &str,
     greedy: bool,
 ) -> f64 {
     let run = |mode: &str| -> Streamed {
-        let streamed = bench::generate(client, daemon, "gemma", prompt, &options(mode, greedy));
+        let streamed = bench::generate(client, daemon, model, prompt, &options(mode, greedy));
         assert_eq!(streamed.eval_count, TOKENS as u64, "{label}: stopped early");
         streamed
     };
     // Warm: loads the model and caches the prompt in the slot for both modes alike.
     run("off");
-    run("auto");
+    run(mode);
     println!();
     println!(
         "{label}: {TOKENS} tokens, {} (load average {})",
@@ -69,7 +74,12 @@ fn compare(
     );
     println!(
         "{:>6}  {:>9}  {:>9}  {:>6}  {:>8}  {:>8}",
-        "round", "off tok/s", "auto tok/s", "ratio", "drafted", "accepted"
+        "round",
+        "off tok/s",
+        format!("{mode} tok/s"),
+        "ratio",
+        "drafted",
+        "accepted"
     );
     let (mut offs, mut autos, mut ratios, mut drafted, mut accepted) =
         (vec![], vec![], vec![], 0, 0);
@@ -78,7 +88,7 @@ fn compare(
         std::thread::sleep(SETTLE);
         let off = run("off");
         std::thread::sleep(SETTLE);
-        let auto = run("auto");
+        let auto = run(mode);
         assert_eq!(off.draft_count, 0);
         if greedy {
             same_text += usize::from(auto.text == off.text);
@@ -120,14 +130,17 @@ fn main() {
         .env("WHALE_LOG", "warn")
         .start();
     daemon.create_from_gguf("gemma", &fixtures::gemma());
+    daemon.create_from_gguf("tiny", &fixtures::deepseek2());
     let client = Whaled::http();
+    let gemma = ("gemma", "auto");
     println!(
         "speculative decoding (prompt lookup), Gemma 3 270M Q4_K_M, {THREADS} threads, auto vs off"
     );
-    let code = compare(&client, &daemon, "code edit", CODE_EDIT_PROMPT, true);
+    let code = compare(&client, &daemon, gemma, "code edit", CODE_EDIT_PROMPT, true);
     let sampled = compare(
         &client,
         &daemon,
+        gemma,
         "code edit, sampled",
         CODE_EDIT_PROMPT,
         false,
@@ -135,14 +148,24 @@ fn main() {
     let free_sampled = compare(
         &client,
         &daemon,
+        gemma,
         "free text, sampled",
         FREE_TEXT_PROMPT,
         false,
     );
-    let free = compare(&client, &daemon, "free text", FREE_TEXT_PROMPT, true);
+    let free = compare(&client, &daemon, gemma, "free text", FREE_TEXT_PROMPT, true);
+    let mtp = compare(
+        &client,
+        &daemon,
+        ("tiny", "mtp"),
+        "NextN block guessing badly (tiny deepseek2)",
+        FREE_TEXT_PROMPT,
+        true,
+    );
     println!();
     println!(
         "median auto/off: code edit {code:.3} (target >= 1.5), sampled {sampled:.3}; \
-         free text sampled {free_sampled:.3} (target >= 0.97), greedy {free:.3}"
+         free text sampled {free_sampled:.3} (target >= 0.97), greedy {free:.3}; \
+         mtp/off on random weights {mtp:.3}"
     );
 }

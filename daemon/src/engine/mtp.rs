@@ -8,10 +8,11 @@
 //! `p - 1` (the state that predicted `x_p`). Its context keeps those pairs in a KV cache of one
 //! layer, sequence `i` for slot `i`, as the model's context keeps the trunk's:
 //!
-//! - after each decode of the model, the positions it accepted are fed to the block
-//!   ([`Mtp::accepted`], then [`Mtp::catch_up`] for all slots in one decode), paired with the
-//!   hidden states that decode produced (llama.cpp hands them out when asked to), so only one
-//!   hidden state per slot is kept between steps;
+//! - after each decode of the model, the positions it accepted are queued for the block
+//!   ([`Mtp::accepted`], then [`Mtp::catch_up`]) with copies of the hidden states that decode
+//!   produced (llama.cpp hands them out when asked to); they are fed to it, all slots in one
+//!   decode, before it drafts or once [`DEFER_ROWS`] are waiting, so a slot pausing after
+//!   rejected drafts costs the block one decode per that many tokens, not one per step;
 //! - to draft after `next`, the block decodes `(next, h_{n-1})` and its logits give the first
 //!   draft; each further draft decodes the previous one with the block's own output state. The
 //!   entries past `next`'s position are then removed: they were built from the block's states,
@@ -82,7 +83,10 @@ struct Seq {
     last_at: Option<usize>,
 }
 
-/// Positions the model accepted in the last decode, waiting for [`Mtp::catch_up`].
+/// Most accepted positions waiting for the block before they are fed to it.
+const DEFER_ROWS: usize = 64;
+
+/// Positions the model accepted in one decode, waiting to be fed to the block.
 #[derive(Debug)]
 struct Accepted {
     seq: usize,
@@ -92,6 +96,20 @@ struct Accepted {
     text: Vec<LlamaToken>,
     /// Row of each decoded token in the model's batch (its hidden state's index).
     rows: Vec<i32>,
+    /// The hidden state after each decoded token (`n_embd` floats each), copied by
+    /// [`Mtp::catch_up`] before the model decodes again.
+    hidden: Vec<f32>,
+}
+
+impl Accepted {
+    /// Position one past the last token decoded.
+    fn end(&self) -> usize {
+        self.from + self.hidden_rows()
+    }
+
+    fn hidden_rows(&self) -> usize {
+        self.rows.len()
+    }
 }
 
 /// The NextN block's context and what each of its sequences holds.
@@ -110,6 +128,9 @@ pub(super) struct Mtp<'m> {
     zeros: Vec<f32>,
     seqs: Vec<Seq>,
     queue: Vec<Accepted>,
+    /// Accepted positions whose hidden states are copied, waiting to be fed to the block.
+    deferred: Vec<Accepted>,
+    deferred_rows: usize,
     /// Spare `Accepted` buffers.
     spare: Vec<Accepted>,
     /// Whether the model's context hands out its hidden states (only while a job follows the
@@ -147,6 +168,8 @@ impl<'m> Mtp<'m> {
             zeros: vec![0.0; n_embd],
             seqs: (0..slots).map(|_| Seq::default()).collect(),
             queue: Vec::new(),
+            deferred: Vec::new(),
+            deferred_rows: 0,
             spare: Vec::new(),
             outputs: false,
         })
@@ -166,7 +189,8 @@ impl<'m> Mtp<'m> {
     /// exactly: the block needs the trunk's hidden state before each position it has not
     /// computed, and only a decode gives it, so the model decodes again from one token before
     /// where the block's copy of the text ends.
-    pub(super) fn reusable(&self, seq: usize, prompt: &[LlamaToken]) -> usize {
+    pub(super) fn reusable(&mut self, seq: usize, prompt: &[LlamaToken]) -> usize {
+        self.flush();
         common_prefix(&self.seqs[seq].held, prompt).saturating_sub(1)
     }
 
@@ -185,6 +209,7 @@ impl<'m> Mtp<'m> {
             from,
             text: Vec::new(),
             rows: Vec::new(),
+            hidden: Vec::new(),
         });
         entry.seq = seq;
         entry.from = from;
@@ -203,59 +228,96 @@ impl<'m> Mtp<'m> {
         self.remove_from(seq, 0);
         self.seqs[seq].last_at = None;
         self.queue.retain(|entry| entry.seq != seq);
+        self.deferred.retain(|entry| entry.seq != seq);
+        self.deferred_rows = self.deferred.iter().map(Accepted::hidden_rows).sum();
     }
 
-    /// Feeds every accepted position to the block, paired with the hidden state before it,
-    /// and keeps each slot's last hidden state. On a llama.cpp error the block's cache is
-    /// emptied (drafts then start over), the model is not affected.
+    /// Copies the hidden states of the positions the last decode accepted (the model's next
+    /// decode overwrites them), and feeds the block once enough are waiting.
     pub(super) fn catch_up(&mut self) {
-        if self.queue.is_empty() {
+        let (target, n_embd) = (self.target, self.n_embd);
+        for mut entry in self.queue.drain(..) {
+            entry.hidden.clear();
+            let mut rows = 0;
+            for &row in &entry.rows {
+                // SAFETY: `target` is the model's live context; the rows of its last batch
+                // stay valid until its next decode, which the worker runs after this returns.
+                let Some(hidden) = (unsafe { hidden_row(target, n_embd, row) }) else {
+                    break;
+                };
+                entry.hidden.extend_from_slice(hidden);
+                rows += 1;
+            }
+            entry.rows.truncate(rows);
+            self.deferred_rows += rows;
+            self.deferred.push(entry);
+        }
+        if self.deferred_rows >= DEFER_ROWS {
+            self.flush();
+        }
+    }
+
+    /// Feeds every waiting position to the block, paired with the hidden state before it, and
+    /// keeps each slot's last hidden state. On a llama.cpp error the block's cache is emptied
+    /// (drafts then start over); the model is not affected.
+    fn flush(&mut self) {
+        if self.deferred.is_empty() {
             return;
         }
-        let mut queue = std::mem::take(&mut self.queue);
-        if let Err(error) = self.feed(&queue) {
+        let mut deferred = std::mem::take(&mut self.deferred);
+        self.deferred_rows = 0;
+        if let Err(error) = self.feed(&deferred) {
             tracing::warn!(%error, "the NextN block failed; its cache starts over");
             self.reset();
         }
-        // Each slot's last hidden state, read while the model's outputs are still there.
-        for entry in &queue {
-            let Some(&row) = entry.rows.last() else {
+        for entry in &deferred {
+            let rows = entry.hidden_rows();
+            if rows == 0 {
                 continue;
-            };
-            // SAFETY: as in `target_hidden`.
-            if let Some(hidden) = unsafe { hidden_row(self.target, self.n_embd, row) } {
-                let seq = &mut self.seqs[entry.seq];
-                seq.last.clear();
-                seq.last.extend_from_slice(hidden);
-                seq.last_at = Some(entry.from + entry.rows.len() - 1);
             }
+            let seq = &mut self.seqs[entry.seq];
+            seq.last.clear();
+            seq.last
+                .extend_from_slice(&entry.hidden[(rows - 1) * self.n_embd..rows * self.n_embd]);
+            seq.last_at = Some(entry.end() - 1);
         }
-        self.spare.append(&mut queue);
-        self.queue = queue;
+        self.spare.append(&mut deferred);
+        self.deferred = deferred;
     }
 
     fn feed(&mut self, queue: &[Accepted]) -> Result<(), String> {
+        let n_embd = self.n_embd;
+        // Per slot, where its text fed so far ends and the hidden state there.
+        let mut latest: Vec<Option<(usize, *const f32)>> = vec![None; self.seqs.len()];
         self.clear_batch();
         for entry in queue {
             let seq = entry.seq;
-            let end = entry.from + entry.rows.len();
+            let end = entry.end();
             // What the block holds of this text is right as it is (the draft leaves `next`'s
-            // entry); the rest goes.
+            // entry); the rest goes, after what the batch holds is decoded.
             let start = common_prefix(&self.seqs[seq].held, &entry.text[..end]);
+            if start < self.seqs[seq].held.len() && self.batch_len > 0 {
+                self.process()?;
+                self.clear_batch();
+            }
             self.remove_from(seq, start);
             for position in start..end {
-                // The hidden state before `position`: from this decode, kept from the last
-                // step, or zeros at the start of the text. Without it the block cannot follow.
+                // The hidden state before `position`: from this decode, from the one before
+                // (waiting with it or kept), or zeros at the start of the text. Without it the
+                // block cannot follow.
                 let before = if position > entry.from {
-                    self.target_hidden(entry.rows[position - 1 - entry.from])
+                    let row = position - 1 - entry.from;
+                    Some(entry.hidden[row * n_embd..].as_ptr())
                 } else if position == 0 {
-                    Some(self.zeros.as_slice())
+                    Some(self.zeros.as_ptr())
+                } else if let Some((_, state)) = latest[seq].filter(|&(at, _)| at == position) {
+                    Some(state)
                 } else if self.seqs[seq].last_at == Some(position - 1) {
-                    Some(self.seqs[seq].last.as_slice())
+                    Some(self.seqs[seq].last.as_ptr())
                 } else {
                     None
                 };
-                let Some(before) = before.map(<[f32]>::as_ptr) else {
+                let Some(before) = before else {
                     break;
                 };
                 if self.batch_len == self.n_batch {
@@ -264,6 +326,9 @@ impl<'m> Mtp<'m> {
                 }
                 self.add(entry.text[position], position, seq, before, false)?;
                 self.seqs[seq].held.push(entry.text[position]);
+            }
+            if let Some(rows) = entry.hidden_rows().checked_sub(1) {
+                latest[seq] = Some((end, entry.hidden[rows * n_embd..].as_ptr()));
             }
         }
         if self.batch_len > 0 {
@@ -277,6 +342,7 @@ impl<'m> Mtp<'m> {
     /// each at most `want` long; a request whose slot has no hidden state for the position
     /// before `next` gets none.
     pub(super) fn propose(&mut self, requests: &[Request<'_>]) -> Vec<Vec<LlamaToken>> {
+        self.flush();
         let mut drafts = vec![Vec::new(); requests.len()];
         if let Err(error) = self.draft(requests, &mut drafts) {
             tracing::warn!(%error, "the NextN block failed; drafting nothing this step");
@@ -354,13 +420,6 @@ impl<'m> Mtp<'m> {
     /// Whether drafting stops at `token`: the end of the text, or past the vocabulary.
     fn ended(&self, token: LlamaToken) -> bool {
         token.0 < 0 || token.0 >= self.model.n_vocab() || self.model.vocab().is_eog(token)
-    }
-
-    /// The model's hidden state at row `row` of its last decode.
-    fn target_hidden(&self, row: i32) -> Option<&[f32]> {
-        // SAFETY: `target` is the model's live context; the rows of its last batch stay valid
-        // until its next decode, which cannot run while `self` is borrowed by the worker.
-        unsafe { hidden_row(self.target, self.n_embd, row) }
     }
 
     fn reset(&mut self) {

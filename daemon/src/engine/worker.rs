@@ -950,11 +950,12 @@ impl<'m> Worker<'m> {
             mut outbox,
         } = waiting;
         // The NextN block follows a job that drafts with it from what it holds of the text.
+        let seq = self.slots[index].seq as usize;
         let mtp_keep = self
             .mtp
-            .as_ref()
+            .as_mut()
             .filter(|_| job.speculation.mode == SpeculationMode::Mtp)
-            .map(|mtp| mtp.reusable(self.slots[index].seq as usize, &prompt));
+            .map(|mtp| mtp.reusable(seq, &prompt));
         let keep = self.reuse_prefix(index, &prompt, mtp_keep);
         let sampler = match SequenceSampler::new(
             self.model,
