@@ -405,3 +405,19 @@ async fn the_nextn_block_drafts_and_changes_nothing() {
     );
     fresh.shutdown().await;
 }
+
+/// V3.2 keeps the NextN block too (`deepseek32`: its trunk attends sparsely, the block densely):
+/// it drafts, and the output is the output without. The horizon is short: on this fixture any
+/// drafting (prompt lookup as well) changes the greedy text about twenty tokens in.
+#[tokio::test]
+async fn the_nextn_block_of_v32_drafts_and_changes_nothing() {
+    let engine = Engine::load(params(&fixtures::deepseek32(), 1))
+        .await
+        .expect("deepseek32 loads with its NextN block");
+    let prompt = "Tell me about the sea.";
+    let (plain, _) = run(&engine, job(prompt, 16, SpeculationMode::Off)).await;
+    let (drafted, summary) = run(&engine, job(prompt, 16, SpeculationMode::Mtp)).await;
+    assert_eq!(drafted, plain);
+    assert!(summary.draft_count > 0, "drafted nothing");
+    engine.shutdown().await;
+}

@@ -519,9 +519,9 @@ fn embedding_and_head(builder: &mut Builder, weights: &mut Weights, embd: u64, h
 
 /// The `deepseek2` hyperparameters: V3's structure at toy sizes.
 pub mod deepseek2_shape {
-    /// Trunk blocks; `deepseek2` has one more after them, its NextN (MTP) block.
+    /// Trunk blocks; one more follows them, the NextN (MTP) block.
     pub const BLOCK_COUNT: u64 = 3;
-    /// `deepseek2` only: the multi-token prediction blocks after the trunk (V3 and R1 have one).
+    /// The multi-token prediction blocks after the trunk (V3, R1 and V3.2 have one).
     pub const NEXTN_LAYERS: u64 = 1;
     pub const LEADING_DENSE: u64 = 1;
     pub const HEADS: u64 = 4;
@@ -545,9 +545,9 @@ pub mod deepseek2_shape {
     pub const INDEXER_TOP_K: u32 = 16;
 }
 
-/// The `deepseek2` layout under `arch`; `deepseek32` adds the DSA indexer to every block, and
-/// `deepseek2` keeps V3's NextN block (multi-token prediction) after its trunk, as llama.cpp's
-/// converter writes it: a MoE block plus the projection of `[embedding, hidden state]`.
+/// The `deepseek2` layout under `arch`; `deepseek32` adds the DSA indexer to every block. Both
+/// keep the NextN block (multi-token prediction) after the trunk, as llama.cpp's converter
+/// writes it: a MoE block plus the projection of `[embedding, hidden state]`.
 fn deepseek2_model(builder: &mut Builder, weights: &mut Weights, arch: &str) {
     use deepseek2_shape::{
         BLOCK_COUNT, EXPERT_FFN, EXPERT_GROUPS, EXPERT_GROUPS_USED, EXPERTS, EXPERTS_USED, FFN,
@@ -555,11 +555,7 @@ fn deepseek2_model(builder: &mut Builder, weights: &mut Weights, arch: &str) {
     };
     use deepseek2_shape::{INDEXER_HEAD_SIZE, INDEXER_HEADS, INDEXER_TOP_K};
     let indexer = arch == "deepseek32";
-    let nextn = if indexer {
-        0
-    } else {
-        deepseek2_shape::NEXTN_LAYERS
-    };
+    let nextn = deepseek2_shape::NEXTN_LAYERS;
     let key = |k: &str| format!("{arch}.{k}");
     let vocab = DEEPSEEK_VOCAB_SIZE as u32;
     builder.set(key("block_count"), (BLOCK_COUNT + nextn) as u32);
