@@ -140,7 +140,7 @@ pub(super) struct Mtp<'m> {
 
 impl<'m> Mtp<'m> {
     /// Wraps the block's context (made on the model with the MTP context type, shaped like
-    /// `target`) and makes `target` hand out the hidden states of every decoded entry.
+    /// `target`, the model's context, whose hidden states it reads; see [`Self::follow`]).
     pub(super) fn new(
         model: &'m LlamaModel,
         context: LlamaContext<'m>,
@@ -195,7 +195,7 @@ impl<'m> Mtp<'m> {
     }
 
     /// The model's last decode took slot `seq`'s `text` from position `from` on, the `i`-th
-    /// token after `from` at batch row `rows[i]`. Fed to the block by the next
+    /// token after `from` at batch row `rows[i]`. Their hidden states are copied by the next
     /// [`Self::catch_up`], which must run before the model decodes again.
     pub(super) fn accepted(
         &mut self,
