@@ -38,6 +38,7 @@ use llama_cpp_sys_2 as sys;
 
 use super::draft::Request;
 use super::fast_sampler::argmax;
+use super::worker::common_prefix;
 
 // llama.cpp's staging API (`src/llama-ext.h`): not in `llama.h`, so not in the generated
 // bindings, and compiled without C linkage, so reached by their Itanium C++ names (the ABI of
@@ -506,10 +507,6 @@ impl<'m> Mtp<'m> {
             Err(format!("llama_process returned {status}"))
         }
     }
-}
-
-fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Row `row` of the hidden states `context` output in its last decode (`n_embd` floats).

@@ -18,8 +18,8 @@ use super::output::{Pushed, TextOutput};
 use super::sampler::SequenceSampler;
 use super::{
     DoneReason, EngineError, Event, EventSink, GenerateJob, GrammarSource, LoadParams, Logprobs,
-    MAX_TOP_LOGPROBS, ModelInfo, Prompt, SinkError, SpeculationMode, Summary, TokenLogprob,
-    UNBOUNDED_FACTOR, llama_backend,
+    MAX_TOP_LOGPROBS, ModelInfo, Prompt, SinkError, Summary, TokenLogprob, UNBOUNDED_FACTOR,
+    llama_backend,
 };
 use crate::engine::Embeddings;
 use crate::offload;
@@ -174,8 +174,8 @@ pub(super) fn run(params: &LoadParams, commands: &Receiver<Command>, ready: Repl
 }
 
 /// The model's NextN block in a context of its own, when the GGUF has one (`DeepSeek` V3/R1
-/// converted with it): drafts for `speculative` `auto` and `mtp`. A model whose block llama.cpp
-/// cannot run loads and answers without it.
+/// converted with it): drafts for `speculative: "mtp"`. A model whose block llama.cpp cannot
+/// run loads and answers without it.
 fn load_mtp<'m>(
     backend: &LlamaBackend,
     model: &'m LlamaModel,
@@ -950,11 +950,12 @@ impl<'m> Worker<'m> {
             mut outbox,
         } = waiting;
         // The NextN block follows a job that drafts with it from what it holds of the text.
+        let drafter = Drafter::new(job.speculation);
         let seq = self.slots[index].seq as usize;
         let mtp_keep = self
             .mtp
             .as_mut()
-            .filter(|_| job.speculation.mode == SpeculationMode::Mtp)
+            .filter(|_| drafter.may_use_mtp())
             .map(|mtp| mtp.reusable(seq, &prompt));
         let keep = self.reuse_prefix(index, &prompt, mtp_keep);
         let sampler = match SequenceSampler::new(
@@ -996,7 +997,7 @@ impl<'m> Worker<'m> {
             in_batch: 0,
             row: None,
             first_row: 0,
-            drafter: Drafter::new(job.speculation),
+            drafter,
             draft_row: 0,
             reserved,
         });
@@ -1547,7 +1548,8 @@ fn push_drafts(batch: &mut LlamaBatch<'static>, slot: &mut Slot) -> Result<(), S
     Ok(())
 }
 
-fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+/// How many tokens `a` and `b` start with alike.
+pub(super) fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
