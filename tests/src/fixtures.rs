@@ -670,25 +670,7 @@ fn deepseek2_model(builder: &mut Builder, weights: &mut Weights, arch: &str) {
                 &[EXPERTS],
                 f32,
             ));
-            builder.push_tensor(weights.random(
-                &name("ffn_gate_exps"),
-                &[N_EMBD, EXPERT_FFN, EXPERTS],
-                f16,
-            ));
-            builder.push_tensor(weights.random(
-                &name("ffn_up_exps"),
-                &[N_EMBD, EXPERT_FFN, EXPERTS],
-                f16,
-            ));
-            builder.push_tensor(weights.random(
-                &name("ffn_down_exps"),
-                &[EXPERT_FFN, N_EMBD, EXPERTS],
-                f16,
-            ));
-            let shared = EXPERT_FFN * SHARED_EXPERTS;
-            builder.push_tensor(weights.random(&name("ffn_gate_shexp"), &[N_EMBD, shared], f16));
-            builder.push_tensor(weights.random(&name("ffn_up_shexp"), &[N_EMBD, shared], f16));
-            builder.push_tensor(weights.random(&name("ffn_down_shexp"), &[shared, N_EMBD], f16));
+            experts(builder, weights, layer, EXPERT_FFN, EXPERTS, SHARED_EXPERTS);
         }
     }
 }
@@ -881,26 +863,36 @@ fn deepseek4_model(builder: &mut Builder, weights: &mut Weights) {
             ));
         }
         builder.push_tensor(Weights::ones(&name("ffn_norm"), N_EMBD));
-        builder.push_tensor(weights.random(
-            &name("ffn_gate_exps"),
-            &[N_EMBD, EXPERT_FFN, EXPERTS],
-            f16,
-        ));
-        builder.push_tensor(weights.random(
-            &name("ffn_down_exps"),
-            &[EXPERT_FFN, N_EMBD, EXPERTS],
-            f16,
-        ));
-        builder.push_tensor(weights.random(
-            &name("ffn_up_exps"),
-            &[N_EMBD, EXPERT_FFN, EXPERTS],
-            f16,
-        ));
-        let shared = EXPERT_FFN * SHARED_EXPERTS;
-        builder.push_tensor(weights.random(&name("ffn_gate_shexp"), &[N_EMBD, shared], f16));
-        builder.push_tensor(weights.random(&name("ffn_down_shexp"), &[shared, N_EMBD], f16));
-        builder.push_tensor(weights.random(&name("ffn_up_shexp"), &[N_EMBD, shared], f16));
+        experts(
+            builder,
+            weights,
+            layer as u64,
+            EXPERT_FFN,
+            EXPERTS,
+            SHARED_EXPERTS,
+        );
     }
+}
+
+/// Block `layer`'s routed experts (`count` of width `ffn`) and shared experts (`shared` of the
+/// same width), f16, as the `deepseek2`, `deepseek32` and `deepseek4` loaders read them.
+fn experts(
+    builder: &mut Builder,
+    weights: &mut Weights,
+    layer: u64,
+    ffn: u64,
+    count: u64,
+    shared: u64,
+) {
+    let f16 = TensorType::F16;
+    let name = |t: &str| format!("blk.{layer}.{t}.weight");
+    builder.push_tensor(weights.random(&name("ffn_gate_exps"), &[N_EMBD, ffn, count], f16));
+    builder.push_tensor(weights.random(&name("ffn_up_exps"), &[N_EMBD, ffn, count], f16));
+    builder.push_tensor(weights.random(&name("ffn_down_exps"), &[ffn, N_EMBD, count], f16));
+    let shared = ffn * shared;
+    builder.push_tensor(weights.random(&name("ffn_gate_shexp"), &[N_EMBD, shared], f16));
+    builder.push_tensor(weights.random(&name("ffn_up_shexp"), &[N_EMBD, shared], f16));
+    builder.push_tensor(weights.random(&name("ffn_down_shexp"), &[shared, N_EMBD], f16));
 }
 
 /// Shape of a dense (Qwen2 / Llama) fixture.
