@@ -532,9 +532,6 @@ pub(crate) fn with_history(
             message.content.clone(),
         ));
     }
-    let last_user = messages
-        .iter()
-        .rposition(|message| message.role.eq_ignore_ascii_case("user"));
     for (index, mut message) in messages.into_iter().enumerate() {
         let role = message.role.to_ascii_lowercase();
         if !matches!(role.as_str(), "system" | "user" | "assistant" | "tool") {
@@ -544,12 +541,10 @@ pub(crate) fn with_history(
             )));
         }
         message.role = role;
-        // Earlier turns' separate reasoning is dropped; reasoning inline in their content is
-        // the template's to handle (R1's own template splits it off, V3's keeps it, Ollama's Go
-        // templates never see it: the Go path strips it).
-        if last_user.is_some_and(|last| index < last) {
-            message.thinking = None;
-        }
+        // Earlier turns keep their reasoning: a Jinja template is the model's own and decides
+        // what it shows (R1's splits inline reasoning off, V3.2's shows the field only after
+        // the last user turn, V4's on every turn once tools are in play); the Go path drops it
+        // from earlier turns, as Ollama does.
         out.push(message);
     }
     Ok(out)

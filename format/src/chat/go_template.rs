@@ -278,7 +278,7 @@ impl Think {
 
 /// Ollama's `collate`: consecutive messages of one role become one (contents joined by a blank
 /// line; tool results stay apart). Earlier assistant turns (before the last user message) lose
-/// their reasoning first, as on the Jinja path.
+/// their reasoning first, as in Ollama (a Jinja template decides that for itself).
 fn collate(messages: &[ChatMessage]) -> Vec<ChatMessage> {
     let last_user = messages.iter().rposition(|m| m.role == "user");
     let mut collated: Vec<ChatMessage> = Vec::new();

@@ -46,8 +46,9 @@ pub struct ChatMessage {
     /// `system`, `user`, `assistant` or `tool`, lower-case.
     pub role: String,
     pub content: String,
-    /// Reasoning sent back with an assistant turn (`thinking` / `reasoning_content`); only the
-    /// last assistant turn shows it to the template, as `reasoning_content` and `thinking`.
+    /// Reasoning sent back with an assistant turn (`thinking` / `reasoning_content`), shown to
+    /// a Jinja template as `reasoning_content` and `thinking`; the template decides which turns
+    /// keep it.
     pub thinking: Option<String>,
     pub tool_calls: Vec<ToolCall>,
     /// On `tool` results: the function that produced it (template variables `name`, `tool_name`).

@@ -346,15 +346,10 @@ impl ChatTemplate {
     /// Builds the `transformers`-shaped context: `messages`, `tools`, `add_generation_prompt`,
     /// `bos_token`, `eos_token`, and the thinking switches.
     fn context(&self, input: &RenderInput, string_arguments: bool) -> Json {
-        let last_user = input.messages.iter().rposition(|m| m.role == "user");
         let messages: Vec<Json> = input
             .messages
             .iter()
-            .enumerate()
-            .map(|(index, message)| {
-                let earlier_turn = last_user.is_some_and(|last| index < last);
-                message_json(message, earlier_turn, string_arguments)
-            })
+            .map(|message| message_json(message, string_arguments))
             .collect();
         let mut context = Map::new();
         context.insert("messages".into(), Json::Array(messages));
@@ -409,9 +404,11 @@ impl ChatTemplate {
 /// `content: null` (DeepSeek's templates test `content is none` to print the calls). Earlier
 /// turns' content is passed as it is: a Jinja template is the model's own and says itself
 /// whether earlier reasoning is dropped (R1's splits on `</think>`, V3's keeps it), so
-/// stripping it here would change what R1's split leaves and what V3's shows. Only the
-/// separate `thinking` field of earlier turns is left out, as transformers never sees it.
-fn message_json(message: &ChatMessage, earlier_turn: bool, string_arguments: bool) -> Json {
+/// stripping it here would change what R1's split leaves and what V3's shows. Reasoning sent
+/// as its own field goes to every assistant turn as `reasoning_content` (and `thinking`), as a
+/// client hands it to transformers: V3.2's template shows it only after the last user turn,
+/// V4's on every turn once tools are in play.
+fn message_json(message: &ChatMessage, string_arguments: bool) -> Json {
     let assistant = message.role == "assistant";
     let content = message.content.clone();
     let mut out = Map::new();
@@ -421,11 +418,7 @@ fn message_json(message: &ChatMessage, earlier_turn: bool, string_arguments: boo
     } else {
         out.insert("content".into(), Json::String(content));
     }
-    if let Some(thinking) = message
-        .thinking
-        .as_ref()
-        .filter(|_| assistant && !earlier_turn)
-    {
+    if let Some(thinking) = message.thinking.as_ref().filter(|_| assistant) {
         out.insert("reasoning_content".into(), Json::String(thinking.clone()));
         out.insert("thinking".into(), Json::String(thinking.clone()));
     }
@@ -502,6 +495,7 @@ fn configure(env: &mut Environment<'static>) {
     env.add_function("raise_exception", raise_exception);
     env.add_function("strftime_now", strftime_now);
     env.add_filter("tojson", to_json);
+    env.add_filter("from_json", from_json);
 }
 
 /// Python's string, list and dict methods (minijinja-contrib's `pycompat`), with `str.format`'s
@@ -599,6 +593,20 @@ fn to_json(value: &Value, kwargs: Kwargs) -> Result<Value, JinjaError> {
     let mut out = String::new();
     style.write(value, 0, &mut out)?;
     Ok(Value::from_safe_string(out))
+}
+
+/// `from_json`: parses JSON text into a value, as llama.cpp's template engine does (its V3.2
+/// and V4 templates read a call's arguments with it when a client sent them as a string).
+/// `serde_json` keeps the keys in their order and stops at 128 levels of nesting.
+fn from_json(text: &str) -> Result<Value, JinjaError> {
+    let parsed: Json = serde_json::from_str(text).map_err(|error| {
+        JinjaError::new(
+            ErrorKind::InvalidOperation,
+            "from_json: the text is not JSON",
+        )
+        .with_source(error)
+    })?;
+    Ok(Value::from(Serde(parsed)))
 }
 
 /// Python `json.dumps` formatting choices.
@@ -767,6 +775,27 @@ mod tests {
         }
         let template = compile("{{ '{:>8}|{:08.3f}'.format('a', 1.5) }}");
         assert_eq!(render(&template, "").unwrap(), "       a|0001.500");
+    }
+
+    #[test]
+    fn from_json_reads_arguments_sent_as_text_in_their_order() {
+        let template = compile(
+            "{% set args = messages[0].content | from_json %}\
+             {% for key, value in args.items() %}{{ key }}={{ value | tojson }};{% endfor %}",
+        );
+        assert_eq!(
+            render(&template, r#"{"city": "Zoë", "days": [1, 2], "a": null}"#).unwrap(),
+            r#"city="Zoë";days=[1, 2];a=null;"#
+        );
+        match render(&template, "{not json") {
+            Err(ChatError::TemplateRender { detail }) => {
+                assert!(
+                    detail.contains("from_json: the text is not JSON"),
+                    "{detail}"
+                );
+            }
+            other => panic!("expected a render error, got {other:?}"),
+        }
     }
 
     #[test]
