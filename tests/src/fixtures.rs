@@ -224,6 +224,15 @@ pub fn deepseek_tokenizer_dir() -> PathBuf {
     dir
 }
 
+/// One of the DeepSeek chat templates kept in llama.cpp's `models/templates` (e.g.
+/// `deepseek-ai-DeepSeek-V3.1.jinja`), fetched once if absent from the PyPI sdist of
+/// llama-cpp-python, which vendors llama.cpp.
+pub fn deepseek_template(file: &str) -> PathBuf {
+    let path = root().join("deepseek-templates").join(file);
+    ensure_fetched(&path).unwrap_or_else(|e| panic!("deepseek template {file}: {e}"));
+    path
+}
+
 /// The fixtures folder: `$WHALE_FIXTURES`, else `<workspace>/.cache/fixtures`.
 pub fn root() -> PathBuf {
     match std::env::var_os(FIXTURES_ENV) {

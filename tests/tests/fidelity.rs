@@ -1,14 +1,21 @@
-//! Exact prompts: for each conversation of a table, the prompt whaled renders for DeepSeek V3's
-//! official chat template equals the reference — the same template text rendered by Jinja2 as
+//! Exact prompts: for each conversation of a table and each DeepSeek template variant, the
+//! prompt whaled renders equals the reference — the same template text rendered by Jinja2 as
 //! Hugging Face transformers renders it, tokenized by the official tokenizer (`tokenizers`), in
 //! `tests/fidelity/reference.py` — as text, as tokens (llama.cpp's tokenizer on the fixture's
 //! vocabulary, as whaled tokenizes), and as the count `/v1` reports.
+//!
+//! The variants: V3's template from its `tokenizer_config.json` (the fixture GGUF's own), and
+//! the R1 distills', V3.1's, V3.2's and V4's as llama.cpp keeps them in `models/templates`
+//! (fetched from llama-cpp-python's source package on `PyPI`), each given to a model as its
+//! `TEMPLATE`; V3.1 and later with thinking on and off.
 //!
 //! Conversations are written in OpenAI's shape (what transformers takes); the same
 //! conversation goes to `/api/chat` in Ollama's shape (arguments as objects, `thinking`).
 
 use std::io::Write as _;
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
@@ -47,8 +54,84 @@ fn tool(id: usize, text: &str) -> Value {
     json!({"role": "tool", "tool_call_id": format!("call_{id}"), "content": text})
 }
 
-/// The table: each entry a name and its messages (all end ready for the model to answer).
-fn conversations() -> Vec<(&'static str, Vec<Value>)> {
+/// A function the model may call, in OpenAI's (and Ollama's) shape.
+fn function(name: &str, description: &str, parameter: &str) -> Value {
+    json!({"type": "function", "function": {
+        "name": name,
+        "description": description,
+        "parameters": {
+            "type": "object",
+            "properties": {parameter: {"type": "string", "description": format!("the {parameter}")}},
+            "required": [parameter],
+        },
+    }})
+}
+
+/// An assistant turn that reasons, then calls tools.
+fn reasoned_calls(reasoning: &str, made: &[(&str, &str)]) -> Value {
+    let mut turn = calls(made);
+    turn["reasoning_content"] = json!(reasoning);
+    turn
+}
+
+/// The table: each entry a name, its messages (all end ready for the model to answer) and the
+/// tools it offers.
+fn conversations() -> Vec<(&'static str, Vec<Value>, Option<Value>)> {
+    let weather = ("get_weather", r#"{"city": "Paris"}"#);
+    let tools = json!([
+        function("get_weather", "Current weather in a city", "city"),
+        function("search", "Searches the web", "query"),
+    ]);
+    let mut table: Vec<_> = plain_conversations()
+        .into_iter()
+        .map(|(name, messages)| (name, messages, None))
+        .collect();
+    table.extend([
+        (
+            "tools offered, first question",
+            vec![user("Weather in Paris?")],
+            Some(tools.clone()),
+        ),
+        (
+            "tools offered with a system prompt",
+            vec![system("Be brief."), user("Weather in Paris?")],
+            Some(tools.clone()),
+        ),
+        (
+            "tools offered, a call and its result",
+            vec![
+                user("Weather in Paris?"),
+                calls(&[weather]),
+                tool(0, r#"{"temp": 21}"#),
+            ],
+            Some(tools.clone()),
+        ),
+        (
+            "tools offered, reasoning before a call",
+            vec![
+                user("Weather in Paris?"),
+                reasoned_calls("I should look it up.", &[weather]),
+                tool(0, "sunny"),
+            ],
+            Some(tools.clone()),
+        ),
+        (
+            "tools offered, earlier reasoning and calls",
+            vec![
+                user("Weather in Paris?"),
+                reasoned_calls("Look it up.", &[weather]),
+                tool(0, "sunny"),
+                json!({"role": "assistant", "content": "Sunny.", "reasoning_content": "Report it."}),
+                user("And Rome?"),
+            ],
+            Some(tools),
+        ),
+    ]);
+    table
+}
+
+/// Conversations without tool definitions.
+fn plain_conversations() -> Vec<(&'static str, Vec<Value>)> {
     let weather = ("get_weather", r#"{"city": "Paris"}"#);
     vec![
         ("one user message", vec![user("Hello")]),
@@ -243,19 +326,62 @@ fn ollama_messages(messages: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// A chat template under test.
+struct Variant {
+    name: &'static str,
+    /// A file of `deepseek-templates/`, given to the model as its `TEMPLATE`; `None` for the
+    /// fixture GGUF's own (V3's official template).
+    file: Option<&'static str>,
+    /// How transformers users pass a call's arguments to this template: an object where it
+    /// pipes them through `tojson`, else the JSON text that it concatenates.
+    object_arguments: bool,
+    /// The `thinking` (and `enable_thinking`) switch: `think` on `/api/chat`, `thinking.type`
+    /// on `/v1`; `None` leaves it unset.
+    thinking: Option<bool>,
+}
+
+/// The messages as the reference takes them for `variant`.
+fn reference_messages(messages: &[Value], variant: &Variant) -> Vec<Value> {
+    let mut messages = messages.to_vec();
+    if variant.object_arguments {
+        for message in &mut messages {
+            if let Some(calls) = message.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                for call in calls {
+                    let text = call["function"]["arguments"].as_str().unwrap().to_owned();
+                    call["function"]["arguments"] = serde_json::from_str(&text).unwrap();
+                }
+            }
+        }
+    }
+    messages
+}
+
 /// Renders every conversation with the reference (Jinja2 and `tokenizers`).
-fn reference(conversations: &[(&str, Vec<Value>)]) -> Vec<(String, Vec<i32>)> {
+fn reference(
+    conversations: &[(&str, Vec<Value>, Option<Value>)],
+    variant: &Variant,
+) -> Vec<(String, Vec<i32>)> {
     let root = env!("CARGO_MANIFEST_DIR");
     let python_path = fixtures::root().join("reference-py");
     assert!(
         python_path.join(".complete").exists(),
         "the reference's Python packages are missing: run scripts/fetch-fixtures.sh"
     );
+    let variables = match variant.thinking {
+        Some(thinking) => json!({"thinking": thinking, "enable_thinking": thinking}),
+        None => json!({}),
+    };
     let request = json!({
         "tokenizer_dir": fixtures::deepseek_tokenizer_dir(),
+        "template_file": variant.file.map(fixtures::deepseek_template),
+        "variables": variables,
         "conversations": conversations
             .iter()
-            .map(|(_, messages)| json!({"messages": messages, "add_generation_prompt": true}))
+            .map(|(_, messages, tools)| json!({
+                "messages": reference_messages(messages, variant),
+                "tools": tools,
+                "add_generation_prompt": true,
+            }))
             .collect::<Vec<_>>(),
     });
     let mut child = Command::new("python3")
@@ -276,7 +402,8 @@ fn reference(conversations: &[(&str, Vec<Value>)]) -> Vec<(String, Vec<i32>)> {
     let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),
-        "reference.py failed: {}",
+        "reference.py failed ({}): {}",
+        variant.name,
         String::from_utf8_lossy(&output.stderr)
     );
     let rendered: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
@@ -294,70 +421,173 @@ fn reference(conversations: &[(&str, Vec<Value>)]) -> Vec<(String, Vec<i32>)> {
         .collect()
 }
 
-#[test]
-fn deepseek_v3_prompts_are_token_identical_to_the_official_template() {
+/// The fixture's vocabulary, loaded by llama.cpp once per process (its backend starts once).
+fn vocab(gguf: &Path) -> &'static LlamaModel {
+    static VOCAB: OnceLock<(LlamaBackend, LlamaModel)> = OnceLock::new();
+    &VOCAB
+        .get_or_init(|| {
+            let backend = LlamaBackend::init().unwrap();
+            let model = LlamaModel::load_from_file(
+                &backend,
+                gguf,
+                &LlamaModelParams::default().with_vocab_only(true),
+            )
+            .unwrap();
+            (backend, model)
+        })
+        .1
+}
+
+/// Checks every conversation of the table against the reference for each variant, through
+/// one whaled; panics listing every difference.
+fn assert_token_identical(variants: &[Variant]) {
     let conversations = conversations();
     assert!(conversations.len() >= 20);
-    let expected = reference(&conversations);
 
     let gguf = fixtures::deepseek2();
-    let backend = LlamaBackend::init().unwrap();
-    let vocab_model = LlamaModel::load_from_file(
-        &backend,
-        &gguf,
-        &LlamaModelParams::default().with_vocab_only(true),
-    )
-    .unwrap();
+    let vocab_model = vocab(&gguf);
 
     let daemon = Whaled::start();
     daemon.create_from_gguf("ds", &gguf);
     let mut failures = Vec::new();
-    for ((name, messages), (text, ids)) in conversations.iter().zip(&expected) {
-        let (status, body) = daemon.post(
-            "/api/chat",
-            &json!({"model": "ds", "messages": ollama_messages(messages), "stream": false,
-                    "_debug_render_only": true}),
-        );
-        assert_eq!(status, 200, "{name}: {body}");
-        let rendered = body["_debug_info"]["rendered_template"]
-            .as_str()
-            .unwrap_or_default();
-        if rendered != text {
-            failures.push(format!(
-                "{name}: /api/chat renders\n  {rendered:?}\nthe reference\n  {text:?}"
-            ));
-            continue;
-        }
-        let tokens: Vec<i32> = vocab_model
-            .vocab()
-            .tokenize(rendered.as_bytes(), false, true)
-            .into_iter()
-            .map(|token| token.0)
-            .collect();
-        if &tokens != ids {
-            failures.push(format!(
-                "{name}: llama.cpp tokenizes to {tokens:?}, the reference to {ids:?}"
-            ));
-            continue;
-        }
-        let (status, body) = daemon.post(
-            "/v1/chat/completions",
-            &json!({"model": "ds", "messages": messages, "max_tokens": 1, "temperature": 0}),
-        );
-        assert_eq!(status, 200, "{name}: {body}");
-        if body["usage"]["prompt_tokens"] != json!(ids.len()) {
-            failures.push(format!(
-                "{name}: /v1 evaluates {} prompt tokens, the reference has {}",
-                body["usage"]["prompt_tokens"],
-                ids.len()
-            ));
+    for variant in variants {
+        let model = match variant.file {
+            None => "ds".to_owned(),
+            Some(file) => {
+                let model = format!("ds-{}", variant.name.replace([' ', '(', ')'], "-"));
+                let template = std::fs::read_to_string(fixtures::deepseek_template(file)).unwrap();
+                let (status, body) = daemon.post(
+                    "/api/create",
+                    &json!({"model": model, "from": "ds", "template": template, "stream": false}),
+                );
+                assert_eq!(status, 200, "{}: {body}", variant.name);
+                model
+            }
+        };
+        let expected = reference(&conversations, variant);
+        for ((name, messages, tools), (text, ids)) in conversations.iter().zip(&expected) {
+            let name = format!("{} / {name}", variant.name);
+            let mut request = json!({"model": model, "messages": ollama_messages(messages),
+                                     "stream": false, "_debug_render_only": true});
+            let mut openai = json!({"model": model, "messages": messages, "max_tokens": 1,
+                                    "temperature": 0});
+            if let Some(tools) = tools {
+                request["tools"] = tools.clone();
+                openai["tools"] = tools.clone();
+            }
+            if let Some(thinking) = variant.thinking {
+                request["think"] = json!(thinking);
+                openai["thinking"] = json!({"type": if thinking { "enabled" } else { "disabled" }});
+            }
+            let (mut status, mut body) = daemon.post("/api/chat", &request);
+            if status == 400
+                && body["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .ends_with("does not support tools")
+            {
+                // As Ollama: a template that never shows tool definitions refuses them. Such a
+                // template renders the same without them, so the reference still holds.
+                request.as_object_mut().unwrap().remove("tools");
+                openai.as_object_mut().unwrap().remove("tools");
+                (status, body) = daemon.post("/api/chat", &request);
+            }
+            assert_eq!(status, 200, "{name}: {body}");
+            let rendered = body["_debug_info"]["rendered_template"]
+                .as_str()
+                .unwrap_or_default();
+            if rendered != text {
+                failures.push(format!(
+                    "{name}: /api/chat renders\n  {rendered:?}\nthe reference\n  {text:?}"
+                ));
+                continue;
+            }
+            let tokens: Vec<i32> = vocab_model
+                .vocab()
+                .tokenize(rendered.as_bytes(), false, true)
+                .into_iter()
+                .map(|token| token.0)
+                .collect();
+            if &tokens != ids {
+                failures.push(format!(
+                    "{name}: llama.cpp tokenizes to {tokens:?}, the reference to {ids:?}"
+                ));
+                continue;
+            }
+            let (status, body) = daemon.post("/v1/chat/completions", &openai);
+            assert_eq!(status, 200, "{name}: {body}");
+            if body["usage"]["prompt_tokens"] != json!(ids.len()) {
+                failures.push(format!(
+                    "{name}: /v1 evaluates {} prompt tokens, the reference has {}",
+                    body["usage"]["prompt_tokens"],
+                    ids.len()
+                ));
+            }
         }
     }
     assert!(
         failures.is_empty(),
-        "{} of {} conversations differ:\n{}",
+        "{} of {} renderings differ:\n{}",
         failures.len(),
-        conversations.len(),
+        conversations.len() * variants.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn deepseek_v3_prompts_are_token_identical_to_the_official_template() {
+    assert_token_identical(&[Variant {
+        name: "V3",
+        file: None,
+        object_arguments: false,
+        thinking: None,
+    }]);
+}
+
+#[test]
+fn deepseek_r1_distill_prompts_are_token_identical_to_their_templates() {
+    assert_token_identical(&[
+        Variant {
+            name: "R1 distill (Llama)",
+            file: Some("deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja"),
+            object_arguments: false,
+            thinking: None,
+        },
+        Variant {
+            name: "R1 distill (Qwen)",
+            file: Some("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"),
+            object_arguments: true,
+            thinking: Some(true),
+        },
+    ]);
+}
+
+#[test]
+fn deepseek_v3_1_prompts_are_token_identical_thinking_on_and_off() {
+    assert_token_identical(&[false, true].map(|thinking| Variant {
+        name: if thinking { "V3.1 thinking" } else { "V3.1" },
+        file: Some("deepseek-ai-DeepSeek-V3.1.jinja"),
+        object_arguments: true,
+        thinking: Some(thinking),
+    }));
+}
+
+#[test]
+fn deepseek_v3_2_prompts_are_token_identical_thinking_on_and_off() {
+    assert_token_identical(&[false, true].map(|thinking| Variant {
+        name: if thinking { "V3.2 thinking" } else { "V3.2" },
+        file: Some("deepseek-ai-DeepSeek-V3.2.jinja"),
+        object_arguments: true,
+        thinking: Some(thinking),
+    }));
+}
+
+#[test]
+fn deepseek_v4_prompts_are_token_identical_thinking_on_and_off() {
+    assert_token_identical(&[false, true].map(|thinking| Variant {
+        name: if thinking { "V4 thinking" } else { "V4" },
+        file: Some("deepseek-ai-DeepSeek-V4.jinja"),
+        object_arguments: true,
+        thinking: Some(thinking),
+    }));
 }
