@@ -338,6 +338,9 @@ struct Variant {
     /// The `thinking` (and `enable_thinking`) switch: `think` on `/api/chat`, `thinking.type`
     /// on `/v1`; `None` leaves it unset.
     thinking: Option<bool>,
+    /// A reasoning effort (`think: "<level>"` on `/api/chat`, `reasoning_effort` on `/v1`, the
+    /// template's `reasoning_effort`), with thinking on.
+    effort: Option<&'static str>,
 }
 
 /// The messages as the reference takes them for `variant`.
@@ -367,10 +370,13 @@ fn reference(
         python_path.join(".complete").exists(),
         "the reference's Python packages are missing: run scripts/fetch-fixtures.sh"
     );
-    let variables = match variant.thinking {
+    let mut variables = match variant.thinking {
         Some(thinking) => json!({"thinking": thinking, "enable_thinking": thinking}),
         None => json!({}),
     };
+    if let Some(effort) = variant.effort {
+        variables["reasoning_effort"] = json!(effort);
+    }
     let request = json!({
         "tokenizer_dir": fixtures::deepseek_tokenizer_dir(),
         "template_file": variant.file.map(fixtures::deepseek_template),
@@ -475,7 +481,10 @@ fn assert_token_identical(variants: &[Variant]) {
                 request["tools"] = tools.clone();
                 openai["tools"] = tools.clone();
             }
-            if let Some(thinking) = variant.thinking {
+            if let Some(effort) = variant.effort {
+                request["think"] = json!(effort);
+                openai["reasoning_effort"] = json!(effort);
+            } else if let Some(thinking) = variant.thinking {
                 request["think"] = json!(thinking);
                 openai["thinking"] = json!({"type": if thinking { "enabled" } else { "disabled" }});
             }
@@ -541,6 +550,7 @@ fn deepseek_v3_prompts_are_token_identical_to_the_official_template() {
         file: None,
         object_arguments: false,
         thinking: None,
+        effort: None,
     }]);
 }
 
@@ -552,12 +562,14 @@ fn deepseek_r1_distill_prompts_are_token_identical_to_their_templates() {
             file: Some("deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja"),
             object_arguments: false,
             thinking: None,
+            effort: None,
         },
         Variant {
             name: "R1 distill (Qwen)",
             file: Some("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"),
             object_arguments: true,
             thinking: Some(true),
+            effort: None,
         },
     ]);
 }
@@ -569,6 +581,7 @@ fn deepseek_v3_1_prompts_are_token_identical_thinking_on_and_off() {
         file: Some("deepseek-ai-DeepSeek-V3.1.jinja"),
         object_arguments: true,
         thinking: Some(thinking),
+        effort: None,
     }));
 }
 
@@ -579,15 +592,22 @@ fn deepseek_v3_2_prompts_are_token_identical_thinking_on_and_off() {
         file: Some("deepseek-ai-DeepSeek-V3.2.jinja"),
         object_arguments: true,
         thinking: Some(thinking),
+        effort: None,
     }));
 }
 
 #[test]
-fn deepseek_v4_prompts_are_token_identical_thinking_on_and_off() {
-    assert_token_identical(&[false, true].map(|thinking| Variant {
-        name: if thinking { "V4 thinking" } else { "V4" },
+fn deepseek_v4_prompts_are_token_identical_thinking_on_off_and_at_max_effort() {
+    let v4 = |name, thinking, effort| Variant {
+        name,
         file: Some("deepseek-ai-DeepSeek-V4.jinja"),
         object_arguments: true,
         thinking: Some(thinking),
-    }));
+        effort,
+    };
+    assert_token_identical(&[
+        v4("V4", false, None),
+        v4("V4 thinking", true, None),
+        v4("V4 thinking at max effort", true, Some("max")),
+    ]);
 }

@@ -35,7 +35,6 @@ use self::parse::{ParseError, identifiers};
 use self::runtime::{Field, GoStruct, JsonStringer};
 use super::reasoning::strip_reasoning;
 use super::template::{RenderInput, TemplateCapabilities, ToolCall, describe};
-use super::think::ThinkLevel;
 use super::{ChatError, ChatMessage, limits};
 
 /// The translation of the whole template.
@@ -253,10 +252,8 @@ impl Think {
         let on = input.think == Some(true);
         let level = match (on, input.think_level) {
             (false, _) => "",
-            (true, None | Some(ThinkLevel::Medium)) => "medium",
-            (true, Some(ThinkLevel::Low)) => "low",
-            (true, Some(ThinkLevel::High)) => "high",
-            (true, Some(ThinkLevel::Max)) => "max",
+            (true, None) => "medium",
+            (true, Some(level)) => level.as_str(),
         };
         Self {
             on,
@@ -448,6 +445,7 @@ fn any(json: &Json) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::think::ThinkLevel;
     use serde_json::json;
 
     fn render(source: &str, messages: &[ChatMessage]) -> String {

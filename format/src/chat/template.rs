@@ -102,7 +102,8 @@ pub struct RenderInput<'a> {
     /// Go templates see it as `.Think` and `.IsThinkSet`.
     pub think: Option<bool>,
     /// The effort asked for when `think` was a level: Go templates' `.ThinkLevel` (`"medium"`
-    /// when `think` is just on, as in Ollama).
+    /// when `think` is just on, as in Ollama), Jinja templates' `reasoning_effort` (left
+    /// undefined when `think` is not a level, so the template's own default applies).
     pub think_level: Option<ThinkLevel>,
 }
 
@@ -369,6 +370,9 @@ impl ChatTemplate {
         if let Some(think) = input.think {
             context.insert("thinking".into(), Json::Bool(think));
             context.insert("enable_thinking".into(), Json::Bool(think));
+        }
+        if let Some(level) = input.think_level.filter(|_| input.think == Some(true)) {
+            context.insert("reasoning_effort".into(), level.as_str().into());
         }
         Json::Object(context)
     }

@@ -25,6 +25,19 @@ pub enum ThinkLevel {
     Max,
 }
 
+impl ThinkLevel {
+    /// The level's name, as Ollama spells it and as a Jinja template's `reasoning_effort`
+    /// (DeepSeek V4's, gpt-oss's) reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Max => "max",
+        }
+    }
+}
+
 /// A request's `think` field.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Think {
