@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::json;
 use whale_tests::bench::{self, Streamed, load_average, median};
 use whale_tests::fixtures;
-use whale_tests::whaled::{Whaled, Worker};
+use whale_tests::whaled::{Whaled, Worker, self_signed_certificate};
 
 const TOKENS: usize = 96;
 const ROUNDS: usize = 7;
@@ -46,23 +46,9 @@ fn daemon(workers: &[&Worker], env: &[(&str, &str)]) -> Whaled {
     daemon
 }
 
-/// A self-signed certificate for `127.0.0.1` and its key, as PEM files in `dir`.
-fn certificate(dir: &std::path::Path) -> (String, String) {
-    let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
-    let cert_path = dir.join("worker.pem");
-    let key_path = dir.join("worker.key");
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
-    (
-        cert_path.to_string_lossy().into_owned(),
-        key_path.to_string_lossy().into_owned(),
-    )
-}
-
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(dir.path());
+    let (cert, key) = self_signed_certificate(dir.path(), "worker");
     let tls = ["--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
     let open = [
         Worker::start("127.0.0.1:0", None),

@@ -504,3 +504,19 @@ impl Drop for Worker {
         self.kill();
     }
 }
+
+/// A self-signed certificate for `127.0.0.1` and `localhost` and its key, written as PEM files
+/// `<name>.pem` and `<name>.key` in `dir`: (certificate path, key path), for TLS workers.
+pub fn self_signed_certificate(dir: &Path, name: &str) -> (String, String) {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("certificate");
+    let cert_path = dir.join(format!("{name}.pem"));
+    let key_path = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+    (
+        cert_path.to_string_lossy().into_owned(),
+        key_path.to_string_lossy().into_owned(),
+    )
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use whale_tests::fixtures;
-use whale_tests::whaled::{Whaled, Worker, binary};
+use whale_tests::whaled::{Whaled, Worker, binary, self_signed_certificate};
 
 /// A greedy completion long enough to cross every layer many times.
 fn greedy(model: &str) -> Value {
@@ -260,27 +260,12 @@ fn a_worker_with_a_token_admits_only_clients_that_present_it() {
     assert!(served() > before);
 }
 
-/// A self-signed certificate for `127.0.0.1` and its key, as PEM files in `dir`.
-fn certificate(dir: &std::path::Path, name: &str) -> (String, String) {
-    let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("certificate");
-    let cert_path = dir.join(format!("{name}.pem"));
-    let key_path = dir.join(format!("{name}.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
-    (
-        cert_path.to_string_lossy().into_owned(),
-        key_path.to_string_lossy().into_owned(),
-    )
-}
-
 #[test]
 fn a_tls_worker_serves_only_a_whaled_that_trusts_its_certificate() {
     let alone = single_machine_answer();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(dir.path(), "worker");
-    let (other, _) = certificate(dir.path(), "other");
+    let (cert, key) = self_signed_certificate(dir.path(), "worker");
+    let (other, _) = self_signed_certificate(dir.path(), "other");
     let token = "s3cret-token";
     let worker = Worker::start_with(
         "127.0.0.1:0",
