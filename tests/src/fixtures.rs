@@ -1,5 +1,5 @@
 //! The test suite's models. Tiny GGUF files with the real architectures of the DeepSeek family
-//! (`deepseek2` as V3/R1 671B with its NextN block, `deepseek32` as V3.2, `deepseek4` as V4,
+//! (`deepseek2` as V3/R1 671B, `deepseek32` as V3.2, `deepseek4` as V4, each with its NextN block;
 //! `qwen2` and `llama` as the R1 distills) and random weights, made
 //! on demand with [`crate::gguf`] and cached; plus the real Gemma 3 270M, fetched once, for checks
 //! that generation is actually right. All tiny fixtures carry the real DeepSeek V3 tokenizer and
@@ -24,7 +24,7 @@ use serde_json::Value as Json;
 use crate::gguf::{Builder, Tensor, TensorType, Value};
 
 /// Bump when the generated files change, so caches of older generators are not reused.
-pub const GENERATOR_VERSION: u32 = 2;
+pub const GENERATOR_VERSION: u32 = 3;
 
 /// Environment variable naming the fixtures folder.
 pub const FIXTURES_ENV: &str = "WHALE_FIXTURES";
@@ -708,19 +708,30 @@ pub mod deepseek4_shape {
     pub const SHARED_EXPERTS: u64 = 1;
     /// Blocks whose experts a token's id picks (a fixed table) instead of the router.
     pub const HASH_LAYERS: u32 = 1;
+    /// V4's NextN block (multi-token prediction), after the trunk: a whole block of the trunk's
+    /// kind, uncompressed, with the block's own projections (it reads the hidden state of all
+    /// the residual streams).
+    pub const NEXTN_LAYERS: u64 = 1;
 }
 
 /// The `deepseek4` layout: the tensors and keys llama.cpp's `deepseek4` loader reads.
 fn deepseek4_model(builder: &mut Builder, weights: &mut Weights) {
     use deepseek4_shape::{
         COMPRESS_RATIOS, EXPERT_FFN, EXPERTS, EXPERTS_USED, HASH_LAYERS, HEAD, HEADS, HYPER,
-        INDEXER_HEAD_SIZE, INDEXER_HEADS, INDEXER_TOP_K, OUTPUT_GROUPS, OUTPUT_LORA_RANK,
-        Q_LORA_RANK, ROPE, SHARED_EXPERTS, SLIDING_WINDOW,
+        INDEXER_HEAD_SIZE, INDEXER_HEADS, INDEXER_TOP_K, NEXTN_LAYERS, OUTPUT_GROUPS,
+        OUTPUT_LORA_RANK, Q_LORA_RANK, ROPE, SHARED_EXPERTS, SLIDING_WINDOW,
     };
     let key = |k: &str| format!("deepseek4.{k}");
-    let blocks = COMPRESS_RATIOS.len() as u64;
+    let blocks = COMPRESS_RATIOS.len() as u64 + NEXTN_LAYERS;
     let vocab = DEEPSEEK_VOCAB_SIZE as u64;
+    // The NextN block attends without compression.
+    let ratios: Vec<u32> = COMPRESS_RATIOS
+        .iter()
+        .copied()
+        .chain((0..NEXTN_LAYERS).map(|_| 0))
+        .collect();
     builder.set(key("block_count"), blocks as u32);
+    builder.set(key("nextn_predict_layers"), NEXTN_LAYERS as u32);
     builder.set(key("context_length"), 65_536u32);
     builder.set(key("embedding_length"), N_EMBD as u32);
     builder.set(key("attention.head_count"), HEADS as u32);
@@ -739,7 +750,7 @@ fn deepseek4_model(builder: &mut Builder, weights: &mut Weights) {
         key("attention.compress_ratios"),
         Value::Array(
             crate::gguf::ValueType::U32,
-            COMPRESS_RATIOS.iter().map(|&r| Value::U32(r)).collect(),
+            ratios.iter().map(|&r| Value::U32(r)).collect(),
         ),
     );
     builder.set(key("attention.indexer.head_count"), INDEXER_HEADS as u32);
@@ -770,8 +781,14 @@ fn deepseek4_model(builder: &mut Builder, weights: &mut Weights) {
     builder.push_tensor(weights.random("output_hc_fn.weight", &[hyper_dim, HYPER], f32));
     builder.push_tensor(weights.random("output_hc_base.weight", &[HYPER], f32));
     builder.push_tensor(Weights::ones("output_hc_scale.weight", 1));
-    for (layer, &ratio) in COMPRESS_RATIOS.iter().enumerate() {
+    for (layer, &ratio) in ratios.iter().enumerate() {
         let name = |t: &str| format!("blk.{layer}.{t}.weight");
+        if layer >= COMPRESS_RATIOS.len() {
+            builder.push_tensor(weights.random(&name("nextn.eh_proj"), &[2 * N_EMBD, N_EMBD], f16));
+            builder.push_tensor(Weights::ones(&name("nextn.enorm"), N_EMBD));
+            builder.push_tensor(Weights::ones(&name("nextn.hnorm"), N_EMBD));
+            builder.push_tensor(Weights::ones(&name("nextn.shared_head_norm"), N_EMBD));
+        }
         builder.push_tensor(Weights::ones(&name("attn_norm"), N_EMBD));
         builder.push_tensor(weights.random(&name("attn_sinks"), &[HEADS], f32));
         builder.push_tensor(weights.random(&name("attn_q_a"), &[N_EMBD, Q_LORA_RANK], f16));
