@@ -422,3 +422,27 @@ async fn the_nextn_block_of_v32_drafts_and_changes_nothing() {
     assert!(summary.draft_count > 0, "drafted nothing");
     engine.shutdown().await;
 }
+
+/// V4's cache cannot drop rejected drafts freely (it rolls back to snapshots, which llama.cpp
+/// marks experimental and which did not always give back the same state), so a V4 model
+/// verifies no drafts: asked to draft by its NextN block or by lookup, it drafts nothing and
+/// writes what it writes without, instead of failing its next decode.
+#[tokio::test]
+async fn v4_drafts_nothing_and_changes_nothing() {
+    let engine = Engine::load(params(&fixtures::deepseek4(), 1))
+        .await
+        .expect("deepseek4 loads");
+    for prompt in ["Once upon a time", "1, 2, 3, 4, 5, 6, 7, 8,"] {
+        let (plain, _) = run(&engine, job(prompt, 40, SpeculationMode::Off)).await;
+        for mode in [
+            SpeculationMode::Mtp,
+            SpeculationMode::Ngram,
+            SpeculationMode::Auto,
+        ] {
+            let (text, summary) = run(&engine, job(prompt, 40, mode)).await;
+            assert_eq!(text, plain, "{prompt:?} with {mode:?}");
+            assert_eq!(summary.draft_count, 0, "{prompt:?} with {mode:?}");
+        }
+    }
+    engine.shutdown().await;
+}

@@ -73,6 +73,18 @@ fn raw_context(context: &LlamaContext<'_>) -> Result<NonNull<sys::llama_context>
     Ok(pointer)
 }
 
+/// Whether `context`'s cache drops a sequence's tail only by rolling back to snapshots it
+/// keeps (`n_rs_seq`: V4's compressed cache, recurrent states) rather than freely, as a plain
+/// KV cache does. llama.cpp keeps the snapshots asked for only for such caches. A context that
+/// cannot be read counts as one that needs them (the cautious answer: no drafting).
+pub(super) fn needs_snapshots(context: &LlamaContext<'_>) -> bool {
+    let Ok(raw) = raw_context(context) else {
+        return true;
+    };
+    // SAFETY: a live context; this reads one of its parameters.
+    unsafe { sys::llama_n_rs_seq(raw.as_ptr()) > 0 }
+}
+
 /// Where each slot stands in the block's cache.
 #[derive(Debug, Default)]
 struct Seq {
@@ -125,6 +137,7 @@ pub(super) struct Mtp<'m> {
     /// Entries in `batch`, and most it takes.
     batch_len: usize,
     n_batch: usize,
+    /// Floats in one hidden state (llama.cpp's `n_embd_out`).
     n_embd: usize,
     zeros: Vec<f32>,
     seqs: Vec<Seq>,
@@ -156,7 +169,10 @@ impl<'m> Mtp<'m> {
             .ok_or_else(|| "llama.cpp could not make a batch for the NextN block".to_owned())?;
         // SAFETY: a live context; this sets a flag read at its next decode.
         unsafe { llama_set_embeddings_nextn(raw.as_ptr(), true, true) };
-        let n_embd = usize::try_from(model.n_embd()).map_err(|_| "bad n_embd".to_owned())?;
+        // A hidden state is as wide as the model's output, which the block's batch also takes:
+        // `n_embd` for V3/R1, wider where the model carries several residual streams (V4).
+        let n_embd =
+            usize::try_from(model.n_embd_out()).map_err(|_| "bad n_embd_out".to_owned())?;
         Ok(Self {
             model,
             n_batch: context.n_batch() as usize,

@@ -191,6 +191,13 @@ fn load_mtp<'m>(
     if layers == 0 {
         return None;
     }
+    if super::mtp::needs_snapshots(target) {
+        tracing::info!(
+            model = %params.name,
+            "NextN block not loaded: this model's KV cache cannot drop rejected drafts"
+        );
+        return None;
+    }
     let made = context_params(model, params, false).and_then(|(context_params, _)| {
         let context = model
             .new_context(
@@ -382,6 +389,12 @@ fn context_params(
         .with_n_threads(threads)
         .with_n_threads_batch(threads)
         .with_embeddings(embedding);
+    if !embedding {
+        // llama.cpp keeps a rollback snapshot per sequence only for caches that cannot drop a
+        // tail otherwise (V4's compressed one, recurrent states) and ignores this for the rest:
+        // a context that has one is how the worker learns not to draft (see `most_drafts`).
+        context_params = context_params.with_n_rs_seq(1);
+    }
     if embedding {
         // Ollama returns one pooled vector per input; models without a pooling type of their own
         // (generative models) get mean pooling.
@@ -568,6 +581,8 @@ struct Slot {
 
 struct Worker<'m> {
     model: &'m LlamaModel,
+    /// Most drafts a sequence verifies in one step: none where the cache cannot drop them.
+    most_drafts: usize,
     context: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     /// Context per slot.
@@ -663,8 +678,17 @@ impl<'m> Worker<'m> {
         sliding_window: Option<usize>,
     ) -> Self {
         let n_batch = context.n_batch() as usize;
+        // Rejected drafts must leave the KV cache. A cache that rolls back only to snapshots
+        // (llama.cpp's, for V4, marked experimental) does not give back the same state in every
+        // case, so such models verify no drafts: output stays exact, at plain decoding's speed.
+        let most_drafts = if super::mtp::needs_snapshots(&context) {
+            0
+        } else {
+            usize::MAX
+        };
         Self {
             model,
+            most_drafts,
             context,
             batch: LlamaBatch::new(n_batch, 1),
             n_ctx: params.num_ctx,
@@ -1169,7 +1193,8 @@ impl<'m> Worker<'m> {
             };
             let room = free
                 .min((self.n_ctx as usize).saturating_sub(slot.cached.len() + 1))
-                .min((job.limit as usize).saturating_sub(job.generated.len() + 1));
+                .min((job.limit as usize).saturating_sub(job.generated.len() + 1))
+                .min(self.most_drafts);
             let cheap = job.sampler.checks_drafts();
             match job.drafter.plan(room, streams, cheap, drafters) {
                 None => {}
@@ -1273,11 +1298,33 @@ impl<'m> Worker<'m> {
             mtp.accepted(slot.seq as usize, start, &slot.cached, rows);
         }
         if drafted > accepted || (drafted > 0 && next.is_none()) {
-            let _ = self.context.clear_kv_cache_seq(
-                Some(slot.seq as u32),
-                Some(slot.cached.len() as u32),
-                None,
-            );
+            let dropped = self
+                .context
+                .clear_kv_cache_seq(Some(slot.seq as u32), Some(slot.cached.len() as u32), None)
+                .unwrap_or(false);
+            if !dropped {
+                // The cache kept the rejected drafts (it could not roll back that far): nothing
+                // it holds for this sequence can be built on.
+                let _ = self
+                    .context
+                    .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                slot.cached.clear();
+                if let Some(mut job) = slot.job.take() {
+                    tracing::error!(drafted, accepted, "the KV cache kept rejected drafts");
+                    job.outbox.finish(Event::Error(
+                        "the KV cache could not drop rejected draft tokens; retry with \
+                         speculative set to off"
+                            .to_owned(),
+                    ));
+                    if !job.outbox.flush() {
+                        self.draining.push(job.outbox);
+                    }
+                }
+                if let Some(mtp) = self.mtp.as_mut() {
+                    mtp.forget(slot.seq as usize);
+                }
+                return;
+            }
         }
         let (Some(job), Some(token)) = (slot.job.as_mut(), next) else {
             return;
