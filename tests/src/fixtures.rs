@@ -616,10 +616,7 @@ fn deepseek2_model(builder: &mut Builder, weights: &mut Weights, arch: &str) {
     for layer in 0..BLOCK_COUNT + nextn {
         let name = |t: &str| format!("blk.{layer}.{t}.weight");
         if layer >= BLOCK_COUNT {
-            builder.push_tensor(weights.random(&name("nextn.eh_proj"), &[2 * N_EMBD, N_EMBD], f16));
-            builder.push_tensor(Weights::ones(&name("nextn.enorm"), N_EMBD));
-            builder.push_tensor(Weights::ones(&name("nextn.hnorm"), N_EMBD));
-            builder.push_tensor(Weights::ones(&name("nextn.shared_head_norm"), N_EMBD));
+            nextn_projections(builder, weights, layer);
         }
         builder.push_tensor(Weights::ones(&name("attn_norm"), N_EMBD));
         builder.push_tensor(weights.random(&name("attn_q_a"), &[N_EMBD, Q_LORA_RANK], f16));
@@ -784,10 +781,7 @@ fn deepseek4_model(builder: &mut Builder, weights: &mut Weights) {
     for (layer, &ratio) in ratios.iter().enumerate() {
         let name = |t: &str| format!("blk.{layer}.{t}.weight");
         if layer >= COMPRESS_RATIOS.len() {
-            builder.push_tensor(weights.random(&name("nextn.eh_proj"), &[2 * N_EMBD, N_EMBD], f16));
-            builder.push_tensor(Weights::ones(&name("nextn.enorm"), N_EMBD));
-            builder.push_tensor(Weights::ones(&name("nextn.hnorm"), N_EMBD));
-            builder.push_tensor(Weights::ones(&name("nextn.shared_head_norm"), N_EMBD));
+            nextn_projections(builder, weights, layer as u64);
         }
         builder.push_tensor(Weights::ones(&name("attn_norm"), N_EMBD));
         builder.push_tensor(weights.random(&name("attn_sinks"), &[HEADS], f32));
@@ -898,6 +892,17 @@ fn deepseek4_model(builder: &mut Builder, weights: &mut Weights) {
             SHARED_EXPERTS,
         );
     }
+}
+
+/// What a NextN block has beyond a trunk block: the projection of the token's embedding and the
+/// trunk's hidden state into one, their norms and its own output norm (it shares the trunk's
+/// embedding and output head).
+fn nextn_projections(builder: &mut Builder, weights: &mut Weights, layer: u64) {
+    let name = |t: &str| format!("blk.{layer}.nextn.{t}.weight");
+    builder.push_tensor(weights.random(&name("eh_proj"), &[2 * N_EMBD, N_EMBD], TensorType::F16));
+    builder.push_tensor(Weights::ones(&name("enorm"), N_EMBD));
+    builder.push_tensor(Weights::ones(&name("hnorm"), N_EMBD));
+    builder.push_tensor(Weights::ones(&name("shared_head_norm"), N_EMBD));
 }
 
 /// Block `layer`'s routed experts (`count` of width `ffn`) and shared experts (`shared` of the
