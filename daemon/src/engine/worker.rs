@@ -1305,23 +1305,14 @@ impl<'m> Worker<'m> {
             if !dropped {
                 // The cache kept the rejected drafts (it could not roll back that far): nothing
                 // it holds for this sequence can be built on.
-                let _ = self
-                    .context
-                    .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
-                slot.cached.clear();
-                if let Some(mut job) = slot.job.take() {
-                    tracing::error!(drafted, accepted, "the KV cache kept rejected drafts");
-                    job.outbox.finish(Event::Error(
-                        "the KV cache could not drop rejected draft tokens; retry with \
-                         speculative set to off"
-                            .to_owned(),
-                    ));
-                    if !job.outbox.flush() {
-                        self.draining.push(job.outbox);
-                    }
-                }
+                tracing::error!(drafted, accepted, "the KV cache kept rejected drafts");
+                self.fail_slot(
+                    index,
+                    "the KV cache could not drop rejected draft tokens; retry with speculative \
+                     set to off",
+                );
                 if let Some(mtp) = self.mtp.as_mut() {
-                    mtp.forget(slot.seq as usize);
+                    mtp.forget(self.slots[index].seq as usize);
                 }
                 return;
             }
@@ -1449,23 +1440,31 @@ impl<'m> Worker<'m> {
     /// A decode failed: the jobs in the batch get the error and their slots are reset.
     fn fail_batch(&mut self, error: &str) {
         tracing::error!(%error, "decode failed");
-        for slot in &mut self.slots {
-            let in_batch = slot.job.as_ref().is_some_and(|job| job.in_batch > 0);
-            if !in_batch {
-                continue;
+        let message = format!("llama.cpp decode failed: {error}");
+        for index in 0..self.slots.len() {
+            let in_batch = self.slots[index]
+                .job
+                .as_ref()
+                .is_some_and(|job| job.in_batch > 0);
+            if in_batch {
+                self.fail_slot(index, &message);
             }
-            if let Some(mut job) = slot.job.take() {
-                job.outbox
-                    .finish(Event::Error(format!("llama.cpp decode failed: {error}")));
-                if !job.outbox.flush() {
-                    self.draining.push(job.outbox);
-                }
-            }
-            let _ = self
-                .context
-                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
-            slot.cached.clear();
         }
+    }
+
+    /// Ends the job in slot `index` (if any) with `message` and empties the slot's KV cache.
+    fn fail_slot(&mut self, index: usize, message: &str) {
+        let slot = &mut self.slots[index];
+        if let Some(mut job) = slot.job.take() {
+            job.outbox.finish(Event::Error(message.to_owned()));
+            if !job.outbox.flush() {
+                self.draining.push(job.outbox);
+            }
+        }
+        let _ = self
+            .context
+            .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+        slot.cached.clear();
     }
 
     /// Engine going away: every job still running or waiting is told so.
