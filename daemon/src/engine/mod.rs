@@ -482,7 +482,7 @@ impl Engine {
         let path = params.model_path.clone();
         let thread = std::thread::Builder::new()
             .name(format!("engine:{}", params.name))
-            .spawn(move || run(&params, &receiver, reply_to(ready_tx)))
+            .spawn(move || run(&params, &receiver, reply_to(ready_tx), &mut || {}))
             .map_err(|error| EngineError::Load {
                 path: path.clone(),
                 message: format!("cannot start the engine thread: {error}"),
@@ -619,10 +619,13 @@ impl EventSink for mpsc::Sender<Event> {
 
 /// Runs an engine on the calling thread until `commands` closes or says `Shutdown`: loads the
 /// model, answers `ready`, then serves. A runner process calls this on its main thread.
+/// `after_step` runs after each round of commands and decoding, before the engine waits for
+/// more: the events of the step, sent to sinks, can go out together then.
 pub fn run(
     params: &LoadParams,
     commands: &std::sync::mpsc::Receiver<Command>,
     ready: Reply<ModelInfo>,
+    after_step: &mut dyn FnMut(),
 ) {
-    worker::run(params, commands, ready);
+    worker::run(params, commands, ready, after_step);
 }

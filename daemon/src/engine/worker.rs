@@ -70,7 +70,12 @@ pub const UNLOADED: &str = "the model was unloaded";
 const NUM_KEEP: usize = 4;
 
 /// Entry point of the engine thread.
-pub(super) fn run(params: &LoadParams, commands: &Receiver<Command>, ready: Reply<ModelInfo>) {
+pub(super) fn run(
+    params: &LoadParams,
+    commands: &Receiver<Command>,
+    ready: Reply<ModelInfo>,
+    after_step: &mut dyn FnMut(),
+) {
     let load_error = |message: String| EngineError::Load {
         path: params.model_path.clone(),
         message,
@@ -169,7 +174,7 @@ pub(super) fn run(params: &LoadParams, commands: &Receiver<Command>, ready: Repl
     worker.can_shift = can_shift;
     worker.draft = draft;
     worker.mtp = mtp;
-    worker.serve(commands);
+    worker.serve(commands, after_step);
     tracing::info!(model = %params.name, "engine stopped");
 }
 
@@ -717,8 +722,9 @@ impl<'m> Worker<'m> {
         }
     }
 
-    fn serve(&mut self, commands: &Receiver<Command>) {
+    fn serve(&mut self, commands: &Receiver<Command>, after_step: &mut dyn FnMut()) {
         loop {
+            after_step();
             let busy = !self.waiting.is_empty() || self.slots.iter().any(|slot| slot.job.is_some());
             if !busy {
                 // Idle: say where the steps since the last report went.
@@ -747,6 +753,7 @@ impl<'m> Worker<'m> {
             while let Some(command) = next {
                 if let Err(reason) = self.handle(command) {
                     self.stop_all(&reason);
+                    after_step();
                     return;
                 }
                 next = commands.try_recv().ok();
@@ -757,6 +764,7 @@ impl<'m> Worker<'m> {
             self.step();
         }
         self.stop_all(UNLOADED);
+        after_step();
     }
 
     /// Handles one command; `Err` with the reason means shut down.

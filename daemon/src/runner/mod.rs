@@ -542,7 +542,9 @@ async fn write_loop(
 }
 
 /// Reads the runner's messages until it closes the socket.
-async fn read_loop(mut stream: OwnedReadHalf, link: Arc<Link>) {
+async fn read_loop(stream: OwnedReadHalf, link: Arc<Link>) {
+    // A decode step's frames arrive in one write: read them with one system call.
+    let mut stream = tokio::io::BufReader::with_capacity(64 << 10, stream);
     let mut body = Vec::new();
     loop {
         match protocol::read_async::<Message>(&mut stream, &mut body).await {

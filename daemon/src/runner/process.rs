@@ -1,16 +1,22 @@
 //! The runner process: `whaled runner --socket PATH`, spawned by whaled for one model.
 //!
-//! Three threads. The main thread runs the engine (it loads the model when whaled says `Load`
+//! Two threads. The main thread runs the engine (it loads the model when whaled says `Load`
 //! and then decodes until `Shutdown`). A reader thread turns frames from whaled into engine
 //! commands; when whaled's end of the socket closes, whaled is gone, and the reader ends the
-//! process at once, so a runner never outlives its daemon holding memory. A writer thread
-//! batches whatever the engine has produced into one write per wake-up.
+//! process at once, so a runner never outlives its daemon holding memory.
+//!
+//! Answers go out from the thread that has them, under one lock. A decode step's text for
+//! every sequence is gathered and written once, when the step ends: one system call and one
+//! wake-up of whaled per step, and no thread in between to wake (on a GPU a step is a few
+//! milliseconds, and every wake-up that is not the model shows in its rate).
 
 use std::collections::HashMap;
+use std::io::{Read, Write as _};
+use std::os::fd::AsRawFd as _;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use super::protocol::{self, Message, Request};
@@ -22,18 +28,13 @@ type Cancels = Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>;
 /// Runs the runner until whaled says `Shutdown` or goes away.
 pub fn run(socket: &Path) -> std::io::Result<()> {
     let stream = UnixStream::connect(socket)?;
-    let (outbox, outgoing) = std::sync::mpsc::channel::<Outgoing>();
-    let messages = Messages(outbox);
-    let write_half = stream.try_clone()?;
-    let writer = std::thread::Builder::new()
-        .name("runner-writer".to_owned())
-        .spawn(move || write_loop(write_half, &outgoing))?;
+    let messages = Messages::new(stream.try_clone()?);
     let (commands, engine_commands) = std::sync::mpsc::channel::<Command>();
     let (load, load_request) = std::sync::mpsc::channel::<(u64, LoadParams)>();
     let reader_messages = messages.clone();
     std::thread::Builder::new()
         .name("runner-reader".to_owned())
-        .spawn(move || read_loop(stream, &commands, &load, &reader_messages))?;
+        .spawn(move || read_loop(Readable(stream), &commands, &load, &reader_messages))?;
 
     // Nothing to do until whaled says what to load; it may first ask about the GPUs.
     let Ok((id, params)) = load_request.recv() else {
@@ -41,38 +42,107 @@ pub fn run(socket: &Path) -> std::io::Result<()> {
     };
     tracing::info!(model = %params.name, path = %params.model_path.display(), "loading");
     let ready = reply(&messages, id, |id, result| Message::Loaded { id, result });
-    engine::run(&params, &engine_commands, ready);
+    engine::run(&params, &engine_commands, ready, &mut || messages.flush());
     // The engine's last words (generations ended by the shutdown) go out before the process
     // ends; the reader thread is still blocked reading and simply ends with the process.
-    let (flushed, done) = std::sync::mpsc::channel();
-    if messages.0.send(Outgoing::Flush(flushed)).is_ok() {
-        let _ = done.recv_timeout(std::time::Duration::from_secs(2));
-    }
-    drop(writer);
+    messages.flush();
     Ok(())
 }
 
-/// What the writer thread is given.
-enum Outgoing {
-    Message(Message),
-    /// Answer on this channel once everything before it is written.
-    Flush(Sender<()>),
+/// The runner's half of the socket, as every thread writes to it: frames are encoded into
+/// one buffer and written together, whole, under the lock.
+#[derive(Clone)]
+struct Messages(Arc<Mutex<Outgoing>>);
+
+struct Outgoing {
+    stream: UnixStream,
+    /// Encoded frames not yet written.
+    buffer: Vec<u8>,
 }
 
-/// The writer thread's queue, as the rest of the runner sends to it.
-#[derive(Clone)]
-struct Messages(Sender<Outgoing>);
-
 impl Messages {
-    /// Queues `message`; `Err` once the writer has stopped (whaled is gone).
-    fn send(&self, message: Message) -> Result<(), ()> {
-        self.0.send(Outgoing::Message(message)).map_err(drop)
+    fn new(stream: UnixStream) -> Messages {
+        Messages(Arc::new(Mutex::new(Outgoing {
+            stream,
+            buffer: Vec::with_capacity(64 << 10),
+        })))
+    }
+
+    /// Writes `message` now, after anything queued before it.
+    fn send(&self, message: &Message) {
+        let mut outgoing = self.0.lock().expect("outgoing lock");
+        outgoing.queue(message);
+        outgoing.write();
+    }
+
+    /// Adds `message` to what the next [`Messages::flush`] writes.
+    fn queue(&self, message: &Message) {
+        self.0.lock().expect("outgoing lock").queue(message);
+    }
+
+    /// Writes everything queued.
+    fn flush(&self) {
+        self.0.lock().expect("outgoing lock").write();
+    }
+}
+
+impl Outgoing {
+    fn queue(&mut self, message: &Message) {
+        if let Err(error) = protocol::encode(message, &mut self.buffer) {
+            tracing::error!(%error, "cannot encode a message for whaled");
+            let failed = message.failed(&error.to_string());
+            let _ = protocol::encode(&failed, &mut self.buffer);
+        }
+    }
+
+    fn write(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        if let Err(error) = self.stream.write_all(&self.buffer) {
+            parent_gone(&format!("cannot write to whaled: {error}"));
+        }
+        self.buffer.clear();
+        if self.buffer.capacity() > 1 << 20 {
+            // An answer with large embeddings: do not keep its memory.
+            self.buffer = Vec::with_capacity(64 << 10);
+        }
+    }
+}
+
+/// The socket as the reader thread reads it: it waits to be readable before each read. A
+/// thread blocked in `read` on a Unix socket is woken whenever the other end takes data this
+/// process wrote (the socket has one wait queue for both directions), which is every decode
+/// step; `poll` for input is woken only by input.
+struct Readable(UnixStream);
+
+impl Read for Readable {
+    #[allow(unsafe_code)]
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut wanted = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: `wanted` is one valid `pollfd` for the duration of the call, and the
+            // descriptor stays open while `self` lives.
+            let ready = unsafe { libc::poll(&raw mut wanted, 1, -1) };
+            if ready >= 0 {
+                break;
+            }
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::Interrupted {
+                return Err(error);
+            }
+        }
+        self.0.read(buf)
     }
 }
 
 /// Turns whaled's requests into engine commands, until whaled closes its end.
 fn read_loop(
-    stream: UnixStream,
+    stream: Readable,
     commands: &Sender<Command>,
     load: &Sender<(u64, LoadParams)>,
     messages: &Messages,
@@ -87,7 +157,7 @@ fn read_loop(
         };
         let command = match request {
             Request::Gpus { id } => {
-                let _ = messages.send(Message::Gpus {
+                messages.send(&Message::Gpus {
                     id,
                     gpus: engine::gpus(),
                 });
@@ -187,13 +257,12 @@ fn reply<T: Send + 'static>(
     wrap: fn(u64, Result<T, EngineError>) -> Message,
 ) -> Reply<T> {
     let messages = messages.clone();
-    Box::new(move |result| {
-        let _ = messages.send(wrap(id, result));
-    })
+    Box::new(move |result| messages.send(&wrap(id, result)))
 }
 
-/// A generation's events, on their way to whaled. The writer's queue is unbounded, so the
-/// engine never waits on it: whaled reads continuously and buffers for slow clients itself.
+/// A generation's events, on their way to whaled: text waits for the end of the decode step,
+/// the last event goes at once. whaled reads continuously and buffers for slow clients
+/// itself, so a write waits only as long as a system call.
 struct RemoteEvents {
     id: u64,
     messages: Messages,
@@ -204,47 +273,18 @@ struct RemoteEvents {
 impl EventSink for RemoteEvents {
     fn try_send(&mut self, event: Event) -> Result<(), SinkError> {
         let last = !matches!(event, Event::Text(..));
+        let message = Message::Event { id: self.id, event };
         if last {
             self.cancels.lock().expect("cancels lock").remove(&self.id);
+            self.messages.send(&message);
+        } else {
+            self.messages.queue(&message);
         }
-        self.messages
-            .send(Message::Event { id: self.id, event })
-            .map_err(|()| SinkError::Closed)
+        Ok(())
     }
 
     fn is_closed(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
-    }
-}
-
-/// Writes every message that is ready as one batch.
-fn write_loop(stream: UnixStream, outgoing: &Receiver<Outgoing>) {
-    use std::io::Write as _;
-    let mut stream = stream;
-    let mut buffer = Vec::with_capacity(64 << 10);
-    let mut flushed = Vec::new();
-    while let Ok(first) = outgoing.recv() {
-        buffer.clear();
-        let mut next = Some(first);
-        while let Some(item) = next {
-            match item {
-                Outgoing::Message(message) => {
-                    if let Err(error) = protocol::encode(&message, &mut buffer) {
-                        tracing::error!(%error, "cannot encode a message for whaled");
-                        let failed = message.failed(&error.to_string());
-                        let _ = protocol::encode(&failed, &mut buffer);
-                    }
-                }
-                Outgoing::Flush(done) => flushed.push(done),
-            }
-            next = outgoing.try_recv().ok();
-        }
-        if let Err(error) = stream.write_all(&buffer) {
-            parent_gone(&format!("cannot write to whaled: {error}"));
-        }
-        for done in flushed.drain(..) {
-            let _ = done.send(());
-        }
     }
 }
 

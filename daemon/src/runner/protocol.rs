@@ -2,8 +2,9 @@
 //!
 //! Each message is one frame: its length as a little-endian `u32`, then that many bytes of
 //! JSON. JSON because the messages are small (a generated token is one `Event` of a few dozen
-//! bytes) and a frame can be read in a hex dump; the writer on each side batches every frame
-//! that is ready into one write, so a decode step of many sequences costs one system call.
+//! bytes) and a frame can be read in a hex dump. Each side writes the frames that are ready
+//! together (the runner: a decode step's text for every sequence) and reads them with one
+//! buffered read, so a step of many sequences costs one system call each way.
 //!
 //! Every request that expects an answer carries an id chosen by whaled; the answer carries the
 //! same id. A generation's events all carry its id, and its last event is `Done`, `Rejected` or
