@@ -12,7 +12,9 @@
 //! stream (`WHALE_NUM_PARALLEL=1`) and eight at once (`WHALE_NUM_PARALLEL=8`). One stream's
 //! rate is its `eval_count / eval_duration`; eight streams' is all their tokens over the wall
 //! time from the first request to the last final object. Rounds alternate raw and whaled and
-//! never overlap. Targets: whaled ≥ 0.95× raw in every column.
+//! never overlap. Targets: whaled ≥ 0.95× raw in every column. Beside the rates, the context
+//! switches of whaled's threads and its runner's per generated token: each one is a wake-up
+//! or a preemption that the raw loop does not have.
 //!
 //! `cargo bench --workspace --bench host`
 
@@ -22,7 +24,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use serde_json::{Value, json};
-use whale_tests::bench::{Streamed, generate, load_average, median};
+use whale_tests::bench::{Streamed, context_switches, generate, load_average, median};
 use whale_tests::fixtures;
 use whale_tests::raw::RawDecode;
 use whale_tests::whaled::Whaled;
@@ -57,15 +59,19 @@ fn raw(backend: &LlamaBackend, model: &LlamaModel, prompts: &[&str]) -> f64 {
     .run_without_sampling(backend, model)
 }
 
-/// One stream's rate by whaled's own clock.
-fn one(client: &reqwest::blocking::Client, daemon: &Whaled, greedy: bool) -> f64 {
+/// One stream's rate by whaled's own clock, and whaled's context switches per token.
+fn one(client: &reqwest::blocking::Client, daemon: &Whaled, greedy: bool) -> (f64, f64) {
+    let before = context_switches(daemon.pid());
     let run = generate(client, daemon, "tiny", PROMPTS[0], &sampling(greedy));
-    run.eval_rate()
+    let switches = context_switches(daemon.pid()) - before;
+    (run.eval_rate(), switches as f64 / run.eval_count as f64)
 }
 
-/// Eight streams at once: all their tokens over the wall time.
-fn eight(client: &reqwest::blocking::Client, daemon: &Whaled, greedy: bool) -> f64 {
+/// Eight streams at once: all their tokens over the wall time, and whaled's context switches
+/// per token.
+fn eight(client: &reqwest::blocking::Client, daemon: &Whaled, greedy: bool) -> (f64, f64) {
     let options = sampling(greedy);
+    let before = context_switches(daemon.pid());
     let started = Instant::now();
     let runs: Vec<Streamed> = std::thread::scope(|scope| {
         let handles: Vec<_> = PROMPTS
@@ -80,9 +86,13 @@ fn eight(client: &reqwest::blocking::Client, daemon: &Whaled, greedy: bool) -> f
             .map(|handle| handle.join().expect("stream"))
             .collect()
     });
+    let switches = context_switches(daemon.pid()) - before;
     let tokens: u64 = runs.iter().map(|run| run.eval_count).sum();
     let end = runs.iter().map(|run| run.done).max().expect("runs");
-    tokens as f64 / (end - started).as_secs_f64()
+    (
+        tokens as f64 / (end - started).as_secs_f64(),
+        switches as f64 / tokens as f64,
+    )
 }
 
 fn daemon(parallel: usize) -> Whaled {
@@ -126,19 +136,26 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut rows: Vec<[f64; 10]> = Vec::new();
+    let mut switches: Vec<[f64; 4]> = Vec::new();
     for round in 1..=ROUNDS {
         std::thread::sleep(SETTLE);
         let raw1 = raw(&backend, &model, &PROMPTS[..1]);
         std::thread::sleep(SETTLE);
-        let greedy1 = one(&client, &single, true);
+        let (greedy1, greedy1_switches) = one(&client, &single, true);
         std::thread::sleep(SETTLE);
-        let r1_1 = one(&client, &single, false);
+        let (r1_1, r1_1_switches) = one(&client, &single, false);
         std::thread::sleep(SETTLE);
         let raw8 = raw(&backend, &model, &PROMPTS);
         std::thread::sleep(SETTLE);
-        let greedy8 = eight(&client, &many, true);
+        let (greedy8, greedy8_switches) = eight(&client, &many, true);
         std::thread::sleep(SETTLE);
-        let r1_8 = eight(&client, &many, false);
+        let (r1_8, r1_8_switches) = eight(&client, &many, false);
+        switches.push([
+            greedy1_switches,
+            r1_1_switches,
+            greedy8_switches,
+            r1_8_switches,
+        ]);
         let row = [
             raw1,
             greedy1,
@@ -166,6 +183,14 @@ fn main() {
         medians[7],
         medians[9],
         load_average()
+    );
+    let switches: Vec<f64> = (0..4)
+        .map(|column| median(&switches.iter().map(|row| row[column]).collect::<Vec<_>>()))
+        .collect();
+    println!(
+        "median context switches per token, whaled and its runner: greedy 1 stream {:.2}, R1 1 \
+         stream {:.2}, greedy 8 streams {:.2}, R1 8 streams {:.2}",
+        switches[0], switches[1], switches[2], switches[3]
     );
 }
 

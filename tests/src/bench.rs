@@ -29,6 +29,47 @@ pub fn load_average() -> String {
     )
 }
 
+/// Context switches so far (voluntary and involuntary) of every thread of process `pid` and of
+/// its child processes (a daemon's runners). Read before and after a run, per generated token,
+/// they count the wake-ups that a daemon costs besides the model's own work; 0 where `/proc`
+/// cannot be read.
+pub fn context_switches(pid: u32) -> u64 {
+    let children = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| parent(child) == Some(pid));
+    std::iter::once(pid)
+        .chain(children)
+        .map(thread_switches)
+        .sum()
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn thread_switches(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// What one streamed `/api/generate` gave.
 pub struct Streamed {
     /// `eval_count` of the final object.
