@@ -20,7 +20,9 @@
 //!   `min(n_ctx, n_swa × n_seq + n_ubatch)` cells padded to 256
 //!   (`src/llama-kv-cache-iswa.cpp:73`), with the per-arch layer pattern of `load_swa_pattern`
 //!   (`src/llama-model.cpp:3451`, `src/llama-hparams.cpp:8`);
-//! - compute buffers: an approximation, see [`compute_bytes`].
+//! - compute buffers: an approximation, see [`compute_bytes`]; twice that for a model whose
+//!   NextN block whaled loads (`DeepSeek` V3/R1/V3.2 GGUFs that keep it): the block runs in a
+//!   context of its own, whose graph ends in the same output head (see [`loads_nextn`]).
 //!
 //! Which of those bytes go to a GPU is planned in [`crate::offload`] and recorded here with
 //! [`MemoryEstimate::place`].
@@ -205,7 +207,10 @@ pub fn estimate_cells(
     let kv_cells = kv_cells.max(1);
     let (kv_cache, mla) = kv_cache_bytes(gguf, kv_cells, u64::from(num_parallel.max(1)), kv_type);
     let weights = gguf.weights_bytes();
-    let compute = compute_bytes(gguf, kv_cells, u64::from(num_parallel.max(1)));
+    let mut compute = compute_bytes(gguf, kv_cells, u64::from(num_parallel.max(1)));
+    if loads_nextn(gguf) {
+        compute = compute.saturating_mul(2);
+    }
     MemoryEstimate {
         weights,
         kv_cache,
@@ -218,6 +223,15 @@ pub fn estimate_cells(
         kv_cells,
         mla,
     }
+}
+
+/// Whether whaled loads the model's NextN (multi-token prediction) block, in a second context
+/// with its own compute buffer: when the GGUF has one, except for `deepseek4`, whose KV cache
+/// cannot drop rejected drafts (the engine skips the block there). Its KV cache is already in
+/// the estimate: `block_count` counts the NextN layers.
+pub fn loads_nextn(gguf: &GgufFile) -> bool {
+    gguf.arch_u64("nextn_predict_layers").unwrap_or(0) > 0
+        && gguf.architecture() != Some("deepseek4")
 }
 
 /// A per-layer value that may be a scalar or an array with one entry per layer.
@@ -699,6 +713,32 @@ mod tests {
         let row = 256 * 2 * 2; // K + V, one head, f16
         // Layers 5, 11, 17 are global; the other 15 hold 512 + 512 cells.
         assert_eq!(est.kv_cache, 3 * 32_768 * row + 15 * 1024 * row);
+    }
+
+    #[test]
+    fn a_nextn_block_adds_its_context_compute_buffer_except_on_v4() {
+        let keys = [
+            ("block_count", MetaValue::U32(2)),
+            ("embedding_length", MetaValue::U32(64)),
+            ("attention.head_count", MetaValue::U32(4)),
+            ("vocab_size", MetaValue::U32(1000)),
+        ];
+        let with_nextn = |arch: &str, layers: u32| {
+            let mut keys = keys.to_vec();
+            keys.push(("nextn_predict_layers", MetaValue::U32(layers)));
+            estimate(&synthetic(arch, &keys, &[]), 1024, 1, KvType::F16)
+        };
+        let plain = estimate(&synthetic("deepseek2", &keys, &[]), 1024, 1, KvType::F16);
+        assert!(plain.compute > 0);
+        assert_eq!(with_nextn("deepseek2", 0), plain);
+        let nextn = with_nextn("deepseek2", 1);
+        assert_eq!(nextn.compute, 2 * plain.compute);
+        assert_eq!(nextn.total, plain.total + plain.compute);
+        assert_eq!(nextn.kv_cache, plain.kv_cache);
+        // V4's block is not loaded (its cache cannot drop rejected drafts).
+        let v4 = with_nextn("deepseek4", 1);
+        let v4_plain = estimate(&synthetic("deepseek4", &keys, &[]), 1024, 1, KvType::F16);
+        assert_eq!(v4.compute, v4_plain.compute);
     }
 
     #[test]
