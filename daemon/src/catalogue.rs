@@ -5,7 +5,7 @@
 //! model; `PARAMETER`s are the model card's recommended settings) whose leading comments are a
 //! header of `# key: value` lines: `name`, `source`, `architecture`, `parameters`,
 //! `quantization`, `size`, `context`, `license`, `template` (the prompt format: `r1`,
-//! `r1-0528`, `r1-distill`, `v3`, `v3.1`, `v3.2`, `coder-v2`). The first comment line is the
+//! `r1-0528`, `r1-distill`, `v3`, `v3.1`, `v3.2`, `v4`, `coder-v2`). The first comment line is the
 //! title. `PARAMETER draft_model` names a smaller entry sharing its tokenizer, which drafts for
 //! it (speculative decoding, under `auto`) once it is pulled too.
 
@@ -25,6 +25,7 @@ const TEMPLATES: &[&str] = &[
     "v3",
     "v3.1",
     "v3.2",
+    "v4",
     "coder-v2",
 ];
 
@@ -196,6 +197,8 @@ mod tests {
             "deepseek-r1-zero:671b",
             "deepseek-v3:671b",
             "deepseek-v3.1:671b",
+            "deepseek-v3.2:671b",
+            "deepseek-v4-flash:284b",
             "deepseek-coder-v2:16b",
         ] {
             assert!(names.contains(name), "{name} missing");

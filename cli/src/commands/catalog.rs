@@ -28,7 +28,7 @@ pub async fn run(args: &CatalogArgs, context: &Context) -> Result<(), Error> {
                 model.name.clone(),
                 units::bytes(model.size),
                 model.architecture.clone(),
-                format!("{}K", model.context_length / 1024),
+                context_length(model.context_length),
                 yes_no(model.fits),
                 yes_no(model.pulled),
             ]
@@ -38,4 +38,24 @@ pub async fn run(args: &CatalogArgs, context: &Context) -> Result<(), Error> {
         &["NAME", "SIZE", "ARCH", "CONTEXT", "FITS", "PULLED"],
         &rows,
     ))
+}
+
+/// A context length as model cards give it: `128K`, `1M`.
+fn context_length(tokens: u32) -> String {
+    const MI: u32 = 1 << 20;
+    if tokens >= MI && tokens.is_multiple_of(MI) {
+        format!("{}M", tokens / MI)
+    } else {
+        format!("{}K", tokens / 1024)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn context_lengths_read_as_model_cards_give_them() {
+        assert_eq!(super::context_length(131_072), "128K");
+        assert_eq!(super::context_length(163_840), "160K");
+        assert_eq!(super::context_length(1_048_576), "1M");
+    }
 }
