@@ -259,6 +259,49 @@ fn runners_never_outlive_whaled() {
     );
 }
 
+/// The scheduling policy of each thread of `pid` (`/proc/<pid>/task/*/stat`, field 41):
+/// 0 is `SCHED_OTHER`, 3 `SCHED_BATCH`.
+fn thread_policies(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/<pid>/task");
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .map(|stat| {
+            // After `pid (comm)`, field 3 is the state; the policy is field 41.
+            let after = &stat[stat.rfind(')').expect("comm") + 2..];
+            after
+                .split_whitespace()
+                .nth(41 - 3)
+                .and_then(|policy| policy.parse().ok())
+                .expect("a policy field")
+        })
+        .collect()
+}
+
+#[test]
+fn whaled_yields_the_cores_to_its_runners() {
+    let daemon = Whaled::start();
+    daemon.create_from_gguf("tiny", &fixtures::llama());
+    let (status, body) = daemon.post(
+        "/api/generate",
+        &json!({"model": "tiny", "prompt": "hi", "stream": false,
+                "options": {"num_predict": 4}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let runner = daemon.loaded_runner_pids("tiny", 1)[0];
+    // whaled's threads wait for a free core (SCHED_BATCH); the model's threads do not.
+    let whaled = thread_policies(daemon.pid());
+    assert!(
+        whaled.len() > 1 && whaled.iter().all(|&policy| policy == 3),
+        "{whaled:?}"
+    );
+    let model = thread_policies(runner);
+    assert!(
+        model.len() > 1 && model.iter().all(|&policy| policy == 0),
+        "{model:?}"
+    );
+}
+
 #[test]
 fn unloading_ends_the_runner_and_embed_and_chat_share_one() {
     let daemon = Whaled::start();

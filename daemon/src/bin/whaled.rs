@@ -22,6 +22,8 @@ fn main() -> anyhow::Result<()> {
     {
         return whale_daemon::rpc::worker::main(std::env::args_os().skip(1));
     }
+    // Before the async runtime starts its threads, which inherit it.
+    whale_daemon::runner::process::yield_to_models();
     daemon()
 }
 

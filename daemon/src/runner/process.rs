@@ -315,5 +315,47 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::io::Resu
         .with_target(false)
         .without_time()
         .init();
+    // whaled's own threads yield to the model (see `yield_to_models`); a runner is the model.
+    set_scheduling(Scheduling::Normal);
     run(&args.socket)
 }
+
+/// How Linux schedules the calling thread and the threads it starts afterwards.
+#[derive(Debug, Clone, Copy)]
+enum Scheduling {
+    /// `SCHED_OTHER`: a thread that wakes may preempt a running one.
+    Normal,
+    /// `SCHED_BATCH`: a thread that wakes waits for a free core or the next tick.
+    Batch,
+}
+
+/// Puts whaled's own threads (HTTP, pulls, relaying runner output) under `SCHED_BATCH`:
+/// call it before any other thread starts, they inherit it. Each token a runner writes wakes
+/// whaled; under the normal policy that wake-up preempts one of llama.cpp's threads mid-step
+/// when every core is busy, and the step waits for it (llama.cpp's threads meet at a barrier
+/// after each operation). Under `SCHED_BATCH` whaled's work waits for a core that is free, or
+/// for the next scheduler tick, and takes the tokens that arrived meanwhile together. On a
+/// machine with idle cores nothing changes. Runners set themselves back to the normal policy.
+pub fn yield_to_models() {
+    set_scheduling(Scheduling::Batch);
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn set_scheduling(scheduling: Scheduling) {
+    let policy = match scheduling {
+        Scheduling::Normal => libc::SCHED_OTHER,
+        Scheduling::Batch => libc::SCHED_BATCH,
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid `sched_param` for the duration of the call; pid 0 is the
+    // calling thread. Both policies are open to unprivileged threads at priority 0.
+    let result = unsafe { libc::sched_setscheduler(0, policy, &raw const param) };
+    if result != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::debug!(?scheduling, %error, "scheduling policy not changed");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_scheduling(_scheduling: Scheduling) {}
