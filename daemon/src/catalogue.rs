@@ -8,6 +8,12 @@
 //! `r1-0528`, `r1-distill`, `v3`, `v3.1`, `v3.2`, `v4`, `coder-v2`). The first comment line is the
 //! title. `PARAMETER draft_model` names a smaller entry sharing its tokenizer, which drafts for
 //! it (speculative decoding, under `auto`) once it is pulled too.
+//!
+//! `modelfiles/templates/<kind>.jinja` is whale's own chat template for a prompt format, written
+//! from the format each official template defines (and token-identical to it: the fidelity
+//! tables in `tests/tests/fidelity.rs` check each against the official text). A model named as
+//! an entry renders with it when its GGUF carries no template, or one that can do less (see
+//! `whale_format::chat::ChatTemplate::select`).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -17,16 +23,22 @@ use whale_api::Modelfile;
 /// `("<model>/<tag>", text)` of every catalogue file.
 static FILES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/catalogue.rs"));
 
-/// Prompt formats an entry may name.
-const TEMPLATES: &[&str] = &[
-    "r1",
-    "r1-0528",
-    "r1-distill",
-    "v3",
-    "v3.1",
-    "v3.2",
-    "v4",
-    "coder-v2",
+/// `("<kind>", text)` of every `modelfiles/templates/<kind>.jinja`.
+static TEMPLATE_FILES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/templates.rs"));
+
+/// Prompt formats an entry may name, each with the template file that renders it where whale
+/// has one. R1 and its distills share one template (DeepSeek ships the same text with each).
+/// R1-0528's and Coder-V2's formats have none yet: their official templates are not among the
+/// references the fidelity tables check against, and such a model renders with its GGUF's.
+const TEMPLATES: &[(&str, Option<&str>)] = &[
+    ("r1", Some("r1")),
+    ("r1-0528", None),
+    ("r1-distill", Some("r1")),
+    ("v3", Some("v3")),
+    ("v3.1", Some("v3.1")),
+    ("v3.2", Some("v3.2")),
+    ("v4", Some("v4")),
+    ("coder-v2", None),
 ];
 
 /// One catalogue entry.
@@ -75,6 +87,25 @@ pub fn find(name: &str) -> Option<&'static Entry> {
     entries().iter().find(|entry| entry.name == name)
 }
 
+impl Entry {
+    /// whale's chat template for the entry's prompt format, if it has one.
+    pub fn chat_template(&self) -> Option<&'static str> {
+        chat_template(&self.template)
+    }
+}
+
+/// whale's chat template for a prompt format (`v3`, `r1-distill`…), if it has one.
+pub fn chat_template(kind: &str) -> Option<&'static str> {
+    let file = TEMPLATES
+        .iter()
+        .find(|(name, _)| *name == kind)
+        .and_then(|(_, file)| *file)?;
+    TEMPLATE_FILES
+        .iter()
+        .find(|(name, _)| *name == file)
+        .map(|(_, text)| *text)
+}
+
 /// Parses one catalogue file found at `modelfiles/<path>.Modelfile`.
 pub fn parse(path: &str, text: &str) -> Result<Entry, String> {
     let modelfile = whale_api::modelfile::parse(text).map_err(|error| error.to_string())?;
@@ -116,10 +147,9 @@ pub fn parse(path: &str, text: &str) -> Result<Entry, String> {
         ));
     }
     let template = take("template")?;
-    if !TEMPLATES.contains(&template.as_str()) {
-        return Err(format!(
-            "unknown template {template} (one of {TEMPLATES:?})"
-        ));
+    if !TEMPLATES.iter().any(|(kind, _)| *kind == template) {
+        let kinds: Vec<&str> = TEMPLATES.iter().map(|(kind, _)| *kind).collect();
+        return Err(format!("unknown template {template} (one of {kinds:?})"));
     }
     let size = parse_size(&take("size")?)?;
     let context = take("context")?
@@ -205,6 +235,45 @@ mod tests {
         }
         assert_eq!(find("deepseek-r1").unwrap().name, "deepseek-r1:latest");
         assert_eq!(find("deepseek-r1:671b").unwrap().size, 404_000_000_000);
+    }
+
+    #[test]
+    fn every_template_file_compiles_and_renders_its_format() {
+        use whale_format::chat::{ChatMessage, ChatTemplate, RenderInput, SpecialTokens};
+        let named: std::collections::BTreeSet<&str> =
+            TEMPLATES.iter().filter_map(|(_, file)| *file).collect();
+        let files: std::collections::BTreeSet<&str> =
+            TEMPLATE_FILES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            named, files,
+            "a template file without a format, or the reverse"
+        );
+        let special = SpecialTokens {
+            bos: Some("<｜begin▁of▁sentence｜>".to_owned()),
+            eos: Some("<｜end▁of▁sentence｜>".to_owned()),
+        };
+        for (name, text) in TEMPLATE_FILES {
+            let template = ChatTemplate::new(text, special.clone())
+                .unwrap_or_else(|error| panic!("{name}: {error}"));
+            let messages = [ChatMessage::new("user", "Hi")];
+            let rendered = template
+                .render(&RenderInput {
+                    messages: &messages,
+                    tools: None,
+                    add_generation_prompt: true,
+                    think: None,
+                    think_level: None,
+                })
+                .unwrap_or_else(|error| panic!("{name}: {error}"));
+            assert!(
+                rendered.starts_with("<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜>"),
+                "{name}: {rendered}"
+            );
+        }
+        for entry in entries() {
+            let expected = !matches!(entry.template.as_str(), "r1-0528" | "coder-v2");
+            assert_eq!(entry.chat_template().is_some(), expected, "{}", entry.name);
+        }
     }
 
     #[test]

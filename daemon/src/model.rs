@@ -191,6 +191,11 @@ impl LocalModel {
         self.reference.short()
     }
 
+    /// whale's chat template for the catalogue entry of the same name, if it has one.
+    pub fn catalogue_template(&self) -> Option<&'static str> {
+        crate::catalogue::find(&self.name()).and_then(crate::catalogue::Entry::chat_template)
+    }
+
     /// The parameters it runs with by default: its own, over those of the catalogue entry of
     /// the same name (the model card's recommended settings, and the entry's draft model) for
     /// what it does not set itself.

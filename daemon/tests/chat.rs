@@ -12,7 +12,7 @@ use serde_json::{Value as Json, json};
 use whale_daemon::chat::think::{self, Think};
 use whale_daemon::chat::{
     ChatError, ChatMessage, ChatTemplate, ReasoningSplitter, RenderInput, SpecialTokens,
-    TemplateSyntax, ThinkingMode, ToolCall, ToolCallParser,
+    TemplateSources, TemplateSyntax, ThinkingMode, ToolCall, ToolCallParser,
 };
 
 const BOS: &str = "<｜begin▁of▁sentence｜>";
@@ -680,7 +680,12 @@ fn select_prefers_the_gguf_template_only_when_it_can_do_more() {
     let (r1, special) = deepseek_r1();
     let (v3, _) = deepseek_v3();
     let select = |template: Option<&str>, gguf: Option<&str>| {
-        ChatTemplate::select(template, gguf, special.clone()).expect("select")
+        let sources = TemplateSources {
+            template,
+            gguf,
+            catalogue: None,
+        };
+        ChatTemplate::select(sources, special.clone()).expect("select")
     };
     // A Go template without thinking gives way to R1's Jinja template, which has it.
     let chosen = select(Some(CHATML), Some(&r1));
@@ -707,14 +712,51 @@ fn select_prefers_the_gguf_template_only_when_it_can_do_more() {
         format!("{BOS}<｜User｜>Hi<｜Assistant｜>")
     );
     // A broken Go template is an error, not a silent switch to the GGUF's.
-    let error = ChatTemplate::select(
-        Some(r#"{{ define "x" }}{{ .Prompt }}{{ end }}"#),
-        Some(&r1),
-        special.clone(),
-    )
-    .unwrap_err();
+    let sources = TemplateSources {
+        template: Some(r#"{{ define "x" }}{{ .Prompt }}{{ end }}"#),
+        gguf: Some(&r1),
+        catalogue: None,
+    };
+    let error = ChatTemplate::select(sources, special.clone()).unwrap_err();
     assert!(matches!(error, ChatError::TemplateSyntax { .. }), "{error}");
     assert!(error.to_string().contains("{{define}}"), "{error}");
+}
+
+#[test]
+fn select_takes_the_catalogue_template_for_a_missing_one_or_one_that_can_do_less() {
+    let (r1, special) = deepseek_r1();
+    let (v3, _) = deepseek_v3();
+    let select = |template: Option<&str>, gguf: Option<&str>, catalogue: Option<&str>| {
+        let sources = TemplateSources {
+            template,
+            gguf,
+            catalogue,
+        };
+        ChatTemplate::select(sources, special.clone()).expect("select")
+    };
+    let messages = [ChatMessage::new("user", "Hi")];
+    // No template of its own: the catalogue's (R1's opens the reasoning), not the fallback.
+    assert_eq!(
+        render(&select(None, None, Some(&r1)), &messages),
+        format!("{BOS}<｜User｜>Hi<｜Assistant｜><think>\n")
+    );
+    // The GGUF's V3 template cannot think; the catalogue's R1 template can.
+    assert!(select(None, Some(&v3), Some(&r1)).capabilities().thinking);
+    // A GGUF template that can do as much stays.
+    assert_eq!(
+        select(None, Some(&r1), Some(&v3)).source(),
+        r1.as_str(),
+        "the GGUF's own template"
+    );
+    // A Go template without thinking gives way to it too, the GGUF's first.
+    assert_eq!(select(Some(CHATML), None, Some(&r1)).source(), r1.as_str());
+    assert_eq!(
+        select(Some(CHATML), Some(&r1), Some(&r1)).source(),
+        r1.as_str()
+    );
+    // A Jinja TEMPLATE is the user's word.
+    let jinja = "{% for m in messages %}{{ m.content }}{% endfor %}";
+    assert_eq!(select(Some(jinja), None, Some(&r1)).source(), jinja);
 }
 
 #[test]

@@ -329,6 +329,10 @@ fn ollama_messages(messages: &[Value]) -> Vec<Value> {
 /// A chat template under test.
 struct Variant {
     name: &'static str,
+    /// A catalogue entry: the model is created under its name from a GGUF without a template,
+    /// so it renders with whale's own template for the entry's prompt format
+    /// (`modelfiles/templates/`), checked against the official one in `file`.
+    catalogue: Option<&'static str>,
     /// A file of `deepseek-templates/`, given to the model as its `TEMPLATE`; `None` for the
     /// fixture GGUF's own (V3's official template).
     file: Option<&'static str>,
@@ -444,6 +448,21 @@ fn vocab(gguf: &Path) -> &'static LlamaModel {
         .1
 }
 
+/// The deepseek2 fixture without a chat template, as older conversions are.
+fn template_less_gguf() -> &'static Path {
+    static GGUF: OnceLock<(tempfile::TempDir, std::path::PathBuf)> = OnceLock::new();
+    &GGUF
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("template-less.gguf");
+            let mut builder = fixtures::Fixture::DeepSeek2.build().unwrap();
+            builder.remove("tokenizer.chat_template");
+            builder.write(&path).unwrap();
+            (dir, path)
+        })
+        .1
+}
+
 /// Checks every conversation of the table against the reference for each variant, through
 /// one whaled; panics listing every difference.
 fn assert_token_identical(variants: &[Variant]) {
@@ -457,9 +476,39 @@ fn assert_token_identical(variants: &[Variant]) {
     daemon.create_from_gguf("ds", &gguf);
     let mut failures = Vec::new();
     for variant in variants {
-        let model = match variant.file {
-            None => "ds".to_owned(),
-            Some(file) => {
+        let model = match (variant.catalogue, variant.file) {
+            (Some(name), _) => {
+                daemon.create_from_gguf(name, template_less_gguf());
+                let (status, body) = daemon.post("/api/show", &json!({"model": name}));
+                assert_eq!(status, 200, "{name}: {body}");
+                let template = body["template"].as_str().unwrap_or_default();
+                assert!(
+                    template.starts_with("{#- DeepSeek"),
+                    "{name} shows another template than whale's: {template:.80}"
+                );
+                // What it offers (tools, thinking) is what the official template offers.
+                let official = match variant.file {
+                    None => "ds".to_owned(),
+                    Some(file) => {
+                        let template =
+                            std::fs::read_to_string(fixtures::deepseek_template(file)).unwrap();
+                        let request = json!({"model": "ds-official", "from": "ds",
+                                             "template": template, "stream": false});
+                        let (status, body) = daemon.post("/api/create", &request);
+                        assert_eq!(status, 200, "{}: {body}", variant.name);
+                        "ds-official".to_owned()
+                    }
+                };
+                let (status, official) = daemon.post("/api/show", &json!({"model": official}));
+                assert_eq!(status, 200, "{official}");
+                assert_eq!(
+                    body["capabilities"], official["capabilities"],
+                    "{name}: capabilities differ from the official template's"
+                );
+                name.to_owned()
+            }
+            (None, None) => "ds".to_owned(),
+            (None, Some(file)) => {
                 let model = format!("ds-{}", variant.name.replace([' ', '(', ')'], "-"));
                 let template = std::fs::read_to_string(fixtures::deepseek_template(file)).unwrap();
                 let (status, body) = daemon.post(
@@ -547,6 +596,7 @@ fn assert_token_identical(variants: &[Variant]) {
 fn deepseek_v3_prompts_are_token_identical_to_the_official_template() {
     assert_token_identical(&[Variant {
         name: "V3",
+        catalogue: None,
         file: None,
         object_arguments: false,
         thinking: None,
@@ -559,6 +609,7 @@ fn deepseek_r1_distill_prompts_are_token_identical_to_their_templates() {
     assert_token_identical(&[
         Variant {
             name: "R1 distill (Llama)",
+            catalogue: None,
             file: Some("deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja"),
             object_arguments: false,
             thinking: None,
@@ -566,6 +617,7 @@ fn deepseek_r1_distill_prompts_are_token_identical_to_their_templates() {
         },
         Variant {
             name: "R1 distill (Qwen)",
+            catalogue: None,
             file: Some("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"),
             object_arguments: true,
             thinking: Some(true),
@@ -578,6 +630,7 @@ fn deepseek_r1_distill_prompts_are_token_identical_to_their_templates() {
 fn deepseek_v3_1_prompts_are_token_identical_thinking_on_and_off() {
     assert_token_identical(&[false, true].map(|thinking| Variant {
         name: if thinking { "V3.1 thinking" } else { "V3.1" },
+        catalogue: None,
         file: Some("deepseek-ai-DeepSeek-V3.1.jinja"),
         object_arguments: true,
         thinking: Some(thinking),
@@ -589,6 +642,7 @@ fn deepseek_v3_1_prompts_are_token_identical_thinking_on_and_off() {
 fn deepseek_v3_2_prompts_are_token_identical_thinking_on_and_off() {
     assert_token_identical(&[false, true].map(|thinking| Variant {
         name: if thinking { "V3.2 thinking" } else { "V3.2" },
+        catalogue: None,
         file: Some("deepseek-ai-DeepSeek-V3.2.jinja"),
         object_arguments: true,
         thinking: Some(thinking),
@@ -600,6 +654,7 @@ fn deepseek_v3_2_prompts_are_token_identical_thinking_on_and_off() {
 fn deepseek_v4_prompts_are_token_identical_thinking_on_off_and_at_max_effort() {
     let v4 = |name, thinking, effort| Variant {
         name,
+        catalogue: None,
         file: Some("deepseek-ai-DeepSeek-V4.jinja"),
         object_arguments: true,
         thinking: Some(thinking),
@@ -609,5 +664,88 @@ fn deepseek_v4_prompts_are_token_identical_thinking_on_off_and_at_max_effort() {
         v4("V4", false, None),
         v4("V4 thinking", true, None),
         v4("V4 thinking at max effort", true, Some("max")),
+    ]);
+}
+
+/// whale's own templates for the catalogue's prompt formats (`modelfiles/templates/`), which a
+/// model named as a catalogue entry renders with when its GGUF carries no template, against the
+/// official ones: V3's, R1's (the one R1 and its distills ship), V3.1's.
+#[test]
+fn catalogue_templates_for_v3_r1_and_v3_1_are_token_identical_to_the_official_ones() {
+    assert_token_identical(&[
+        Variant {
+            name: "whale's V3",
+            catalogue: Some("deepseek-v3:671b"),
+            file: None,
+            object_arguments: false,
+            thinking: None,
+            effort: None,
+        },
+        Variant {
+            name: "whale's R1",
+            catalogue: Some("deepseek-r1:671b"),
+            file: Some("deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja"),
+            object_arguments: false,
+            thinking: None,
+            effort: None,
+        },
+        Variant {
+            name: "whale's V3.1",
+            catalogue: Some("deepseek-v3.1:671b"),
+            file: Some("deepseek-ai-DeepSeek-V3.1.jinja"),
+            object_arguments: true,
+            thinking: Some(false),
+            effort: None,
+        },
+        Variant {
+            name: "whale's V3.1 thinking",
+            catalogue: Some("deepseek-v3.1:671b"),
+            file: Some("deepseek-ai-DeepSeek-V3.1.jinja"),
+            object_arguments: true,
+            thinking: Some(true),
+            effort: None,
+        },
+    ]);
+}
+
+/// As above, for V3.2's and V4's DSML formats.
+#[test]
+fn catalogue_templates_for_v3_2_and_v4_are_token_identical_to_the_official_ones() {
+    let variant = |name, catalogue, file, thinking, effort| Variant {
+        name,
+        catalogue: Some(catalogue),
+        file: Some(file),
+        object_arguments: true,
+        thinking: Some(thinking),
+        effort,
+    };
+    let (v3_2, v4) = (
+        "deepseek-ai-DeepSeek-V3.2.jinja",
+        "deepseek-ai-DeepSeek-V4.jinja",
+    );
+    assert_token_identical(&[
+        variant("whale's V3.2", "deepseek-v3.2:671b", v3_2, false, None),
+        variant(
+            "whale's V3.2 thinking",
+            "deepseek-v3.2:671b",
+            v3_2,
+            true,
+            None,
+        ),
+        variant("whale's V4", "deepseek-v4-flash:284b", v4, false, None),
+        variant(
+            "whale's V4 thinking",
+            "deepseek-v4-flash:284b",
+            v4,
+            true,
+            None,
+        ),
+        variant(
+            "whale's V4 thinking at max effort",
+            "deepseek-v4-flash:284b",
+            v4,
+            true,
+            Some("max"),
+        ),
     ]);
 }

@@ -515,18 +515,24 @@ pub async fn show(
     let verbose = request.verbose == Some(true);
     let gguf = read_gguf(model.weights_path.clone(), verbose).await;
     let gguf_template = gguf.as_ref().and_then(|g| g.chat_template());
-    let template = model
-        .template
-        .clone()
-        .or_else(|| gguf_template.map(str::to_owned))
-        .unwrap_or_default();
-    let mut capabilities = vec!["completion".to_owned()];
-    // The capabilities of the template generation will use (see `ChatTemplate::select`).
-    if let Ok(parsed) = chat::ChatTemplate::select(
-        model.template.as_deref(),
-        gguf_template,
+    // The template generation will use (see `ChatTemplate::select`), and its capabilities.
+    let selected = chat::ChatTemplate::select(
+        chat::TemplateSources {
+            template: model.template.as_deref(),
+            gguf: gguf_template,
+            catalogue: model.catalogue_template(),
+        },
         chat::SpecialTokens::default(),
-    ) {
+    );
+    let template = match &selected {
+        Ok(selected) if selected.source() != chat::template::FALLBACK_TEMPLATE => {
+            selected.source().to_owned()
+        }
+        Ok(_) => String::new(),
+        Err(_) => model.template.clone().unwrap_or_default(),
+    };
+    let mut capabilities = vec!["completion".to_owned()];
+    if let Ok(parsed) = &selected {
         let found = parsed.capabilities();
         if found.tools {
             capabilities.push("tools".to_owned());

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 
 use crate::chat::{
-    self, ChatMessage, ChatTemplate, ReasoningSplitter, RenderInput, SpecialTokens, Think,
-    ThinkingMode, ToolCall, ToolCallParser,
+    self, ChatMessage, ChatTemplate, ReasoningSplitter, RenderInput, SpecialTokens,
+    TemplateSources, Think, ThinkingMode, ToolCall, ToolCallParser,
 };
 use crate::engine::{Event, GenerateJob, Grammar, GrammarSource, Logprobs, Prompt, Summary};
 use crate::error::Error;
@@ -47,6 +47,9 @@ pub struct Plan {
     pub model_name: String,
     /// The model's `TEMPLATE` (Modelfile or registry layer), weighed against the GGUF's own.
     pub template: Option<String>,
+    /// whale's template for the model's catalogue entry, for a model whose own is missing or
+    /// can do less.
+    pub catalogue_template: Option<&'static str>,
     /// The request's `template` (`/api/generate`): used as given, as Ollama does.
     pub request_template: Option<String>,
     pub think: Think,
@@ -173,12 +176,16 @@ async fn templated(lease: &Lease, plan: &Plan) -> Result<Templated, Error> {
     // A request's template is used as given. The model's `TEMPLATE` (Modelfile or registry
     // layer; Jinja or Go) wins over the GGUF's Jinja template, except that a Go template gives
     // way to a GGUF template with more capabilities (tools, thinking), as in Ollama HEAD:
-    // registry Go templates often predate a model's tool or thinking support.
+    // registry Go templates often predate a model's tool or thinking support. The catalogue's
+    // template stands in for a missing one, or one that can do less.
     let template = match &plan.request_template {
         Some(source) => ChatTemplate::new(source, special),
         None => ChatTemplate::select(
-            plan.template.as_deref(),
-            info.chat_template.as_deref(),
+            TemplateSources {
+                template: plan.template.as_deref(),
+                gguf: info.chat_template.as_deref(),
+                catalogue: plan.catalogue_template,
+            },
             special,
         ),
     }

@@ -191,6 +191,7 @@ async fn prepare(
         input,
         model_name: name,
         template: model.template.clone(),
+        catalogue_template: model.catalogue_template(),
         request_template,
         think,
         job: GenerateJob {

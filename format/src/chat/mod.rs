@@ -6,7 +6,8 @@
 //!   [`ChatTemplate::render`]`(&RenderInput) -> Result<String>`,
 //!   [`ChatTemplate::capabilities`] (`tools`, `thinking`), [`ChatTemplate::starts_with_bos`] /
 //!   [`starts_with_bos`] (tokenise with `add_special = false` when true),
-//!   [`ChatTemplate::select`] (a model's `TEMPLATE` or its GGUF template),
+//!   [`ChatTemplate::select`]`(TemplateSources, SpecialTokens)` (a model's `TEMPLATE`, its GGUF
+//!   template or its catalogue entry's),
 //!   [`ChatTemplate::fallback`] for models without a template. Jinja (GGUF) and Go (Ollama
 //!   `TEMPLATE`) sources both render; Go ones are translated into minijinja (`go_template`).
 //!   Templates are untrusted: compiling and rendering stay within [`limits`], and a breach is a
@@ -33,8 +34,8 @@ pub use reasoning::{
     ReasoningDelta, ReasoningSplitter, ThinkingMode, split_complete, strip_reasoning,
 };
 pub use template::{
-    ChatTemplate, RenderInput, SpecialTokens, TemplateCapabilities, TemplateSyntax, ToolCall,
-    starts_with_bos,
+    ChatTemplate, RenderInput, SpecialTokens, TemplateCapabilities, TemplateSources,
+    TemplateSyntax, ToolCall, starts_with_bos,
 };
 pub use think::{Think, ThinkLevel, ThinkPlan};
 pub use tools::{ToolCallParser, ToolOutput};

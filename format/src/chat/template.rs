@@ -10,7 +10,8 @@
 //! gives them Ollama's variables (`.Messages`, `.Tools`, `.Think`…).
 //!
 //! Which template a model renders with is [`ChatTemplate::select`]'s decision: its `TEMPLATE`,
-//! unless that is a Go template and the GGUF's Jinja template has more capabilities.
+//! unless that is a Go template and the GGUF's Jinja template has more capabilities; the
+//! catalogue's template when the model has none, or when it can do more than the model's.
 //!
 //! Earlier assistant turns lose their `<think>…</think>` text before rendering (Ollama and the R1
 //! templates do the same): history carries answers, not reasoning.
@@ -181,9 +182,21 @@ impl TemplateSyntax {
     }
 }
 
+/// The templates a model may render with (see [`ChatTemplate::select`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TemplateSources<'a> {
+    /// Its `TEMPLATE`: from its Modelfile, its registry layer or the request.
+    pub template: Option<&'a str>,
+    /// The GGUF's `tokenizer.chat_template`.
+    pub gguf: Option<&'a str>,
+    /// whale's template for the prompt format of the model's catalogue entry.
+    pub catalogue: Option<&'a str>,
+}
+
 /// A compiled chat template, ready to render many conversations.
 #[derive(Debug)]
 pub struct ChatTemplate {
+    source: String,
     renderer: Renderer,
     special: SpecialTokens,
     capabilities: TemplateCapabilities,
@@ -219,6 +232,7 @@ impl ChatTemplate {
         if TemplateSyntax::detect(source) == TemplateSyntax::Go {
             let template = GoTemplate::new(source)?;
             return Ok(Self {
+                source: source.to_owned(),
                 capabilities: template.capabilities(),
                 renderer: Renderer::Go(template),
                 special,
@@ -232,6 +246,7 @@ impl ChatTemplate {
                 detail: describe(&error),
             })?;
         let mut template = Self {
+            source: source.to_owned(),
             renderer: Renderer::Jinja {
                 env,
                 string_arguments: false,
@@ -249,30 +264,34 @@ impl ChatTemplate {
         Ok(template)
     }
 
-    /// The template a model renders with. `template` is its `TEMPLATE` (Modelfile, registry
-    /// layer or request), `gguf` the GGUF's `tokenizer.chat_template`. `template` wins, except
-    /// that a Go template gives way to the GGUF's Jinja template when that one has every
-    /// capability (tools, thinking) of the Go template and more, as Ollama HEAD prefers it:
-    /// registry Go templates often predate a model's tool or thinking support. Without either,
-    /// whale's [`FALLBACK_TEMPLATE`].
-    pub fn select(
-        template: Option<&str>,
-        gguf: Option<&str>,
-        special: SpecialTokens,
-    ) -> Result<Self, ChatError> {
-        let Some(source) = template else {
-            return match gguf {
-                Some(gguf) => Self::new(gguf, special),
-                None => Ok(Self::fallback(special)),
-            };
+    /// The template a model renders with, from the [`TemplateSources`] it has. Its own comes
+    /// first: the `TEMPLATE`, else the GGUF's. A Jinja `TEMPLATE` is always used as given. A Go
+    /// `TEMPLATE` gives way to the GGUF's Jinja template, and either gives way to the catalogue
+    /// entry's, when that one has every capability (tools, thinking) of the chosen one and more,
+    /// as Ollama HEAD prefers the GGUF's: registry Go templates and older conversions often
+    /// predate a model's tool or thinking support. A model with none of them renders with its
+    /// catalogue template, else whale's [`FALLBACK_TEMPLATE`].
+    pub fn select(sources: TemplateSources, special: SpecialTokens) -> Result<Self, ChatError> {
+        let TemplateSources {
+            template,
+            gguf,
+            catalogue,
+        } = sources;
+        let mut candidates = [template, gguf, catalogue].into_iter().flatten();
+        let Some(first) = candidates.next() else {
+            return Ok(Self::fallback(special));
         };
-        let chosen = Self::new(source, special.clone())?;
-        if matches!(chosen.renderer, Renderer::Go(_))
-            && let Some(Ok(jinja)) = gguf.map(|gguf| Self::new(gguf, special))
-            && matches!(jinja.renderer, Renderer::Jinja { .. })
-            && jinja.capabilities.exceeds(chosen.capabilities)
-        {
-            return Ok(jinja);
+        let chosen = Self::new(first, special.clone())?;
+        if template.is_some() && chosen.syntax() == TemplateSyntax::Jinja {
+            return Ok(chosen);
+        }
+        for source in candidates {
+            if let Ok(better) = Self::new(source, special.clone())
+                && better.syntax() == TemplateSyntax::Jinja
+                && better.capabilities.exceeds(chosen.capabilities)
+            {
+                return Ok(better);
+            }
         }
         Ok(chosen)
     }
@@ -325,6 +344,11 @@ impl ChatTemplate {
                 detail: "the template has no place for a suffix".to_owned(),
             }),
         }
+    }
+
+    /// The template's text, as given.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The syntax the template was written in.
