@@ -482,7 +482,7 @@ impl Engine {
         let path = params.model_path.clone();
         let thread = std::thread::Builder::new()
             .name(format!("engine:{}", params.name))
-            .spawn(move || run(&params, &receiver, reply_to(ready_tx), &mut || {}))
+            .spawn(move || run(&params, &receiver, reply_to(ready_tx), &mut |_| {}))
             .map_err(|error| EngineError::Load {
                 path: path.clone(),
                 message: format!("cannot start the engine thread: {error}"),
@@ -617,15 +617,26 @@ impl EventSink for mpsc::Sender<Event> {
     }
 }
 
+/// When the text of the steps so far must go out, as the engine tells `after_step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Before the engine waits for commands, or runs a step that processes a prompt (which may
+    /// take long): nothing may wait.
+    Now,
+    /// Another decode step follows at once: text may wait for it.
+    Soon,
+}
+
 /// Runs an engine on the calling thread until `commands` closes or says `Shutdown`: loads the
 /// model, answers `ready`, then serves. A runner process calls this on its main thread.
-/// `after_step` runs after each round of commands and decoding, before the engine waits for
-/// more: the events of the step, sent to sinks, can go out together then.
+/// `after_step` runs after each round of commands and decoding, and before a step that
+/// processes a prompt: the events of the steps, sent to sinks, can go out together then, at
+/// once when it says [`Flush::Now`].
 pub fn run(
     params: &LoadParams,
     commands: &std::sync::mpsc::Receiver<Command>,
     ready: Reply<ModelInfo>,
-    after_step: &mut dyn FnMut(),
+    after_step: &mut dyn FnMut(Flush),
 ) {
     worker::run(params, commands, ready, after_step);
 }

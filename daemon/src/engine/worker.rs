@@ -17,9 +17,9 @@ use super::mtp::Mtp;
 use super::output::{Pushed, TextOutput};
 use super::sampler::SequenceSampler;
 use super::{
-    DoneReason, EngineError, Event, EventSink, GenerateJob, GrammarSource, LoadParams, Logprobs,
-    MAX_TOP_LOGPROBS, ModelInfo, Prompt, SinkError, Summary, TokenLogprob, UNBOUNDED_FACTOR,
-    llama_backend,
+    DoneReason, EngineError, Event, EventSink, Flush, GenerateJob, GrammarSource, LoadParams,
+    Logprobs, MAX_TOP_LOGPROBS, ModelInfo, Prompt, SinkError, Summary, TokenLogprob,
+    UNBOUNDED_FACTOR, llama_backend,
 };
 use crate::engine::Embeddings;
 use crate::offload;
@@ -74,7 +74,7 @@ pub(super) fn run(
     params: &LoadParams,
     commands: &Receiver<Command>,
     ready: Reply<ModelInfo>,
-    after_step: &mut dyn FnMut(),
+    after_step: &mut dyn FnMut(Flush),
 ) {
     let load_error = |message: String| EngineError::Load {
         path: params.model_path.clone(),
@@ -722,10 +722,10 @@ impl<'m> Worker<'m> {
         }
     }
 
-    fn serve(&mut self, commands: &Receiver<Command>, after_step: &mut dyn FnMut()) {
+    fn serve(&mut self, commands: &Receiver<Command>, after_step: &mut dyn FnMut(Flush)) {
         loop {
-            after_step();
             let busy = !self.waiting.is_empty() || self.slots.iter().any(|slot| slot.job.is_some());
+            after_step(if busy { Flush::Soon } else { Flush::Now });
             if !busy {
                 // Idle: say where the steps since the last report went.
                 self.clock.report();
@@ -753,7 +753,7 @@ impl<'m> Worker<'m> {
             while let Some(command) = next {
                 if let Err(reason) = self.handle(command) {
                     self.stop_all(&reason);
-                    after_step();
+                    after_step(Flush::Now);
                     return;
                 }
                 next = commands.try_recv().ok();
@@ -761,10 +761,18 @@ impl<'m> Worker<'m> {
             self.draining.retain_mut(|outbox| !outbox.flush());
             self.cancel_abandoned();
             self.admit();
+            // A step that processes a prompt may take long: text waiting goes out first.
+            let prompting = self
+                .slots
+                .iter()
+                .any(|slot| slot.job.as_ref().is_some_and(|job| job.next.is_none()));
+            if prompting {
+                after_step(Flush::Now);
+            }
             self.step();
         }
         self.stop_all(UNLOADED);
-        after_step();
+        after_step(Flush::Now);
     }
 
     /// Handles one command; `Err` with the reason means shut down.

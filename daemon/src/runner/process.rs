@@ -6,9 +6,10 @@
 //! process at once, so a runner never outlives its daemon holding memory.
 //!
 //! Answers go out from the thread that has them, under one lock. A decode step's text for
-//! every sequence is gathered and written once, when the step ends: one system call and one
-//! wake-up of whaled per step, and no thread in between to wake (on a GPU a step is a few
-//! milliseconds, and every wake-up that is not the model shows in its rate).
+//! every sequence is gathered and written once, when the step ends, or with the next steps'
+//! when steps come faster than [`TEXT_INTERVAL`]: one system call and one wake-up of whaled
+//! per step at most, and no thread in between to wake (on a GPU a step is a few milliseconds,
+//! and every wake-up that is not the model shows in its rate).
 
 use std::collections::HashMap;
 use std::io::{Read, Write as _};
@@ -18,9 +19,20 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::protocol::{self, Message, Request};
-use crate::engine::{self, Command, EngineError, Event, EventSink, LoadParams, Reply, SinkError};
+use crate::engine::{
+    self, Command, EngineError, Event, EventSink, Flush, LoadParams, Reply, SinkError,
+};
+
+/// How long a decode step's text may wait for the next step's, so that they go out in one
+/// write: a model that steps faster than this (a tiny model, or a small one on a fast GPU)
+/// wakes whaled and its clients once per interval instead of once per step, each token still
+/// its own chunk. Below what a reader can see; a model that steps slower writes every step.
+/// Nothing waits while the engine is idle or processes a prompt ([`Flush::Now`]), and a
+/// generation's last event goes out at once with everything queued before it.
+const TEXT_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Generations in flight, by id: the flag `Cancel` sets.
 type Cancels = Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>;
@@ -42,7 +54,10 @@ pub fn run(socket: &Path) -> std::io::Result<()> {
     };
     tracing::info!(model = %params.name, path = %params.model_path.display(), "loading");
     let ready = reply(&messages, id, |id, result| Message::Loaded { id, result });
-    engine::run(&params, &engine_commands, ready, &mut || messages.flush());
+    engine::run(&params, &engine_commands, ready, &mut |flush| match flush {
+        Flush::Now => messages.flush(),
+        Flush::Soon => messages.flush_if_older(TEXT_INTERVAL),
+    });
     // The engine's last words (generations ended by the shutdown) go out before the process
     // ends; the reader thread is still blocked reading and simply ends with the process.
     messages.flush();
@@ -58,6 +73,8 @@ struct Outgoing {
     stream: UnixStream,
     /// Encoded frames not yet written.
     buffer: Vec<u8>,
+    /// When frames were last written.
+    written: Instant,
 }
 
 impl Messages {
@@ -65,6 +82,7 @@ impl Messages {
         Messages(Arc::new(Mutex::new(Outgoing {
             stream,
             buffer: Vec::with_capacity(64 << 10),
+            written: Instant::now(),
         })))
     }
 
@@ -84,6 +102,14 @@ impl Messages {
     fn flush(&self) {
         self.0.lock().expect("outgoing lock").write();
     }
+
+    /// Writes everything queued if the last write was `interval` ago or more.
+    fn flush_if_older(&self, interval: Duration) {
+        let mut outgoing = self.0.lock().expect("outgoing lock");
+        if outgoing.written.elapsed() >= interval {
+            outgoing.write();
+        }
+    }
 }
 
 impl Outgoing {
@@ -102,6 +128,7 @@ impl Outgoing {
         if let Err(error) = self.stream.write_all(&self.buffer) {
             parent_gone(&format!("cannot write to whaled: {error}"));
         }
+        self.written = Instant::now();
         self.buffer.clear();
         if self.buffer.capacity() > 1 << 20 {
             // An answer with large embeddings: do not keep its memory.
@@ -359,3 +386,64 @@ fn set_scheduling(scheduling: Scheduling) {
 
 #[cfg(not(target_os = "linux"))]
 fn set_scheduling(_scheduling: Scheduling) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(id: u64, text: &str) -> Message {
+        Message::Event {
+            id,
+            event: Event::Text(text.to_owned(), Vec::new()),
+        }
+    }
+
+    /// Every frame the other end can read without waiting.
+    fn received(peer: &mut UnixStream) -> Vec<Message> {
+        peer.set_nonblocking(true).unwrap();
+        let mut bytes = Vec::new();
+        let _ = peer.read_to_end(&mut bytes);
+        let mut reader = bytes.as_slice();
+        std::iter::from_fn(|| protocol::read::<Message>(&mut reader).unwrap()).collect()
+    }
+
+    #[test]
+    fn text_waits_for_its_interval_and_the_last_event_takes_it_along() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let messages = Messages::new(ours);
+        messages.queue(&text(1, "a"));
+        // Written just now (the stream is new): a step's text waits.
+        messages.flush_if_older(Duration::from_mins(1));
+        assert!(received(&mut peer).is_empty());
+        messages.queue(&text(1, "b"));
+        // Due: everything queued goes, in order, in one write.
+        messages.flush_if_older(Duration::ZERO);
+        let texts: Vec<String> = received(&mut peer)
+            .into_iter()
+            .map(|message| match message {
+                Message::Event {
+                    id: 1,
+                    event: Event::Text(text, _),
+                } => text,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, ["a", "b"]);
+        // A generation's last event never waits, nor what was queued before it.
+        messages.queue(&text(1, "c"));
+        messages.flush_if_older(Duration::from_mins(1));
+        messages.send(&Message::Event {
+            id: 1,
+            event: Event::Error("stopped".to_owned()),
+        });
+        let got = received(&mut peer);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            matches!(&got[1], Message::Event { event: Event::Error(why), .. } if why == "stopped")
+        );
+        // `Now` writes whatever waits.
+        messages.queue(&text(2, "d"));
+        messages.flush();
+        assert_eq!(received(&mut peer).len(), 1);
+    }
+}
