@@ -5,8 +5,8 @@
 //! them, for every sequence at every step. On a GPU that host work is the difference between
 //! whaled and llama.cpp's own speed. Greedy decoding and the usual chain (repetition penalties,
 //! top-k, top-p, min-p, temperature, a seeded draw) need only the few best logits, so this
-//! module finds those in one pass over the row — skipping blocks of logits that cannot
-//! beat the current k-th best — and does the rest on a handful of candidates.
+//! module finds those in two passes over the row — every block's maximum, then only the
+//! blocks that can hold one of the best — and does the rest on a handful of candidates.
 //!
 //! The math is llama.cpp's, in the order whaled's chain applies it: penalties (over the
 //! sequence's recent tokens), top-k, top-p, min-p, temperature, then a draw from the softmax.
@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 /// Logits compared sixteen at a time (vector registers' worth of lanes).
 const LANES: usize = 16;
 
-/// Logits looked at in blocks this long: one whose best cannot beat the k-th best is skipped.
+/// Logits looked at in blocks this long: one whose best cannot be among the k best is skipped.
 const SKIP_BLOCK: usize = 64;
 
 /// Penalties on tokens that appeared recently (Ollama's `repeat_penalty`,
@@ -74,6 +74,7 @@ pub(super) struct FastSampler {
     rng: StdRng,
     /// The best candidates of a row: (logit, token).
     candidates: Vec<(f32, i32)>,
+    top_n: TopN,
 }
 
 impl FastSampler {
@@ -84,6 +85,7 @@ impl FastSampler {
         };
         Self {
             candidates: Vec::with_capacity(options.top_k + 64),
+            top_n: TopN::default(),
             options,
             rng,
         }
@@ -115,7 +117,7 @@ impl FastSampler {
         }
         // The penalised best k are among the best k of the tokens outside the window, and the
         // window's own tokens (whatever the penalties do to them).
-        top_n(logits, k, window, &mut self.candidates);
+        top_n(logits, k, window, &mut self.top_n, &mut self.candidates);
         let penalties = self.options.penalties;
         for (&token, &count) in window {
             if let Some(&logit) = logits.get(token as usize) {
@@ -126,6 +128,10 @@ impl FastSampler {
         self.candidates
             .sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         self.candidates.truncate(k);
+        if self.candidates.is_empty() {
+            // Nothing comparable (a row of NaN): the first token, as `argmax` answers.
+            return 0;
+        }
         let Some(temperature) = self.options.temperature else {
             return self.candidates[0].1;
         };
@@ -246,44 +252,64 @@ fn block_max(block: &[f32]) -> f32 {
     )
 }
 
-/// The `n` highest logits of tokens not in `skip`, with their tokens, in no order, into `out`.
-fn top_n(logits: &[f32], n: usize, skip: &HashMap<i32, u32>, out: &mut Vec<(f32, i32)>) {
+/// Buffers [`top_n`] reuses from row to row.
+#[derive(Debug, Default)]
+pub(super) struct TopN {
+    /// Each block's maximum, in block order.
+    maxima: Vec<f32>,
+    /// The same, reordered to find the floor.
+    ranked: Vec<f32>,
+}
+
+/// The `n` highest logits of tokens not in `skip`, with their tokens, in no order, into `out`
+/// (among equal logits the lower tokens). Two passes: every block's maximum (vector
+/// instructions, as [`argmax`]), then the tokens of the few blocks that can hold one of the
+/// best. The `(n + skip.len())`-th highest block maximum is a floor: that many blocks reach
+/// it, so at least `n` tokens outside `skip` do, and so does every one of the best `n`.
+/// Membership of `skip` is looked up only for tokens that reach the floor.
+fn top_n(
+    logits: &[f32],
+    n: usize,
+    skip: &HashMap<i32, u32>,
+    scratch: &mut TopN,
+    out: &mut Vec<(f32, i32)>,
+) {
     out.clear();
+    if logits.is_empty() {
+        return;
+    }
     let n = n.min(logits.len()).max(1);
-    // `out` holds the best so far; once it holds `n`, `floor` is the lowest of them, at
-    // `floor_at`. Membership of `skip` is looked up only for values that beat the floor.
-    let mut floor = f32::NEG_INFINITY;
-    let mut floor_at = 0;
-    for (block_index, block) in logits.chunks(SKIP_BLOCK).enumerate() {
-        if out.len() == n && block_max(block) <= floor {
+    scratch.maxima.clear();
+    scratch
+        .maxima
+        .extend(logits.chunks(SKIP_BLOCK).map(block_max));
+    let rank = n + skip.len() - 1;
+    let floor = if rank < scratch.maxima.len() {
+        scratch.ranked.clear();
+        scratch.ranked.extend_from_slice(&scratch.maxima);
+        *scratch
+            .ranked
+            .select_nth_unstable_by(rank, |a, b| b.total_cmp(a))
+            .1
+    } else {
+        // Fewer blocks than that: every token is a candidate.
+        f32::NEG_INFINITY
+    };
+    for (index, (block, &max)) in logits.chunks(SKIP_BLOCK).zip(&scratch.maxima).enumerate() {
+        if max < floor {
             continue;
         }
         for (offset, &value) in block.iter().enumerate() {
-            let token = (block_index * SKIP_BLOCK + offset) as i32;
-            if (out.len() == n && value <= floor) || skip.contains_key(&token) {
-                continue;
-            }
-            if out.len() < n {
+            let token = (index * SKIP_BLOCK + offset) as i32;
+            if value >= floor && !skip.contains_key(&token) {
                 out.push((value, token));
-                if out.len() < n {
-                    continue;
-                }
-            } else {
-                out[floor_at] = (value, token);
             }
-            (floor_at, floor) = lowest(out);
         }
     }
-}
-
-/// Where the lowest of `out` is, and its value.
-fn lowest(out: &[(f32, i32)]) -> (usize, f32) {
-    out.iter()
-        .enumerate()
-        .min_by(|a, b| a.1.0.total_cmp(&b.1.0))
-        .map_or((0, f32::NEG_INFINITY), |(index, &(value, _))| {
-            (index, value)
-        })
+    if out.len() > n {
+        out.select_nth_unstable_by(n - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        out.truncate(n);
+    }
 }
 
 #[cfg(test)]
@@ -338,13 +364,13 @@ mod tests {
         let mut out = Vec::new();
         let mut want: Vec<usize> = (0..row.len()).collect();
         want.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-        top_n(&row, 40, &none(), &mut out);
+        top_n(&row, 40, &none(), &mut TopN::default(), &mut out);
         let mut got: Vec<usize> = out.iter().map(|&(_, t)| t as usize).collect();
         got.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
         assert_eq!(got, want[..40]);
         // Skipped tokens are left out, the next best take their place.
         let skip: HashMap<i32, u32> = [(want[0] as i32, 1), (want[3] as i32, 2)].into();
-        top_n(&row, 40, &skip, &mut out);
+        top_n(&row, 40, &skip, &mut TopN::default(), &mut out);
         let mut got: Vec<usize> = out.iter().map(|&(_, t)| t as usize).collect();
         got.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
         let rest: Vec<usize> = want
@@ -353,6 +379,27 @@ mod tests {
             .filter(|&t| t != want[0] && t != want[3])
             .collect();
         assert_eq!(got, rest[..40]);
+    }
+
+    #[test]
+    fn top_n_prefers_lower_tokens_among_equals_and_survives_nan() {
+        let mut out = Vec::new();
+        let mut scratch = TopN::default();
+        let flat = vec![0.5f32; 1000];
+        top_n(&flat, 10, &none(), &mut scratch, &mut out);
+        let mut got: Vec<i32> = out.iter().map(|&(_, t)| t).collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..10).collect::<Vec<i32>>());
+        // Fewer blocks than candidates wanted: every token is looked at.
+        top_n(&[1.0, 3.0, 2.0], 40, &none(), &mut scratch, &mut out);
+        assert_eq!(out.len(), 3);
+        let nan = vec![f32::NAN; 300];
+        let mut sampler = FastSampler::new(FastOptions {
+            temperature: Some(0.6),
+            top_p: 0.95,
+            ..options()
+        });
+        assert!((0..300).contains(&sampler.sample(&nan, &none(), None)));
     }
 
     #[test]
