@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 const LANES: usize = 16;
 
 /// Logits looked at in blocks this long: one whose best cannot be among the k best is skipped.
-const SKIP_BLOCK: usize = 64;
+const SKIP_BLOCK: usize = 128;
 
 /// Penalties on tokens that appeared recently (Ollama's `repeat_penalty`,
 /// `frequency_penalty`, `presence_penalty`), with llama.cpp's formula.
