@@ -11,18 +11,10 @@
 //!
 //! `cargo bench --workspace --bench backend_sampling`
 
-use std::num::NonZeroU32;
-use std::time::Instant;
-
-use llama_cpp_2::context::params::LlamaContextParams;
-use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::sampling::LlamaSampler;
-use whale_tests::bench::{load_average, median};
+use whale_tests::bench::{column_medians, load_average};
 use whale_tests::fixtures;
-use whale_tests::raw::RawDecode;
+use whale_tests::raw::{RawDecode, load_quietly};
 
 const TOKENS: usize = 512;
 const ROUNDS: usize = 5;
@@ -32,74 +24,25 @@ const PROMPTS: [&str; 8] = [
     "Hello", "One", "The sea", "Why", "Listen", "Numbers", "A story", "Rust",
 ];
 
-/// Generated tokens per second with each sequence's sampler chain inside llama.cpp's graph.
-fn on_backend(backend: &LlamaBackend, model: &LlamaModel, prompts: &[&str], r1: bool) -> f64 {
-    let sequences = prompts.len();
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(N_CTX * sequences as u32))
-        .with_n_batch(512)
-        .with_n_seq_max(sequences as u32)
-        .with_n_threads(THREADS as i32)
-        .with_n_threads_batch(THREADS as i32);
-    let samplers = (0..sequences).map(|seq| {
-        let chain = if r1 {
-            LlamaSampler::chain(
-                [
-                    LlamaSampler::top_k(40),
-                    LlamaSampler::top_p(0.95, 1),
-                    LlamaSampler::temp(0.6),
-                    LlamaSampler::dist(42),
-                ],
-                true,
-            )
-        } else {
-            LlamaSampler::chain([LlamaSampler::greedy()], true)
-        };
-        (seq as i32, chain)
-    });
-    let mut context = model
-        .new_context_with_samplers(backend, params, samplers)
-        .expect("context with backend samplers");
-    let vocab = model.vocab();
-    let mut batch = LlamaBatch::new(512, sequences as i32);
-    let mut positions = Vec::with_capacity(sequences);
-    let mut rows = Vec::with_capacity(sequences);
-    for (seq, prompt) in prompts.iter().enumerate() {
-        let prompt = vocab.tokenize(prompt.as_bytes(), true, true);
-        for (i, &token) in prompt.iter().enumerate() {
-            batch
-                .add(token, i as i32, &[seq as i32], i + 1 == prompt.len())
-                .expect("batch");
-        }
-        positions.push(prompt.len() as i32);
-        rows.push(batch.n_tokens() - 1);
+/// A sequence's chain inside llama.cpp's graph: greedy, or R1's.
+fn chain(r1: bool) -> LlamaSampler {
+    if r1 {
+        LlamaSampler::chain(
+            [
+                LlamaSampler::top_k(40),
+                LlamaSampler::top_p(0.95, 1),
+                LlamaSampler::temp(0.6),
+                LlamaSampler::dist(42),
+            ],
+            true,
+        )
+    } else {
+        LlamaSampler::chain([LlamaSampler::greedy()], true)
     }
-    context.decode(&mut batch).expect("prefill");
-    let started = Instant::now();
-    for _ in 0..TOKENS {
-        batch.clear();
-        for (seq, row) in rows.iter_mut().enumerate() {
-            let token = context.sampled_token_ith(*row).expect("a sampled token");
-            batch
-                .add(token, positions[seq], &[seq as i32], true)
-                .expect("batch");
-            positions[seq] += 1;
-            *row = seq as i32;
-        }
-        context.decode(&mut batch).expect("decode");
-    }
-    (TOKENS * sequences) as f64 / started.elapsed().as_secs_f64()
 }
 
 fn main() {
-    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(false));
-    let backend = LlamaBackend::init().expect("llama.cpp backend");
-    let model = LlamaModel::load_from_file(
-        &backend,
-        fixtures::deepseek2(),
-        &LlamaModelParams::default(),
-    )
-    .expect("load the fixture");
+    let (backend, model) = load_quietly(&fixtures::deepseek2());
     println!(
         "where the token is chosen: tiny deepseek2 fixture, {THREADS} threads, {TOKENS} tokens per \
          sequence, tok/s and ratio to the non-sampling loop (load average {})",
@@ -120,13 +63,13 @@ fn main() {
         };
         // Warm up: page the weights in, build each kind of graph once.
         raw.run_without_sampling(&backend, &model);
-        on_backend(&backend, &model, prompts, false);
+        raw.run_on_backend(&backend, &model, || chain(false));
         let mut rows: Vec<[f64; 7]> = Vec::new();
         for round in 1..=ROUNDS {
             let none = raw.run_without_sampling(&backend, &model);
             let host = raw.run(&backend, &model);
-            let greedy = on_backend(&backend, &model, prompts, false);
-            let r1 = on_backend(&backend, &model, prompts, true);
+            let greedy = raw.run_on_backend(&backend, &model, || chain(false));
+            let r1 = raw.run_on_backend(&backend, &model, || chain(true));
             let row = [
                 none,
                 host,
@@ -139,9 +82,7 @@ fn main() {
             print_row(&streams.to_string(), &round.to_string(), &row);
             rows.push(row);
         }
-        let medians: Vec<f64> = (0..7)
-            .map(|column| median(&rows.iter().map(|row| row[column]).collect::<Vec<_>>()))
-            .collect();
+        let medians = column_medians(&rows);
         print_row(&streams.to_string(), "median", &medians);
     }
 }

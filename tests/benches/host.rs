@@ -22,11 +22,10 @@ use std::time::{Duration, Instant};
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::model::params::LlamaModelParams;
 use serde_json::{Value, json};
-use whale_tests::bench::{Streamed, context_switches, generate, load_average, median};
+use whale_tests::bench::{Streamed, column_medians, context_switches, generate, load_average};
 use whale_tests::fixtures;
-use whale_tests::raw::RawDecode;
+use whale_tests::raw::{RawDecode, load_quietly};
 use whale_tests::whaled::Whaled;
 
 const TOKENS: usize = 512;
@@ -107,14 +106,7 @@ fn daemon(parallel: usize) -> Whaled {
 }
 
 fn main() {
-    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(false));
-    let backend = LlamaBackend::init().expect("llama.cpp backend");
-    let model = LlamaModel::load_from_file(
-        &backend,
-        fixtures::deepseek2(),
-        &LlamaModelParams::default(),
-    )
-    .expect("load the fixture");
+    let (backend, model) = load_quietly(&fixtures::deepseek2());
     let client = Whaled::http();
     let single = daemon(1);
     let many = daemon(STREAMS);
@@ -171,9 +163,7 @@ fn main() {
         print_row(&round.to_string(), &row);
         rows.push(row);
     }
-    let medians: Vec<f64> = (0..10)
-        .map(|column| median(&rows.iter().map(|row| row[column]).collect::<Vec<_>>()))
-        .collect();
+    let medians = column_medians(&rows);
     print_row("median", &medians);
     println!(
         "median whaled/raw: greedy 1 stream {:.3}, R1 1 stream {:.3}, greedy 8 streams {:.3}, R1 8 \
@@ -184,9 +174,7 @@ fn main() {
         medians[9],
         load_average()
     );
-    let switches: Vec<f64> = (0..4)
-        .map(|column| median(&switches.iter().map(|row| row[column]).collect::<Vec<_>>()))
-        .collect();
+    let switches = column_medians(&switches);
     println!(
         "median context switches per token, whaled and its runner: greedy 1 stream {:.2}, R1 1 \
          stream {:.2}, greedy 8 streams {:.2}, R1 8 streams {:.2}",

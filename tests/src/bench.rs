@@ -29,6 +29,13 @@ pub fn load_average() -> String {
     )
 }
 
+/// The median of each column of `rows`.
+pub fn column_medians<const N: usize>(rows: &[[f64; N]]) -> Vec<f64> {
+    (0..N)
+        .map(|column| median(&rows.iter().map(|row| row[column]).collect::<Vec<_>>()))
+        .collect()
+}
+
 /// Context switches so far (voluntary and involuntary) of every thread of process `pid` and of
 /// its child processes (a daemon's runners). Read before and after a run, per generated token,
 /// they count the wake-ups that a daemon costs besides the model's own work; 0 where `/proc`
@@ -48,9 +55,15 @@ pub fn context_switches(pid: u32) -> u64 {
 
 fn parent(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+    stat_field(&stat, 4)?.parse().ok()
+}
+
+/// Field `number` (from 1, as proc(5) counts them: 4 is the parent, 41 the scheduling policy)
+/// of a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line. The command name (field 2)
+/// may hold spaces and parentheses, so fields are counted from its closing parenthesis.
+pub fn stat_field(stat: &str, number: usize) -> Option<&str> {
     let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
+    after.split_whitespace().nth(number.checked_sub(3)?)
 }
 
 fn thread_switches(pid: u32) -> u64 {

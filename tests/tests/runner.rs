@@ -267,11 +267,7 @@ fn thread_policies(pid: u32) -> Vec<u32> {
         .flatten()
         .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
         .map(|stat| {
-            // After `pid (comm)`, field 3 is the state; the policy is field 41.
-            let after = &stat[stat.rfind(')').expect("comm") + 2..];
-            after
-                .split_whitespace()
-                .nth(41 - 3)
+            whale_tests::bench::stat_field(&stat, 41)
                 .and_then(|policy| policy.parse().ok())
                 .expect("a policy field")
         })
