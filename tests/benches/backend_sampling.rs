@@ -3,7 +3,7 @@
 //!
 //! The tiny deepseek2 fixture (129,280 logits per row), 2 threads, 512 tokens per sequence, one
 //! sequence and eight in one batch. Four raw llama-cpp-2 loops, side by side in each round:
-//! the non-sampling loop of `bench host` (the baseline: the next token fixed, logits still
+//! the non-sampling loop of `bench host` (the baseline: random next tokens, logits still
 //! computed and copied), llama.cpp's greedy sampler chain on the host, and backend sampling
 //! with a greedy chain and with R1's chain (`top_k` 40, `top_p` 0.95, temperature 0.6, a
 //! seeded draw). With backend sampling llama.cpp copies no logits out and the host reads one

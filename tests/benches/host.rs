@@ -5,8 +5,9 @@
 //! besides the decode — sampling over the vocabulary, copying logits, turning tokens into text,
 //! passing them on — shows in its rate, as it does on a GPU where the model is fast too.
 //!
-//! Baseline: a raw llama-cpp-2 loop that decodes the same way but never samples (the next
-//! token is fixed, as llama-bench's generation test does), one sequence and eight in one batch.
+//! Baseline: a raw llama-cpp-2 loop that decodes the same way but never samples (each step
+//! feeds random tokens, as llama-bench's generation test does), one sequence and eight in one
+//! batch.
 //! Against it, whaled's `/api/generate` (raw mode) with 512 tokens per stream: greedy, and with
 //! R1's recommended sampling (temperature 0.6, `top_p` 0.95, Ollama's `top_k` 40, a seed), one
 //! stream (`WHALE_NUM_PARALLEL=1`) and eight at once (`WHALE_NUM_PARALLEL=8`). One stream's

@@ -31,8 +31,6 @@ struct Prefilled<'m> {
     positions: Vec<i32>,
     /// Each sequence's output row in the last decode.
     rows: Vec<i32>,
-    /// Each prompt's last token.
-    last: Vec<LlamaToken>,
 }
 
 impl RawDecode<'_> {
@@ -72,26 +70,29 @@ impl RawDecode<'_> {
         (self.tokens * self.prompts.len()) as f64 / started.elapsed().as_secs_f64()
     }
 
-    /// As [`Self::run`], but nothing is sampled: each step decodes the same next token for
-    /// every sequence, with its logits computed, as llama-bench's generation test does. What
-    /// llama.cpp alone costs per step, the baseline for whaled's host work.
+    /// As [`Self::run`], but nothing is sampled: each step decodes a random token for every
+    /// sequence, with its logits computed, as llama-bench's generation test does (`rand() %
+    /// n_vocab`). What llama.cpp alone costs per step, the baseline for whaled's host work. The
+    /// tokens vary from step to step and from sequence to sequence, as generated text does: in a
+    /// mixture-of-experts model the token picks the experts, so one token fed again and again
+    /// would keep the same experts' weights in cache and flatter the baseline.
     pub fn run_without_sampling(&self, backend: &LlamaBackend, model: &LlamaModel) -> f64 {
         let context = model.new_context(backend, self.params()).expect("context");
         let Prefilled {
             mut context,
             mut batch,
             mut positions,
-            last,
             ..
         } = self.prefill(model, context);
+        let mut tokens = RandomTokens::new(model.n_vocab());
         let started = Instant::now();
         for _ in 0..self.tokens {
             batch.clear();
-            for (seq, &token) in last.iter().enumerate() {
+            for (seq, position) in positions.iter_mut().enumerate() {
                 batch
-                    .add(token, positions[seq], &[seq as i32], true)
+                    .add(tokens.next(), *position, &[seq as i32], true)
                     .expect("batch");
-                positions[seq] += 1;
+                *position += 1;
             }
             context.decode(&mut batch).expect("decode");
         }
@@ -152,7 +153,6 @@ impl RawDecode<'_> {
         let mut batch = LlamaBatch::new(512, sequences as i32);
         let mut positions = Vec::with_capacity(sequences);
         let mut rows = Vec::with_capacity(sequences);
-        let mut last = Vec::with_capacity(sequences);
         for (seq, prompt) in self.prompts.iter().enumerate() {
             let prompt = vocab.tokenize(prompt.as_bytes(), true, true);
             for (i, &token) in prompt.iter().enumerate() {
@@ -162,7 +162,6 @@ impl RawDecode<'_> {
             }
             positions.push(prompt.len() as i32);
             rows.push(batch.n_tokens() - 1);
-            last.push(*prompt.last().expect("a prompt"));
         }
         context.decode(&mut batch).expect("prefill");
         Prefilled {
@@ -170,8 +169,32 @@ impl RawDecode<'_> {
             batch,
             positions,
             rows,
-            last,
         }
+    }
+}
+
+/// The same stream of tokens spread over the whole vocabulary in every run (a 64-bit linear
+/// congruential generator, its high bits), so that runs compare like with like.
+struct RandomTokens {
+    state: u64,
+    n_vocab: u64,
+}
+
+impl RandomTokens {
+    fn new(n_vocab: i32) -> Self {
+        Self {
+            state: 0x853c_49e6_748f_ea9b,
+            n_vocab: u64::try_from(n_vocab).expect("a vocabulary"),
+        }
+    }
+
+    fn next(&mut self) -> LlamaToken {
+        self.state = self
+            .state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let token = (self.state >> 32) % self.n_vocab;
+        LlamaToken(i32::try_from(token).expect("a token id"))
     }
 }
 
