@@ -36,9 +36,9 @@ pub use host::{DEFAULT_HOST, Host, Scheme, WHALE_API_KEY, WHALE_HOST};
 pub use keep_alive::KeepAlive;
 pub use model::{
     CopyRequest, CreateRequest, DeleteRequest, ErrorResponse, LayerShare, License, ListModel,
-    ListResponse, MissingBlob, ModelDetails, ProcessModel, ProcessResponse, ProgressResponse,
-    PullRequest, PushRequest, ShowRequest, ShowResponse, VerifyRequest, VerifyResponse,
-    VersionResponse,
+    ListResponse, MissingBlob, ModelDetails, ProcessGpu, ProcessModel, ProcessResponse,
+    ProgressResponse, PullRequest, PushRequest, ShowRequest, ShowResponse, VerifyRequest,
+    VerifyResponse, VersionResponse,
 };
 pub use modelfile::Modelfile;
 pub use options::Options;

@@ -227,6 +227,21 @@ pub struct ProcessModel {
     /// as one) live on this machine (`local`) and on each worker.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerShare>,
+    /// whale's own: the GPUs the model was loaded on and what its load took of each (then
+    /// `size_vram` is their sum).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<ProcessGpu>,
+}
+
+/// A GPU a loaded model uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessGpu {
+    /// llama.cpp's device name (`CUDA0`).
+    pub name: String,
+    /// What the driver calls it (`NVIDIA H200`).
+    pub description: String,
+    /// Bytes the model's load took on it.
+    pub size_vram: u64,
 }
 
 /// Where some of a model's layers live.

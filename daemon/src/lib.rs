@@ -92,6 +92,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let state = Arc::new(state);
     let app = http::router(&state);
+    tokio::spawn(log_compute(Arc::clone(&state)));
     let signalled = Arc::new(tokio::sync::Notify::new());
     let notice = {
         let signalled = Arc::clone(&signalled);
@@ -133,4 +134,39 @@ pub async fn serve(
     }
     state.scheduler.unload_all(SHUT_DOWN).await;
     Ok(())
+}
+
+/// Says in the log, once at start, what models will run on (Ollama's "inference compute"
+/// lines): each GPU llama.cpp can use here, asked of a runner as every question about devices
+/// is, or the CPU when there is none. Also what `/api/ps` and a pull's fit check then use.
+async fn log_compute(state: Arc<AppState>) {
+    let gpus = match state.scheduler.ask_gpus().await {
+        Ok(gpus) => gpus,
+        Err(error) => {
+            tracing::warn!(%error, "inference compute: cannot ask a runner for the devices");
+            return;
+        }
+    };
+    for gpu in &gpus {
+        tracing::info!(
+            id = %gpu.name,
+            name = %gpu.description,
+            total = %memory::format_bytes(gpu.total),
+            available = %memory::format_bytes(gpu.free),
+            "inference compute"
+        );
+    }
+    if gpus.is_empty() {
+        let threads = state.config.num_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(4, std::num::NonZeroUsize::get),
+            |threads| threads as usize,
+        );
+        tracing::info!(
+            id = %"cpu",
+            threads,
+            total = %memory::format_bytes(memory::total_memory()),
+            available = %memory::format_bytes(memory::available_memory()),
+            "inference compute: no GPU, models run on the CPU"
+        );
+    }
 }

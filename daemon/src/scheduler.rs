@@ -194,8 +194,15 @@ impl Scheduler {
     /// runner started for the question (llama.cpp lives in runners only), then remembered.
     /// Empty on a CPU-only build or machine, and when no runner could say.
     pub async fn gpus(&self) -> Vec<Gpu> {
-        let asked = self
-            .shared
+        self.ask_gpus().await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot ask a runner for the GPUs");
+            Vec::new()
+        })
+    }
+
+    /// [`Self::gpus`], or why no runner could say.
+    pub async fn ask_gpus(&self) -> Result<Vec<Gpu>, crate::engine::EngineError> {
+        self.shared
             .gpus
             .get_or_try_init(|| async {
                 let process = self.shared.launcher.spawn("gpu probe").await?;
@@ -203,14 +210,8 @@ impl Scheduler {
                 tokio::spawn(async move { process.shutdown(crate::engine::UNLOADED).await });
                 gpus
             })
-            .await;
-        match asked {
-            Ok(gpus) => gpus.clone(),
-            Err(error) => {
-                tracing::warn!(%error, "cannot ask a runner for the GPUs");
-                Vec::new()
-            }
-        }
+            .await
+            .cloned()
     }
 
     /// Hands out the model `request` names, loading it (and evicting idle models) if needed.

@@ -137,6 +137,17 @@ fn pull_chat_show_ps_unload_copy_delete() {
     assert_eq!(ps["models"][0]["name"], "deepseek-tiny", "{ps}");
     assert!(ps["models"][0]["size"].as_u64().unwrap() > 0);
     assert_eq!(ps["models"][0]["context_length"], 512);
+    // No GPU here: nothing on one, and the log said so at start.
+    assert_eq!(ps["models"][0]["size_vram"], 0, "{ps}");
+    assert!(ps["models"][0].get("gpus").is_none(), "{ps}");
+    assert!(
+        daemon.log_shows(
+            |line| line.contains("inference compute: no GPU, models run on the CPU")
+                && line.contains("id=cpu")
+        ),
+        "{}",
+        daemon.log()
+    );
 
     // keep_alive 0 with no messages unloads.
     let (status, body) = daemon.post(

@@ -22,7 +22,7 @@ pub async fn run(json: bool, context: &Context) -> Result<(), Error> {
                 short_id(&model.digest),
                 units::bytes(model.size),
                 if model.layers.is_empty() {
-                    units::processor(model.size, model.size_vram)
+                    with_gpus(units::processor(model.size, model.size_vram), &model.gpus)
                 } else {
                     layers(&model.layers)
                 },
@@ -52,6 +52,24 @@ fn layers(shares: &[whale_api::LayerShare]) -> String {
     format!("layers: {}", parts.join(", "))
 }
 
+/// The PROCESSOR column naming the GPUs the model was loaded on: `100% GPU (NVIDIA H200)`.
+fn with_gpus(processor: String, gpus: &[whale_api::ProcessGpu]) -> String {
+    if gpus.is_empty() {
+        return processor;
+    }
+    let names: Vec<&str> = gpus
+        .iter()
+        .map(|gpu| {
+            if gpu.description.is_empty() {
+                gpu.name.as_str()
+            } else {
+                gpu.description.as_str()
+            }
+        })
+        .collect();
+    format!("{processor} ({})", names.join(", "))
+}
+
 /// The UNTIL column: `4 minutes from now`, `Forever`, `Stopping...` once past, empty while
 /// the model is still loading (no expiry yet).
 pub fn until(expires_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> String {
@@ -74,5 +92,26 @@ mod tests {
         assert_eq!(until(at("2026-11-28T11:59:00Z"), now), "Stopping...");
         assert_eq!(until(at("2318-08-02T00:00:00Z"), now), "Forever");
         assert_eq!(until(None, now), "");
+    }
+
+    #[test]
+    fn processor_column_names_the_gpus() {
+        let gpu = |name: &str, description: &str| whale_api::ProcessGpu {
+            name: name.into(),
+            description: description.into(),
+            size_vram: 1 << 30,
+        };
+        assert_eq!(with_gpus("100% CPU".into(), &[]), "100% CPU");
+        assert_eq!(
+            with_gpus("100% GPU".into(), &[gpu("CUDA0", "NVIDIA H200")]),
+            "100% GPU (NVIDIA H200)"
+        );
+        assert_eq!(
+            with_gpus(
+                "12%/88% CPU/GPU".into(),
+                &[gpu("CUDA0", "NVIDIA H200"), gpu("Vulkan1", "")]
+            ),
+            "12%/88% CPU/GPU (NVIDIA H200, Vulkan1)"
+        );
     }
 }

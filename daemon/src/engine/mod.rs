@@ -117,6 +117,9 @@ pub struct ModelInfo {
     /// With workers, where the layers (the output layer counted as one) live.
     #[serde(default)]
     pub shares: Vec<crate::rpc::Share>,
+    /// The GPUs the load took memory on, and how much of each (empty on the CPU).
+    #[serde(default)]
+    pub gpus: Vec<GpuUse>,
     /// All GGUF metadata, values rendered as strings by llama.cpp.
     pub metadata: BTreeMap<String, String>,
 }
@@ -432,6 +435,38 @@ pub struct Gpu {
     pub free: u64,
 }
 
+/// What loading a model took of one GPU: the device's free memory before the load less after
+/// it, as the driver tells it (so llama.cpp's buffers and the driver's own share for this
+/// process, what `nvidia-smi` shows; not the scratch memory decoding adds later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuUse {
+    /// llama.cpp's device name (`CUDA0`).
+    pub name: String,
+    /// What the driver calls it (`NVIDIA H200`).
+    pub description: String,
+    /// Bytes.
+    pub used: u64,
+}
+
+/// The GPUs whose free memory went down between `before` and `after` (two readings of
+/// [`gpus`] around a load), matched by device name. Devices of RPC workers are left out: their
+/// memory is another machine's.
+pub fn gpu_use(before: &[Gpu], after: &[Gpu]) -> Vec<GpuUse> {
+    after
+        .iter()
+        .filter(|gpu| !gpu.name.starts_with("RPC"))
+        .filter_map(|gpu| {
+            let was = before.iter().find(|earlier| earlier.name == gpu.name)?;
+            let used = was.free.saturating_sub(gpu.free);
+            (used > 0).then(|| GpuUse {
+                name: gpu.name.clone(),
+                description: gpu.description.clone(),
+                used,
+            })
+        })
+        .collect()
+}
+
 /// The GPUs this build of llama.cpp can offload to; empty on a CPU-only build or machine.
 pub fn gpus() -> Vec<Gpu> {
     use llama_cpp_2::LlamaBackendDeviceType as Kind;
@@ -639,4 +674,39 @@ pub fn run(
     after_step: &mut dyn FnMut(Flush),
 ) {
     worker::run(params, commands, ready, after_step);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(name: &str, free: u64) -> Gpu {
+        Gpu {
+            name: name.to_owned(),
+            description: format!("{name} card"),
+            total: 100 << 30,
+            free,
+        }
+    }
+
+    #[test]
+    fn a_load_takes_what_the_free_memory_lost_on_this_machines_gpus_only() {
+        let before = [gpu("CUDA0", 90 << 30), gpu("CUDA1", 80 << 30)];
+        let after = [
+            gpu("CUDA0", 70 << 30),
+            // Freed by someone else meanwhile: took nothing.
+            gpu("CUDA1", 81 << 30),
+            // A worker's device, linked during the load.
+            gpu("RPC0[127.0.0.1:50052]", 1 << 30),
+        ];
+        assert_eq!(
+            gpu_use(&before, &after),
+            [GpuUse {
+                name: "CUDA0".to_owned(),
+                description: "CUDA0 card".to_owned(),
+                used: 20 << 30,
+            }]
+        );
+        assert!(gpu_use(&[], &after).is_empty());
+    }
 }

@@ -19,7 +19,7 @@ use super::sampler::SequenceSampler;
 use super::{
     DoneReason, EngineError, Event, EventSink, Flush, GenerateJob, GrammarSource, LoadParams,
     Logprobs, MAX_TOP_LOGPROBS, ModelInfo, Prompt, SinkError, Summary, TokenLogprob,
-    UNBOUNDED_FACTOR, llama_backend,
+    UNBOUNDED_FACTOR, gpus, llama_backend,
 };
 use crate::engine::Embeddings;
 use crate::offload;
@@ -93,6 +93,12 @@ pub(super) fn run(
         )));
         return;
     }
+    // Before any device takes part of the model (workers' devices are not read).
+    let free_before = if params.placement.gpu_layers > 0 {
+        gpus()
+    } else {
+        Vec::new()
+    };
     let workers = match link_workers(params) {
         Ok(workers) => workers,
         Err(message) => {
@@ -162,6 +168,13 @@ pub(super) fn run(
     let mut info = model_info(backend, &model, params);
     if let Some(workers) = workers {
         info.shares = workers.shares;
+    }
+    if !free_before.is_empty() {
+        info.gpus = super::gpu_use(&free_before, &gpus());
+        for gpu in &info.gpus {
+            tracing::info!(model = %params.name, gpu = %gpu.name, description = %gpu.description,
+                used_mib = gpu.used / (1 << 20), "loaded on a GPU");
+        }
     }
     let sliding_window = info
         .metadata
@@ -463,6 +476,7 @@ fn model_info(backend: &LlamaBackend, model: &LlamaModel, params: &LoadParams) -
         add_bos: vocab.should_add_bos(),
         gpu_layers,
         shares: Vec::new(),
+        gpus: Vec::new(),
         metadata,
     }
 }

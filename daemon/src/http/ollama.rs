@@ -652,10 +652,17 @@ pub async fn ps(State(state): SharedState) -> axum::Json<api::ProcessResponse> {
         .map(|runner| {
             let info = runner.runner.info();
             let family = info.architecture.clone();
+            // What the load took of the GPUs once the runner has measured it, else the plan.
+            let measured: u64 = info.gpus.iter().map(|gpu| gpu.used).sum();
+            let size_vram = if measured > 0 {
+                measured
+            } else {
+                runner.estimate.vram
+            };
             api::ProcessModel {
                 name: runner.name.clone(),
                 model: runner.name.clone(),
-                size: runner.estimate.total,
+                size: runner.estimate.ram() + runner.estimate.remote + size_vram,
                 digest: runner
                     .manifest_digest
                     .strip_prefix("sha256:")
@@ -668,7 +675,7 @@ pub async fn ps(State(state): SharedState) -> axum::Json<api::ProcessResponse> {
                     ..api::ModelDetails::default()
                 },
                 expires_at: rfc3339(runner.expires_at().unwrap_or_else(far_future)),
-                size_vram: runner.estimate.vram,
+                size_vram,
                 context_length: u64::from(runner.num_ctx),
                 layers: info
                     .shares
@@ -676,6 +683,15 @@ pub async fn ps(State(state): SharedState) -> axum::Json<api::ProcessResponse> {
                     .map(|share| api::LayerShare {
                         place: share.place.clone(),
                         layers: share.layers,
+                    })
+                    .collect(),
+                gpus: info
+                    .gpus
+                    .iter()
+                    .map(|gpu| api::ProcessGpu {
+                        name: gpu.name.clone(),
+                        description: gpu.description.clone(),
+                        size_vram: gpu.used,
                     })
                     .collect(),
             }
