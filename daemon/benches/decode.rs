@@ -75,6 +75,7 @@ async fn main() {
         num_parallel: 1,
         num_batch: 512,
         num_threads: Some(THREADS),
+        sample_threads: None,
         placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
         draft: None,

@@ -25,6 +25,7 @@ pub const ENV_MAX_LOADED_MODELS: &str = "WHALE_MAX_LOADED_MODELS";
 pub const ENV_CONTEXT_LENGTH: &str = "WHALE_CONTEXT_LENGTH";
 /// Threads llama.cpp decodes with (default: one per logical CPU).
 pub const ENV_NUM_THREADS: &str = "WHALE_NUM_THREADS";
+pub const ENV_SAMPLE_THREADS: &str = "WHALE_SAMPLE_THREADS";
 /// Registry tried first for names of the default registry (air-gapped sites, tests).
 pub const ENV_REGISTRY_MIRROR: &str = "WHALE_REGISTRY_MIRROR";
 /// Memory the scheduler may use for models, overriding what the system reports.
@@ -106,6 +107,11 @@ pub struct Config {
     /// Threads for decoding [default: one per logical CPU, as the system counts them (SMT siblings included)].
     #[arg(long, env = ENV_NUM_THREADS)]
     pub num_threads: Option<u32>,
+
+    /// Threads that pick the tokens of a step's parallel sequences side by side, for a model
+    /// on a GPU serving many streams [default: off; 2 or more turns it on].
+    #[arg(long, env = ENV_SAMPLE_THREADS)]
+    pub sample_threads: Option<u32>,
 
     /// Registry tried first for models of the default registry (e.g. `http://10.0.0.5:11434`).
     #[arg(long, env = ENV_REGISTRY_MIRROR)]

@@ -60,6 +60,7 @@ pub fn state(config: Config) -> anyhow::Result<AppState> {
             gpu_overhead: config.gpu_overhead,
             default_keep_alive: config.keep_alive,
             num_threads: config.num_threads,
+            sample_threads: config.sample_threads,
             kv_pool: config.kv_pool,
             workers: config
                 .workers

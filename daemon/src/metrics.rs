@@ -519,6 +519,7 @@ mod tests {
             gpu_overhead: 0,
             default_keep_alive: KeepAlive::For(Duration::from_mins(5)),
             num_threads: None,
+            sample_threads: None,
             workers: Vec::new(),
             kv_pool: None,
         };

@@ -41,6 +41,8 @@ pub struct Limits {
     pub gpu_overhead: u64,
     pub default_keep_alive: KeepAlive,
     pub num_threads: Option<u32>,
+    /// Threads picking a step's tokens side by side (`WHALE_SAMPLE_THREADS`); `None`: off.
+    pub sample_threads: Option<u32>,
     /// Workers models are split over (`--workers`).
     pub workers: Vec<crate::rpc::WorkerLink>,
     /// KV cells the slots of a model share (`WHALE_KV_POOL`); `None`: each slot its own.
@@ -346,6 +348,7 @@ impl Scheduler {
                 .options
                 .num_thread
                 .or(self.shared.limits.num_threads),
+            sample_threads: self.shared.limits.sample_threads,
             placement: Placement {
                 gpu_layers: estimate.gpu_layers,
                 cpu_moe_layers: estimate.cpu_moe_layers,

@@ -23,6 +23,7 @@ fn params(path: &Path) -> LoadParams {
         num_parallel: 2,
         num_batch: 256,
         num_threads: Some(2),
+        sample_threads: None,
         placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
         draft: None,

@@ -28,6 +28,7 @@ fn params(path: &Path) -> LoadParams {
         num_parallel: 1,
         num_batch: 512,
         num_threads: Some(2),
+        sample_threads: None,
         placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
         draft: None,
@@ -183,4 +184,63 @@ async fn a_seeded_draw_repeats_and_another_seed_differs() {
         engine_tokens(&engine, hot).await
     );
     engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn sampling_threads_pick_the_tokens_one_thread_picks() {
+    // Four sequences in one batch, picked on the engine thread and then on three sampling
+    // threads: greedy, R1's seeded draw, and the whole chain with penalties.
+    let samplings = [
+        Sampling::greedy(),
+        Sampling {
+            temperature: 0.6,
+            top_p: 0.95,
+            seed: Some(11),
+            ..Sampling::default()
+        },
+        Sampling {
+            temperature: 0.6,
+            top_p: 0.95,
+            seed: Some(12),
+            ..Sampling::default()
+        },
+        Sampling {
+            temperature: 1.5,
+            top_k: 100,
+            top_p: 0.9,
+            min_p: 0.01,
+            repeat_penalty: 1.2,
+            seed: Some(5),
+            ..Sampling::default()
+        },
+    ];
+    let path = fixtures::deepseek2();
+    let mut runs = Vec::new();
+    for sample_threads in [None, Some(3)] {
+        let engine = Engine::load(LoadParams {
+            num_parallel: 4,
+            sample_threads,
+            ..params(&path)
+        })
+        .await
+        .expect("loads");
+        // All four sent before the engine thread takes any, so both runs batch them alike.
+        let streams: Vec<_> = samplings
+            .iter()
+            .map(|sampling| engine.generate(job(sampling.clone())).unwrap())
+            .collect();
+        let mut tokens = Vec::new();
+        for events in streams {
+            let summary = collect(events).await;
+            let prompt = summary.context.len() - summary.eval_count as usize;
+            tokens.push(summary.context[prompt..].to_vec());
+        }
+        engine.shutdown().await;
+        runs.push(tokens);
+    }
+    assert_eq!(runs[0], runs[1]);
+    assert!(
+        runs[0].iter().all(|tokens| tokens.len() == TOKENS),
+        "{runs:?}"
+    );
 }

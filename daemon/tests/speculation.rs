@@ -22,6 +22,7 @@ fn params(path: &Path, num_parallel: u32) -> LoadParams {
         num_parallel,
         num_batch: 512,
         num_threads: Some(2),
+        sample_threads: None,
         placement: whale_daemon::offload::Placement::default(),
         use_mmap: true,
         draft: None,

@@ -65,6 +65,9 @@ pub struct LoadParams {
     pub num_batch: u32,
     /// CPU threads; `None` means one per core.
     pub num_threads: Option<u32>,
+    /// Threads picking a step's tokens side by side (`WHALE_SAMPLE_THREADS`); `None`: off.
+    #[serde(default)]
+    pub sample_threads: Option<u32>,
     /// Which layers go to the GPU (all on the CPU by default and on a CPU-only build).
     pub placement: Placement,
     /// Memory-map the weights instead of reading them.

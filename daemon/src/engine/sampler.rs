@@ -129,6 +129,25 @@ impl SequenceSampler {
             )),
             Picker::Chain(chain) => chain.sample(context, index),
         };
+        self.accept(token);
+        token
+    }
+
+    /// The fast path's picker, to pick a token on another thread ([`FastPick::pick`]); then
+    /// [`Self::accept`] the token here. `None` for llama.cpp's chain, which stays on the
+    /// engine thread.
+    pub(super) fn fast_pick(&mut self) -> Option<FastPick<'_>> {
+        match &mut self.picker {
+            Picker::Fast(fast) => Some(FastPick {
+                fast,
+                window: &self.counts,
+            }),
+            Picker::Chain(_) => None,
+        }
+    }
+
+    /// Takes `token` as the one picked: the penalties' window moves on.
+    pub(super) fn accept(&mut self, token: LlamaToken) {
         if self.penalty_window > 0 {
             let counting = self.counting();
             if self.history.len() == self.penalty_window
@@ -146,7 +165,6 @@ impl SequenceSampler {
                 *self.counts.entry(token.0).or_insert(0) += 1;
             }
         }
-        token
     }
 
     /// Tells the sampler the text of the token just sampled; switches a deferred grammar on
@@ -180,6 +198,20 @@ impl SequenceSampler {
             self.recent_text.drain(..keep_from);
         }
         Ok(())
+    }
+}
+
+/// One sequence's fast-path picker, lent out to pick from a row on another thread (it holds no
+/// llama.cpp state).
+pub(super) struct FastPick<'s> {
+    fast: &'s mut FastSampler,
+    window: &'s HashMap<i32, u32>,
+}
+
+impl FastPick<'_> {
+    /// The token for this row of logits, as [`SequenceSampler::sample`] picks it (no draft).
+    pub(super) fn pick(&mut self, logits: &[f32]) -> LlamaToken {
+        LlamaToken(self.fast.sample(logits, self.window, None))
     }
 }
 

@@ -181,10 +181,12 @@ pub(super) fn run(
         .get(&format!("{}.attention.sliding_window", info.architecture))
         .and_then(|value| value.parse().ok());
     let can_shift = can_shift_context(&info, sliding_window);
+    let sampling = sampling_threads(params);
     ready(Ok(info));
     tracing::info!(model = %params.name, can_shift, "engine ready");
     let mut worker = Worker::new(&model, context, params, sliding_window);
     worker.can_shift = can_shift;
+    worker.sampling = sampling;
     worker.draft = draft;
     worker.mtp = mtp;
     worker.serve(commands, after_step);
@@ -431,6 +433,35 @@ fn context_params(
     Ok((context_params, total_ctx))
 }
 
+/// Threads that pick a step's tokens side by side (`sample_threads`, the engine thread among
+/// them; off unless set to 2 or more). Meant for a model on a GPU serving many sequences,
+/// where the host's cores wait on the GPU while the engine thread reads row after row of
+/// logits; on a CPU llama.cpp's own threads want the cores, and on the 2-core machine it was
+/// measured on it made no difference, so it is not on by default.
+fn sampling_threads(params: &LoadParams) -> Option<rayon::ThreadPool> {
+    let threads = params.sample_threads.unwrap_or(0) as usize;
+    if threads < 2 || params.num_parallel < 2 {
+        return None;
+    }
+    // The engine thread is one of them: it picks rows itself and never waits for a helper
+    // still waking up; helpers take what it has not reached.
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .use_current_thread()
+        .thread_name(|index| format!("sample:{index}"))
+        .build()
+    {
+        Ok(pool) => {
+            tracing::info!(model = %params.name, threads, "sampling threads");
+            Some(pool)
+        }
+        Err(error) => {
+            tracing::warn!(model = %params.name, %error, "no sampling threads");
+            None
+        }
+    }
+}
+
 /// One thread per core. `available_parallelism` counts logical CPUs; on machines with SMT that
 /// is more than the physical cores llama.cpp scales with, but it is the portable answer.
 fn default_threads() -> i32 {
@@ -585,6 +616,9 @@ struct Running {
     /// sit from row `draft_row` on.
     drafter: Drafter,
     draft_row: i32,
+    /// The token of `row`, when it was picked on the sampling threads before the step's rows
+    /// are handed on one by one.
+    picked: Option<LlamaToken>,
     /// KV cells the job may come to hold (its prompt and all it may generate, within the
     /// slot's context), held for it in a shared pool.
     reserved: usize,
@@ -626,6 +660,8 @@ struct Worker<'m> {
     starts: u64,
     /// Whether a full slot drops its older half and goes on (see [`can_shift_context`]).
     can_shift: bool,
+    /// Threads that pick the tokens of a step's rows side by side (see [`sampling_threads`]).
+    sampling: Option<rayon::ThreadPool>,
     /// Where decode steps spend their time.
     clock: StepClock,
     /// The draft model loaded beside the model, if any.
@@ -730,6 +766,7 @@ impl<'m> Worker<'m> {
             piece: Vec::with_capacity(64),
             starts: 0,
             can_shift: false,
+            sampling: None,
             clock: StepClock::default(),
             draft: None,
             mtp: None,
@@ -1053,6 +1090,7 @@ impl<'m> Worker<'m> {
             first_row: 0,
             drafter,
             draft_row: 0,
+            picked: None,
             reserved,
         });
     }
@@ -1180,6 +1218,7 @@ impl<'m> Worker<'m> {
             return;
         }
         let sampled_before = self.clock.sample;
+        self.pick_side_by_side();
         for index in 0..self.slots.len() {
             self.after_decode(index);
         }
@@ -1195,6 +1234,40 @@ impl<'m> Worker<'m> {
             decoded_at - built,
             output,
         );
+    }
+
+    /// With sampling threads, picks the tokens of the step's plain rows (one row of a job on
+    /// the fast path, no drafts to check) side by side, before [`Self::after_decode`] hands
+    /// them on in slot order. Each job has its own sampler and random numbers, so the tokens
+    /// are those one thread would pick.
+    fn pick_side_by_side(&mut self) {
+        let Some(pool) = self.sampling.as_ref() else {
+            return;
+        };
+        let context = &self.context;
+        let mut rows: Vec<_> = self
+            .slots
+            .iter_mut()
+            .filter_map(|slot| {
+                let job = slot.job.as_mut()?;
+                let row = job
+                    .row
+                    .filter(|_| job.in_batch > 0 && job.drafter.drafts.is_empty())?;
+                let pick = job.sampler.fast_pick()?;
+                Some((pick, context.get_logits_ith(row), &mut job.picked))
+            })
+            .collect();
+        if rows.len() < 2 {
+            return;
+        }
+        let started = Instant::now();
+        pool.install(|| {
+            use rayon::prelude::*;
+            rows.par_iter_mut()
+                .with_max_len(1)
+                .for_each(|(pick, logits, picked)| **picked = Some(pick.pick(logits)));
+        });
+        self.clock.sample += started.elapsed();
     }
 
     /// Drafts tokens after each generating sequence's next token (speculative decoding), in
@@ -1365,7 +1438,13 @@ impl<'m> Worker<'m> {
         let slot = &mut self.slots[index];
         let job = slot.job.as_mut()?;
         let sampling = Instant::now();
-        let token = job.sampler.sample(&self.context, row, draft);
+        let token = match job.picked.take() {
+            Some(token) => {
+                job.sampler.accept(token);
+                token
+            }
+            None => job.sampler.sample(&self.context, row, draft),
+        };
         self.clock.sample += sampling.elapsed();
         let model: &'m LlamaModel = self.model;
         let vocab = model.vocab();
