@@ -139,7 +139,7 @@ pub async fn serve(
 
 /// Says in the log, once at start, what models will run on (Ollama's "inference compute"
 /// lines): each GPU llama.cpp can use here, asked of a runner as every question about devices
-/// is, or the CPU when there is none. Also what `/api/ps` and a pull's fit check then use.
+/// is, or the CPU when there is none. The answer is kept for a pull's fit check.
 async fn log_compute(state: Arc<AppState>) {
     let gpus = match state.scheduler.ask_gpus().await {
         Ok(gpus) => gpus,

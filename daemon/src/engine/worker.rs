@@ -1150,6 +1150,7 @@ impl<'m> Worker<'m> {
             };
             job.in_batch = 0;
             job.row = None;
+            job.picked = None;
             if let Some(token) = job.next {
                 if let Err(error) =
                     self.batch
