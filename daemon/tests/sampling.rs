@@ -153,15 +153,31 @@ async fn greedy_tokens_are_llama_cpps_greedy_tokens() {
     }
 }
 
-#[tokio::test]
-async fn a_seeded_draw_repeats_and_another_seed_differs() {
-    // R1's recommended sampling.
-    let r1 = |seed| Sampling {
+/// R1's recommended sampling, seeded.
+fn r1(seed: u32) -> Sampling {
+    Sampling {
         temperature: 0.6,
         top_p: 0.95,
         seed: Some(seed),
         ..Sampling::default()
-    };
+    }
+}
+
+/// The whole chain on the fast path, hot: penalties, top-k, top-p, min-p, a seeded draw.
+fn hot() -> Sampling {
+    Sampling {
+        temperature: 1.5,
+        top_k: 100,
+        top_p: 0.9,
+        min_p: 0.01,
+        repeat_penalty: 1.2,
+        seed: Some(5),
+        ..Sampling::default()
+    }
+}
+
+#[tokio::test]
+async fn a_seeded_draw_repeats_and_another_seed_differs() {
     let path = fixtures::deepseek2();
     let engine = Engine::load(params(&path)).await.expect("loads");
     let first = engine_tokens(&engine, r1(11)).await;
@@ -170,18 +186,9 @@ async fn a_seeded_draw_repeats_and_another_seed_differs() {
     assert_eq!(first, again, "the same seed draws the same tokens");
     assert_ne!(first, other, "another seed draws others");
     // Hotter still: the whole chain (penalties, top-k, top-p, min-p) on the fast path.
-    let hot = Sampling {
-        temperature: 1.5,
-        top_k: 100,
-        top_p: 0.9,
-        min_p: 0.01,
-        repeat_penalty: 1.2,
-        seed: Some(5),
-        ..Sampling::default()
-    };
     assert_eq!(
-        engine_tokens(&engine, hot.clone()).await,
-        engine_tokens(&engine, hot).await
+        engine_tokens(&engine, hot()).await,
+        engine_tokens(&engine, hot()).await
     );
     engine.shutdown().await;
 }
@@ -190,30 +197,7 @@ async fn a_seeded_draw_repeats_and_another_seed_differs() {
 async fn sampling_threads_pick_the_tokens_one_thread_picks() {
     // Four sequences in one batch, picked on the engine thread and then on three sampling
     // threads: greedy, R1's seeded draw, and the whole chain with penalties.
-    let samplings = [
-        Sampling::greedy(),
-        Sampling {
-            temperature: 0.6,
-            top_p: 0.95,
-            seed: Some(11),
-            ..Sampling::default()
-        },
-        Sampling {
-            temperature: 0.6,
-            top_p: 0.95,
-            seed: Some(12),
-            ..Sampling::default()
-        },
-        Sampling {
-            temperature: 1.5,
-            top_k: 100,
-            top_p: 0.9,
-            min_p: 0.01,
-            repeat_penalty: 1.2,
-            seed: Some(5),
-            ..Sampling::default()
-        },
-    ];
+    let samplings = [Sampling::greedy(), r1(11), r1(12), hot()];
     let path = fixtures::deepseek2();
     let mut runs = Vec::new();
     for sample_threads in [None, Some(3)] {
